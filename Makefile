@@ -1,0 +1,47 @@
+# ServiceGate. On a fresh machine `make demo` and `make test` do all of their own set-up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test check bench docs debian-packages clean
+
+# Debian packages the tests need; installed with apt-get when run as root.
+DEBIAN_PACKAGES := $(shell grep -v '^\#' debian-packages.txt)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[ui,portal,test,dev]'
+	touch $(STAMP)
+
+debian-packages:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing Debian packages: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else echo "Missing Debian packages (run as root, or install them): $$missing"; fi; \
+	fi
+
+demo: $(STAMP) debian-packages
+	$(PY) -m agent.demo
+
+check: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: $(STAMP) debian-packages check
+	$(VENV)/bin/pytest
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+docs: $(STAMP)
+	$(PY) -m agent.config --markdown > docs/configuration.md
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,123 @@
+"""The control API's operations, mapped onto the Agent: argument checking and nothing else.
+
+Each handler takes the request's arguments and the caller (whose user name becomes the audit
+record's actor) and returns what goes back as `result`. Roles were checked by the server
+before the handler runs, from `protocol.OPERATIONS`. `hello` and `watch` are answered by the
+server itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from agent.access import AccessLevel
+from agent.audit_log import export, verify
+from agent.clock import parse_utc, utc_iso
+from agent.control import Caller
+from agent.core import Agent
+from agent.errors import UsageError
+from agent.protocol import OPERATIONS, Request
+from agent.session import Engineer, SessionKind
+
+Handler = Callable[[Agent, dict[str, Any], Caller], Any]
+
+
+def _text(args: dict[str, Any], key: str, *, required: bool = False, default: str = "") -> str:
+    value = args.get(key, default)
+    if not isinstance(value, str):
+        raise UsageError(f"'{key}' must be text, not {value!r}")
+    if required and not value.strip():
+        raise UsageError(f"'{key}' is required")
+    return value
+
+
+def _time(args: dict[str, Any], key: str) -> datetime | None:
+    value = args.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise UsageError(f"'{key}' must be an ISO 8601 time with offset, not {value!r}")
+    try:
+        return parse_utc(value)
+    except ValueError:
+        raise UsageError(f"'{key}' = {value!r} is not an ISO 8601 time with offset "
+                         f"(example: 2026-11-28T14:00:00+01:00)") from None
+
+
+def _level(args: dict[str, Any], key: str = "level") -> AccessLevel | None:
+    value = args.get(key)
+    return None if value is None else AccessLevel.parse(_text(args, key))
+
+
+def _access_set(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
+    level = _level(args)
+    if level is None:
+        raise UsageError("'level' is required: no-access | limited | permanent-limited | full")
+    return agent.set_access(level, _time(args, "until"), caller.user).to_dict()
+
+
+def _session_request(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
+    engineer = Engineer(_text(args, "engineer_id"), _text(args, "name"), _text(args, "company"))
+    kind_text = _text(args, "kind", default=SessionKind.SERVICE.value)
+    try:
+        kind = SessionKind(kind_text)
+    except ValueError:
+        raise UsageError(f"unknown session kind {kind_text!r}; use 'service' or 'application-support'") from None
+    level = _level(args) or AccessLevel.LIMITED
+    return agent.request_session(engineer, _text(args, "reason"), level, kind, caller.user).to_dict()
+
+
+def _session_confirm(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
+    accepted = args.get("disclaimer_accepted") is True
+    return agent.confirm_session(_text(args, "session_id", required=True), _level(args), caller.user,
+                                 accepted).to_dict()
+
+
+def _session_end(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
+    session_id = _text(args, "session_id") or None
+    return agent.end_session(session_id, caller.user, _text(args, "text")).to_dict()
+
+
+def _audit_verify(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
+    result = verify(agent.config.paths.audit_dir, agent.audit.public_key_path)
+    return {"ok": result.ok, "records": result.records, "problem": result.problem, "summary": result.summary(),
+            "last_checkpoint": utc_iso(result.last_checkpoint) if result.last_checkpoint else None}
+
+
+def _audit_export(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
+    return export(agent.config.paths.audit_dir, _time(args, "since"), _time(args, "until"))
+
+
+HANDLERS: dict[str, Handler] = {
+    "status": lambda agent, args, caller: agent.status(),
+    "access_show": lambda agent, args, caller: agent.grant.to_dict(),
+    "access_set": _access_set,
+    "session_list": lambda agent, args, caller: agent.session_list(),
+    "session_request": _session_request,
+    "session_confirm": _session_confirm,
+    "session_decline": lambda agent, args, caller: agent.decline_session(
+        _text(args, "session_id", required=True), caller.user).to_dict(),
+    "session_authenticated": lambda agent, args, caller: agent.authenticated(
+        _text(args, "session_id", required=True), caller.user).to_dict(),
+    "session_end": _session_end,
+    "kill": lambda agent, args, caller: agent.kill(caller.user, _text(args, "text")),
+    "audit_verify": _audit_verify,
+    "audit_export": _audit_export,
+    "record_event": lambda agent, args, caller: agent.record_event(
+        _text(args, "kind", required=True), _text(args, "detail"), caller.user),
+}
+
+SERVER_HANDLED = frozenset({"hello", "watch"})
+if set(HANDLERS) | SERVER_HANDLED != set(OPERATIONS):  # a programming error, caught at import by every test
+    raise RuntimeError(f"operations without a handler: {set(OPERATIONS) - set(HANDLERS) - SERVER_HANDLED}")
+
+
+def dispatcher(agent: Agent) -> Callable[[Request, Caller], Any]:
+    """The control server's handler for this agent."""
+
+    def handle(request: Request, caller: Caller) -> Any:
+        return HANDLERS[request.op](agent, request.args, caller)
+
+    return handle

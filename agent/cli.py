@@ -1,0 +1,225 @@
+"""`servicegate`: the command line over the control API. It only parses, calls and prints.
+
+Exit codes (one table for all three programs, see docs/cli.md): 0 ok, 1 a check failed or the
+operation was refused, 2 usage or configuration error, 3 partly done, 4 agent not reachable,
+5 permission denied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent.audit_log import to_csv
+from agent.client import Client
+from agent.clock import parse_utc, utc_iso
+from agent.config import DEFAULT_CONFIG_PATH, Config, defaults, load
+from agent.errors import ExitCode, ServiceGateError, UsageError
+from agent.protocol import PRIVACY_DISCLAIMER
+from agent.timeparse import local, parse_duration, parse_time
+
+LEVELS = ("no-access", "limited", "permanent-limited", "full")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="servicegate", description="ServiceGate remote-service agent.")
+    parser.add_argument("--version", action="version", version=f"servicegate {__version__}")
+    parser.add_argument("--config", type=Path, default=None,
+                        help=f"configuration file (default {DEFAULT_CONFIG_PATH})")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def reading(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--json", action="store_true", help="print JSON instead of text")
+        return p
+
+    sub.add_parser("run", help="run the agent (what the systemd unit starts)")
+    reading(sub.add_parser("status", help="access level, open sessions, examination block"))
+
+    access = sub.add_parser("access", help="show or set the access level").add_subparsers(
+        dest="access_command", required=True, metavar="ACTION")
+    reading(access.add_parser("show", help="the current access level, who set it, until when"))
+    setp = access.add_parser("set", help="set the access level")
+    setp.add_argument("level", choices=LEVELS)
+    when = setp.add_mutually_exclusive_group()
+    when.add_argument("--for", dest="duration", help="limited only: for how long (90m, 2h, 1d)")
+    when.add_argument("--until", help="limited only: until when (ISO 8601; local time without offset)")
+
+    session = sub.add_parser("session", help="remote sessions").add_subparsers(
+        dest="session_command", required=True, metavar="ACTION")
+    reading(session.add_parser("list", help="open sessions and the latest ended ones"))
+    req = session.add_parser("request", help="request a session as the portal would (admin; tests and demo)")
+    req.add_argument("--engineer-id", required=True)
+    req.add_argument("--name", required=True, help="the engineer's full name")
+    req.add_argument("--company", default="")
+    req.add_argument("--reason", required=True)
+    req.add_argument("--level", choices=("limited", "full"), default="limited")
+    req.add_argument("--kind", choices=("service", "application-support"), default="service")
+    reading(req)
+    confirm = session.add_parser("confirm", help="confirm a session after reading the privacy disclaimer")
+    confirm.add_argument("session_id")
+    confirm.add_argument("--level", choices=("limited", "full"), help="level for this session alone")
+    confirm.add_argument("--accept-disclaimer", action="store_true",
+                         help="accept the data-privacy disclaimer without the question (scripts)")
+    session.add_parser("decline", help="decline a session waiting for consent").add_argument("session_id")
+    session.add_parser("authenticate", help="mark the engineer authenticated (admin; tests and demo)").add_argument(
+        "session_id")
+    end = session.add_parser("end", help="end a session normally")
+    end.add_argument("session_id", nargs="?")
+    end.add_argument("--reason", default="", help="free text for the audit log")
+
+    kill = sub.add_parser("kill", help="the kill switch: end every session now and set access to no-access")
+    kill.add_argument("--reason", default="", help="free text for the audit log")
+
+    audit = sub.add_parser("audit", help="the tamper-evident audit log").add_subparsers(
+        dest="audit_command", required=True, metavar="ACTION")
+    reading(audit.add_parser("verify", help="check the hash chain and signed checkpoints"))
+    exp = audit.add_parser("export", help="who accessed this system, when, at which level, for what")
+    exp.add_argument("--since", help="ISO 8601 (local time without offset)")
+    exp.add_argument("--until", help="ISO 8601 (local time without offset)")
+    exp.add_argument("--format", choices=("csv", "json"), default="csv")
+
+    event = sub.add_parser("event", help="report a scan or an error (the scanner software)")
+    event.add_argument("kind", choices=("scan", "error"))
+    event.add_argument("--detail", default="", help="short technical text; never patient data")
+    return parser
+
+
+def load_config(path: Path | None, *, required: bool) -> Config:
+    """The given file, else the default one; a client may run with defaults when there is none."""
+    if path is not None:
+        return load(path)
+    if DEFAULT_CONFIG_PATH.exists() or required:
+        return load(DEFAULT_CONFIG_PATH)
+    return defaults()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            from agent.daemon import run  # only the daemon needs asyncio and the agent core
+
+            return run(load_config(args.config, required=True))
+        config = load_config(args.config, required=False)
+        with Client(config.paths.control_socket) as client:
+            client.connect()
+            return dispatch(args, client)
+    except ServiceGateError as exc:
+        print(f"servicegate: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        return int(ExitCode.FAILED)
+
+
+def dispatch(args: argparse.Namespace, client: Client) -> int:
+    command = args.command
+    if command == "status":
+        return show(args, client.call("status"), format_status)
+    if command == "access":
+        if args.access_command == "show":
+            return show(args, client.call("access_show"), format_grant)
+        until = None
+        if args.duration:
+            until = utc_iso(parse_utc(client.call("status")["now"]) + parse_duration(args.duration))
+        elif args.until:
+            until = utc_iso(parse_time(args.until))
+        grant = client.call("access_set", level=args.level, until=until)
+        print(format_grant(grant))
+        return 0
+    if command == "session":
+        return session_command(args, client)
+    if command == "kill":
+        receipt = client.call("kill", text=args.reason)
+        ended = ", ".join(receipt["ended_sessions"]) or "none was open"
+        print(f"Kill switch done at {local(parse_utc(receipt['at']))}. Sessions ended: {ended}. "
+              f"Access is now {receipt['access']['level']}.")
+        return 0
+    if command == "audit":
+        if args.audit_command == "verify":
+            result = client.call("audit_verify")
+            if args.json:
+                print(json.dumps(result, indent=2))
+            else:
+                print(result["summary"])
+            return 0 if result["ok"] else int(ExitCode.FAILED)
+        since = utc_iso(parse_time(args.since)) if args.since else None
+        until = utc_iso(parse_time(args.until)) if args.until else None
+        records = client.call("audit_export", since=since, until=until)
+        sys.stdout.write(json.dumps(records, indent=2) + "\n" if args.format == "json" else to_csv(records))
+        return 0
+    if command == "event":
+        client.call("record_event", kind=args.kind, detail=args.detail)
+        return 0
+    raise UsageError(f"unknown command {command!r}")  # argparse prevents this
+
+
+def session_command(args: argparse.Namespace, client: Client) -> int:
+    action = args.session_command
+    if action == "list":
+        return show(args, client.call("session_list"), lambda rows: "\n".join(map(format_session, rows))
+                    or "No sessions.")
+    if action == "request":
+        session = client.call("session_request", engineer_id=args.engineer_id, name=args.name,
+                              company=args.company, reason=args.reason, level=args.level, kind=args.kind)
+        return show(args, session, format_session)
+    if action == "confirm":
+        session = next((s for s in client.call("session_list") if s["id"] == args.session_id), None)
+        if session is not None:
+            print(format_session(session))
+        print(PRIVACY_DISCLAIMER)
+        accepted = args.accept_disclaimer or ask_yes("Accept and start the session? [yes/no] ")
+        session = client.call("session_confirm", session_id=args.session_id, level=args.level,
+                              disclaimer_accepted=accepted)
+        print(format_session(session))
+        return 0
+    if action == "decline":
+        print(format_session(client.call("session_decline", session_id=args.session_id)))
+        return 0
+    if action == "authenticate":
+        print(format_session(client.call("session_authenticated", session_id=args.session_id)))
+        return 0
+    print(format_session(client.call("session_end", session_id=args.session_id, text=args.reason)))
+    return 0
+
+
+def ask_yes(prompt: str) -> bool:
+    if not sys.stdin.isatty():
+        raise UsageError("the privacy disclaimer needs an answer: run this at a terminal, "
+                         "or pass --accept-disclaimer if you have read it")
+    return input(prompt).strip().lower() in ("y", "yes")
+
+
+def show(args: argparse.Namespace, value: Any, formatter: Any) -> int:
+    print(json.dumps(value, indent=2) if args.json else formatter(value))
+    return 0
+
+
+def format_grant(grant: dict[str, Any]) -> str:
+    until = f" until {local(parse_utc(grant['until']))}" if grant.get("until") else ""
+    return (f"Access: {grant['level']}{until} (set by {grant['set_by']} at {local(parse_utc(grant['set_at']))})\n"
+            f"  {grant['consequence']}")
+
+
+def format_session(s: dict[str, Any]) -> str:
+    engineer = s["engineer"]
+    company = f", {engineer['company']}" if engineer.get("company") else ""
+    level = s.get("effective_level") or f"asks {s['requested_level']}"
+    state = s["state"] + (f" ({s['end_reason']})" if s.get("end_reason") else "")
+    return (f"Session {s['id']}: {state}, {level}, {s['kind']} - {engineer['name']} "
+            f"[{engineer['id']}{company}]: {s['reason']}")
+
+
+def format_status(status: dict[str, Any]) -> str:
+    lines = [format_grant(status["access"])]
+    lines += [format_session(s) for s in status["sessions"]] or ["No open session."]
+    if status["examinations_blocked"]:
+        lines.append("Examinations are BLOCKED while the full-access session is active.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

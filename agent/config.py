@@ -1,0 +1,239 @@
+"""The agent's configuration: one frozen object loaded from `agent.toml`.
+
+The schema below is the single source of truth: the loader validates against it and
+`docs/configuration.md` is generated from it (`python -m agent.config --markdown`), so the
+documentation cannot drift from the code. Every path the agent touches comes from here, which
+is what lets the tests and `make demo` run the whole system in a temporary directory.
+
+Later issues add their sections as new dataclasses and a field on `Config`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+import tomllib
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from agent.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/servicegate/agent.toml")
+
+
+def setting(default: Any, help: str, *, minimum: int | None = None, maximum: int | None = None,
+            choices: tuple[str, ...] | None = None) -> Any:
+    """A configuration key: its default, one line of help, and what values are allowed."""
+    return field(default=default, metadata={"help": help, "minimum": minimum, "maximum": maximum,
+                                            "choices": choices})
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    """Where the agent keeps its files. Relative paths are taken from the configuration file's folder."""
+
+    state_dir: Path = setting(Path("/var/lib/servicegate"),
+                              "State: access grant, sessions, keys. Created 0700 if missing.")
+    audit_dir: Path = setting(Path(""), "Audit log segments and checkpoints. Empty: `<state_dir>/audit`.")
+    control_socket: Path = setting(Path("/run/servicegate/control.sock"),
+                                   "The local control API's Unix socket (the console UI and the CLI use it).")
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """Who may do what over the control socket. Roles come from the caller's peer credentials."""
+
+    console_group: str = setting("servicegate-console",
+                                 "Members may change access, confirm and end sessions, and use the kill switch.")
+    modality_group: str = setting("servicegate-modality",
+                                  "Members (the scanner software) may only report scans and errors.")
+    viewer_group: str = setting("servicegate-viewer", "Members may read state and the audit log.")
+    request_timeout_s: int = setting(10, "A client must send a whole request line within this time.",
+                                     minimum=1, maximum=300)
+
+
+@dataclass(frozen=True)
+class SessionsConfig:
+    """Limits of a remote session."""
+
+    idle_timeout_min: int = setting(15, "End a session after this long without an action the engineer initiates.",
+                                    minimum=1, maximum=240)
+    time_limit_min: int = setting(480, "End a session this long after it became active, whatever happens.",
+                                  minimum=5, maximum=1440)
+    consent_timeout_min: int = setting(5, "A session nobody confirmed at the console ends after this long.",
+                                       minimum=1, maximum=60)
+    auth_timeout_min: int = setting(5, "An engineer who has not authenticated within this long is refused.",
+                                    minimum=1, maximum=60)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """The tamper-evident audit log."""
+
+    retention_days: int = setting(365, "Segments younger than this are never deleted (at least one year).",
+                                  minimum=365, maximum=3650)
+    checkpoint_interval_min: int = setting(5, "Longest time between signed checkpoints while records arrive.",
+                                           minimum=1, maximum=5)
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """The `servicegate run` process."""
+
+    shutdown_grace_s: int = setting(10, "On SIGTERM, time for a clean stop before the agent exits by force.",
+                                    minimum=1, maximum=300)
+    log_level: str = setting("info", "Least severe message written to the log.",
+                             choices=("debug", "info", "warning", "error"))
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration. `source` is the file it came from (None: built-in defaults)."""
+
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    sessions: SessionsConfig = field(default_factory=SessionsConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    source: Path | None = field(default=None, compare=False)
+
+
+# Section name -> its dataclass, in the order of `Config`.
+SECTIONS: dict[str, type[Any]] = {
+    name: hint for name, hint in get_type_hints(Config).items() if name != "source"
+}
+
+
+def load(path: Path) -> Config:
+    """Read and validate `path`. Raises ConfigError with a message naming file, key, value and fix."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found. Create it (see docs/configuration.md) "
+                          f"or pass --config PATH.") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror}.") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}). Fix the syntax and start again.") from None
+    return from_mapping(data, path)
+
+
+def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
+    """Validate a parsed TOML document against the schema."""
+    where = str(path) if path else "configuration"
+    base = path.parent if path else Path.cwd()
+    sections: dict[str, Any] = {}
+    for name, value in data.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"{where}: unknown section [{name}]{_did_you_mean(name, SECTIONS)}. "
+                              f"Allowed sections: {', '.join(SECTIONS)}.")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: [{name}] must be a table (a [{name}] header followed by keys), "
+                              f"not {value!r}.")
+        sections[name] = _section(where, name, SECTIONS[name], value, base)
+    config = Config(**sections, source=path)
+    if config.paths.audit_dir == Path(""):
+        config = replace(config, paths=replace(config.paths, audit_dir=config.paths.state_dir / "audit"))
+    return config
+
+
+def defaults() -> Config:
+    """The built-in configuration (what an empty agent.toml means)."""
+    return from_mapping({})
+
+
+def _section(where: str, name: str, cls: type[Any], values: dict[str, Any], base: Path) -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key [{name}] {key}{_did_you_mean(key, known)}. "
+                              f"Allowed keys in [{name}]: {', '.join(known)}.")
+        kwargs[key] = _value(where, f"[{name}] {key}", hints[key], known[key].metadata, value, base)
+    return cls(**kwargs)
+
+
+def _value(where: str, key: str, kind: Any, meta: Any, value: Any, base: Path) -> Any:
+    if kind is Path:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: {key} = {value!r} is not a path; write it as a quoted string.")
+        if value == "":
+            return Path("")
+        given = Path(value)
+        return given if given.is_absolute() else (base / given).resolve()
+    if kind is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{where}: {key} = {value!r} is not a whole number; {_allowed(meta)}.")
+        lo, hi = meta["minimum"], meta["maximum"]
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ConfigError(f"{where}: {key} = {value} is out of range; {_allowed(meta)}.")
+        return value
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: {key} = {value!r} is not text; write it as a quoted string.")
+        if meta["choices"] and value not in meta["choices"]:
+            raise ConfigError(f"{where}: {key} = {value!r} is not allowed; {_allowed(meta)}.")
+        return value
+    raise TypeError(f"schema type {kind!r} has no validator")  # a programming error, caught by tests
+
+
+def _allowed(meta: Any) -> str:
+    if meta["choices"]:
+        return "allowed: " + ", ".join(repr(c) for c in meta["choices"])
+    lo, hi = meta["minimum"], meta["maximum"]
+    if lo is not None and hi is not None:
+        return f"allowed: a whole number from {lo} to {hi}"
+    if lo is not None:
+        return f"allowed: a whole number of at least {lo}"
+    return "allowed: a whole number"
+
+
+def _did_you_mean(word: str, options: Any) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def markdown() -> str:
+    """docs/configuration.md, generated from the schema."""
+    lines = [
+        "# Configuration (`agent.toml`)",
+        "",
+        "<!-- Generated by `python -m agent.config --markdown`; a test fails when this file is stale. -->",
+        "",
+        f"The agent reads `{DEFAULT_CONFIG_PATH}` (or the file given with `--config PATH`). Every key is",
+        "optional; an empty file means the defaults below. An unknown section or key, a value of the",
+        "wrong type or out of range, or a missing file stops the agent with one message that names the",
+        "file, the key, the bad value and what is allowed (exit code 2), never a traceback.",
+        "",
+    ]
+    for name, cls in SECTIONS.items():
+        lines += [f"## [{name}]", "", (cls.__doc__ or "").strip(), "",
+                  "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
+        hints = get_type_hints(cls)
+        for f in fields(cls):
+            kind = hints[f.name]
+            default = f.default if f.default is not MISSING else ""
+            shown = f'"{default}"' if kind in (str, Path) else str(default)
+            meta = f.metadata
+            allowed = _allowed(meta).removeprefix("allowed: ") if kind is not Path else "a path"
+            lines.append(f"| `{f.name}` | {kind.__name__.lower()} | `{shown}` | {allowed} | {meta['help']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--markdown"]:
+        sys.stdout.write(markdown())
+        return 0
+    sys.stderr.write("usage: python -m agent.config --markdown\n")
+    return 2
+
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

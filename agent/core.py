@@ -1,0 +1,285 @@
+"""The agent's state and every decision it acts on: access grant, sessions, counters, audit.
+
+`Agent` is the one object with authority. It is synchronous and single-threaded (the daemon
+calls it from its event loop), takes its clock from outside, and writes an audit record for
+every change before it tells anyone. The control API's operations map onto its methods in
+`agent.api`; the daemon only wires it to the socket and the timer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from agent import __version__
+from agent.access import SYSTEM_ACTOR, AccessLevel, Grant, GrantStore, expire, new_grant
+from agent.audit_log import AuditLog
+from agent.clock import Clock, utc_iso
+from agent.config import Config
+from agent.errors import NotFoundError, RefusedError, UsageError
+from agent.fsutil import read_json, write_json
+from agent.session import (
+    Basis,
+    EndReason,
+    Engineer,
+    Limits,
+    Session,
+    SessionKind,
+    SessionState,
+    admission,
+    after_grant_change,
+    check_request,
+    due_end,
+    new_session_id,
+)
+
+log = logging.getLogger("servicegate.agent")
+
+KEEP_ENDED_SESSIONS = 50  # how many ended sessions `session list` shows; the audit log keeps them all
+EVENT_KINDS = ("scan", "error")
+
+Publish = Callable[[str, dict[str, Any]], None]
+
+
+class Agent:
+    def __init__(self, config: Config, clock: Clock, audit: AuditLog) -> None:
+        self.config = config
+        self.clock = clock
+        self.audit = audit
+        self.publish: Publish = lambda event, data: None
+        state_dir = config.paths.state_dir
+        self._grants = GrantStore(state_dir / "grant.json")
+        self._sessions_path = state_dir / "sessions.json"
+        self._counters_path = state_dir / "counters.json"
+        s = config.sessions
+        self.limits = Limits(idle_timeout=timedelta(minutes=s.idle_timeout_min),
+                             time_limit=timedelta(minutes=s.time_limit_min),
+                             consent_timeout=timedelta(minutes=s.consent_timeout_min),
+                             auth_timeout=timedelta(minutes=s.auth_timeout_min))
+        now = clock.now()
+        self.grant = self._grants.load(now)
+        self.sessions: dict[str, Session] = self._load_sessions()
+        self.counters: dict[str, int] = self._load_counters()
+        self.audit.append("agent_started", SYSTEM_ACTOR, {"version": __version__, "level": self.grant.level.value})
+        # Fail closed: a session that was open when the agent stopped does not resume.
+        for session in list(self.sessions.values()):
+            if session.open:
+                self._end(session, EndReason.AGENT_RESTART, SYSTEM_ACTOR, "the agent restarted")
+        self.tick()
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        open_sessions = [s.to_dict() for s in self.sessions.values() if s.open]
+        return {
+            "agent_version": __version__,
+            "now": utc_iso(self.clock.now()),
+            "access": self.grant.to_dict(),
+            "sessions": open_sessions,
+            "examinations_blocked": any(s.blocks_examinations for s in self.sessions.values()),
+            "counters": dict(self.counters),
+        }
+
+    def session_list(self) -> list[dict[str, Any]]:
+        ordered = sorted(self.sessions.values(), key=lambda s: s.created_at)
+        return [s.to_dict() for s in ordered]
+
+    # ---- access ----------------------------------------------------------------------------------
+
+    def set_access(self, level: AccessLevel, until: datetime | None, actor: str) -> Grant:
+        now = self.clock.now()
+        grant = new_grant(level, actor, now, until)
+        previous = self.grant
+        self._apply_grant(grant, "access_set", actor, expired=False,
+                          details={"previous_level": previous.level.value})
+        return grant
+
+    def _apply_grant(self, grant: Grant, event: str, actor: str, *, expired: bool,
+                     details: dict[str, Any]) -> None:
+        self.grant = grant
+        self._grants.save(grant)
+        self.audit.append(event, actor, {**details, "level": grant.level.value,
+                                         "until": utc_iso(grant.until) if grant.until else None})
+        self.publish("access_changed", grant.to_dict())
+        now = self.clock.now()
+        for session in list(self.sessions.values()):
+            changed = after_grant_change(session, grant, now, expired=expired)
+            if changed is session:
+                continue
+            if not changed.open:
+                self._record_end(changed, actor)
+            else:
+                self._store(changed)
+                self.audit.append("session_narrowed", actor, self._session_details(changed))
+                self.publish("session_changed", changed.to_dict())
+
+    # ---- sessions --------------------------------------------------------------------------------
+
+    def request_session(self, engineer: Engineer, reason: str, level: AccessLevel, kind: SessionKind,
+                        actor: str) -> Session:
+        check_request(engineer, reason, level)
+        now = self.clock.now()
+        session = Session(id=new_session_id(set(self.sessions)), kind=kind, engineer=engineer, reason=reason,
+                          requested_level=level, state=SessionState.REQUESTED, created_at=now, state_since=now)
+        self._store(session)
+        self.audit.append("session_requested", actor, self._session_details(session))
+        nxt = admission(self.grant, level)
+        if nxt is SessionState.AUTHENTICATING:
+            session = session.move(nxt, now, basis=Basis.GRANT, effective_level=level)
+        else:
+            session = session.move(nxt, now, basis=Basis.CONSENT)
+        self._store(session)
+        self.audit.append(f"session_{nxt.value}", SYSTEM_ACTOR, self._session_details(session))
+        self.publish("session_changed", session.to_dict())
+        return session
+
+    def confirm_session(self, session_id: str, level: AccessLevel | None, actor: str,
+                        disclaimer_accepted: bool) -> Session:
+        session = self._get(session_id)
+        if not disclaimer_accepted:
+            raise RefusedError("the data-privacy disclaimer must be accepted before a session can start: "
+                               "the service engineer could potentially view patient data")
+        granted = level or session.requested_level
+        if granted not in (AccessLevel.LIMITED, AccessLevel.FULL):
+            raise UsageError(f"a session is confirmed at 'limited' or 'full', not {granted.value!r}")
+        if granted.rank > session.requested_level.rank:
+            raise RefusedError(f"the engineer asked for {session.requested_level.value!r}; "
+                               f"a session cannot be given more ({granted.value!r}) than was asked for")
+        now = self.clock.now()
+        session = session.move(SessionState.AUTHENTICATING, now, basis=Basis.CONSENT, effective_level=granted,
+                               confirmed_by=actor)
+        self._store(session)
+        self.audit.append("session_confirmed", actor,
+                          {**self._session_details(session), "disclaimer_accepted": True})
+        self.publish("session_changed", session.to_dict())
+        return session
+
+    def decline_session(self, session_id: str, actor: str) -> Session:
+        return self._end(self._get(session_id), EndReason.DECLINED, actor, "declined at the console")
+
+    def authenticated(self, session_id: str, actor: str) -> Session:
+        session = self._get(session_id)
+        now = self.clock.now()
+        session = session.move(SessionState.ACTIVE, now, activated_at=now, last_activity=now)
+        self._store(session)
+        self.audit.append("session_active", session.engineer.id, self._session_details(session))
+        self.publish("session_changed", session.to_dict())
+        return session
+
+    def record_activity(self, session_id: str) -> None:
+        """An action the engineer initiated (task request, input through the relay): resets the idle timer."""
+        session = self._get(session_id)
+        if session.state is SessionState.ACTIVE:
+            self._store(replace(session, last_activity=self.clock.now()))
+
+    def end_session(self, session_id: str | None, actor: str, text: str) -> Session:
+        if session_id is None:
+            open_ones = [s for s in self.sessions.values() if s.open]
+            if len(open_ones) != 1:
+                raise RefusedError("no open session to end" if not open_ones else
+                                   "more than one session is open; name the one to end: "
+                                   + ", ".join(s.id for s in open_ones))
+            session = open_ones[0]
+        else:
+            session = self._get(session_id)
+        return self._end(session, EndReason.COMPLETED, actor, text)
+
+    def kill(self, actor: str, text: str) -> dict[str, Any]:
+        """The kill switch: end every open session and withdraw access. Safe to press twice."""
+        ended = [self._end(s, EndReason.KILLED, actor, text).id for s in list(self.sessions.values()) if s.open]
+        if self.grant.level is not AccessLevel.NO_ACCESS:
+            self._apply_grant(new_grant(AccessLevel.NO_ACCESS, actor, self.clock.now()), "access_set", actor,
+                              expired=False, details={"previous_level": self.grant.level.value, "by": "kill"})
+        receipt = {"at": utc_iso(self.clock.now()), "ended_sessions": ended, "access": self.grant.to_dict(),
+                   "text": text}
+        self.audit.append("kill", actor, {"ended_sessions": ended, "text": text, "level": self.grant.level.value})
+        return receipt
+
+    # ---- modality events -------------------------------------------------------------------------
+
+    def record_event(self, kind: str, detail: str, actor: str) -> dict[str, int]:
+        if kind not in EVENT_KINDS:
+            raise UsageError(f"unknown event kind {kind!r}; use one of: {', '.join(EVENT_KINDS)}")
+        key = f"{kind}s"
+        self.counters[key] = self.counters.get(key, 0) + 1
+        write_json(self._counters_path, self.counters)
+        log.debug("modality event %s from %s: %s", kind, actor, detail)
+        return dict(self.counters)
+
+    # ---- time ------------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Apply everything that happens by the passing of time; the daemon calls it every second."""
+        now = self.clock.now()
+        replacement = expire(self.grant, now)
+        if replacement is not None:
+            self._apply_grant(replacement, "access_expired", SYSTEM_ACTOR, expired=True,
+                              details={"previous_level": self.grant.level.value})
+        for session in list(self.sessions.values()):
+            if session.open and (reason := due_end(session, now, self.limits)) is not None:
+                self._end(session, reason, SYSTEM_ACTOR, "")
+        self.audit.tick()
+
+    def shutdown(self, reason: EndReason = EndReason.AGENT_RESTART) -> None:
+        for session in list(self.sessions.values()):
+            if session.open:
+                self._end(session, reason, SYSTEM_ACTOR, "the agent is stopping")
+        self.audit.append("agent_stopped", SYSTEM_ACTOR, {"version": __version__})
+
+    # ---- internals -------------------------------------------------------------------------------
+
+    def _get(self, session_id: str) -> Session:
+        try:
+            return self.sessions[session_id]
+        except KeyError:
+            raise NotFoundError(f"no session with ID {session_id!r}; check the number the engineer gave you "
+                                f"(`servicegate session list` shows the known ones)") from None
+
+    def _end(self, session: Session, reason: EndReason, actor: str, text: str) -> Session:
+        ended = session.end(reason, self.clock.now(), text)
+        self._record_end(ended, actor)
+        return ended
+
+    def _record_end(self, session: Session, actor: str) -> None:
+        self._store(session)
+        reason = session.end_reason.value if session.end_reason else None
+        self.audit.append("session_ended", actor,
+                          {**self._session_details(session), "end_reason": reason, "text": session.end_text})
+        self.publish("session_changed", session.to_dict())
+
+    def _store(self, session: Session) -> None:
+        self.sessions[session.id] = session
+        ended = [s for s in self.sessions.values() if not s.open]
+        for old in sorted(ended, key=lambda s: s.state_since)[:-KEEP_ENDED_SESSIONS]:
+            del self.sessions[old.id]
+        write_json(self._sessions_path, [s.to_dict() for s in self.sessions.values()])
+
+    @staticmethod
+    def _session_details(session: Session) -> dict[str, Any]:
+        return {"session_id": session.id, "engineer_id": session.engineer.id,
+                "engineer_name": session.engineer.name, "company": session.engineer.company,
+                "level": (session.effective_level or session.requested_level).value, "reason": session.reason,
+                "kind": session.kind.value, "state": session.state.value}
+
+    def _load_sessions(self) -> dict[str, Session]:
+        try:
+            return {s["id"]: Session.from_dict(s) for s in read_json(self._sessions_path)}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            # Nothing is lost: the audit log has every session; this file is only the working copy.
+            log.error("%s is unreadable (%s); starting with no sessions", self._sessions_path, exc)
+            return {}
+
+    def _load_counters(self) -> dict[str, int]:
+        try:
+            data = read_json(self._counters_path)
+            return {str(k): int(v) for k, v in data.items()}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, AttributeError, TypeError) as exc:
+            log.error("%s is unreadable (%s); counting from zero", self._counters_path, exc)
+            return {}

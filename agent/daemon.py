@@ -1,0 +1,154 @@
+"""`servicegate run`: wire configuration, audit log, agent core and control socket together.
+
+The shape follows uvicorn's server: start -> main loop -> shutdown. SIGTERM or SIGINT asks for a
+graceful stop (open sessions end with `agent_restart`, a final audit checkpoint); if that has
+not finished after `shutdown_grace_s`, the process exits by force, because systemd would kill it
+anyway and a hung stop must never hold the scanner. Readiness goes to systemd over
+NOTIFY_SOCKET when it is set. Logs go to stderr; under journald (JOURNAL_STREAM set) each line
+carries its syslog priority as `<N>` so the journal files it at the right level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+from agent import __version__
+from agent.api import dispatcher
+from agent.audit_log import DEFAULT_KEY_NAME, AuditLog
+from agent.clock import Clock, SystemClock
+from agent.config import Config
+from agent.control import Caller, ControlServer, RoleMap
+from agent.core import Agent
+from agent.errors import ExitCode, ServiceGateError
+
+log = logging.getLogger("servicegate.daemon")
+
+TICK_S = 1.0
+PRUNE_EVERY_S = 24 * 3600
+
+_SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class JournalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{_SYSLOG_PRIORITY.get(record.levelno, 6)}>{record.name}: {super().format(record)}"
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(JournalFormatter("%(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("servicegate")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def notify_systemd(message: str) -> None:
+    """sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET ('@' means the abstract namespace)."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    target = "\0" + address[1:] if address.startswith("@") else address
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(message.encode(), target)
+    except OSError as exc:
+        log.warning("could not notify systemd at %s: %s", address, exc)
+
+
+def prepare_directories(config: Config) -> Path:
+    """State and audit directories, 0700: they hold keys and the record of who accessed what."""
+    for directory in (config.paths.state_dir, config.paths.audit_dir, config.paths.state_dir / "keys"):
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+    return config.paths.state_dir / "keys" / DEFAULT_KEY_NAME
+
+
+class Daemon:
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self._stop = asyncio.Event()
+
+    async def serve(self) -> None:
+        config = self.config
+        key_path = prepare_directories(config)
+        audit = AuditLog(config.paths.audit_dir, key_path, self.clock, retention_days=config.audit.retention_days,
+                         checkpoint_interval=timedelta(minutes=config.audit.checkpoint_interval_min))
+        agent = Agent(config, self.clock, audit)
+        roles = RoleMap(config.control.console_group, config.control.modality_group, config.control.viewer_group,
+                        admin_uids=frozenset({os.getuid()}))
+
+        def denied(caller: Caller, op: str) -> None:
+            audit.append("permission_denied", caller.user, {"operation": op, "uid": caller.uid, "pid": caller.pid})
+
+        server = ControlServer(config.paths.control_socket, dispatcher(agent), roles,
+                               request_timeout_s=config.control.request_timeout_s, on_denied=denied)
+        agent.publish = server.publish
+        audit.listeners.append(lambda record: server.publish("audit_appended", record))
+        await server.start()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop, signum)
+        log.info("ServiceGate agent %s ready on %s (access: %s)", __version__, config.paths.control_socket,
+                 agent.grant.level.value)
+        notify_systemd(f"READY=1\nSTATUS=access {agent.grant.level.value}")
+        try:
+            audit.prune()
+            since_prune = 0.0
+            while not self._stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), TICK_S)
+                agent.tick()
+                since_prune += TICK_S
+                if since_prune >= PRUNE_EVERY_S:
+                    audit.prune()
+                    since_prune = 0.0
+        finally:
+            notify_systemd("STOPPING=1")
+            await server.stop()
+            agent.shutdown()
+            audit.close()
+            log.info("ServiceGate agent stopped")
+
+    def request_stop(self, signum: int | None = None) -> None:
+        if self._stop.is_set():
+            return
+        log.info("stopping (%s); forced exit in %d s if the stop hangs",
+                 signal.Signals(signum).name if signum else "requested", self.config.daemon.shutdown_grace_s)
+        self._stop.set()
+        # A daemon thread, so a clean stop is never held up by it.
+        timer = threading.Timer(self.config.daemon.shutdown_grace_s, _force_exit)
+        timer.daemon = True
+        timer.start()
+
+
+def _force_exit() -> None:
+    log.error("graceful stop did not finish in time; exiting by force")
+    os._exit(ExitCode.FAILED)
+
+
+def run(config: Config) -> int:
+    setup_logging(config.daemon.log_level)
+    try:
+        asyncio.run(Daemon(config).serve())
+    except ServiceGateError as exc:
+        log.error("%s", exc)
+        return int(exc.exit_code)
+    except PermissionError as exc:
+        log.error("permission denied: %s. Run the agent as its service user (or root), or point the paths in "
+                  "%s at folders it may write.", exc, config.source or "agent.toml")
+        return int(ExitCode.PERMISSION)
+    return int(ExitCode.OK)

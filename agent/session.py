@@ -1,0 +1,244 @@
+"""A remote session as an explicit state machine, and the pure decisions about it.
+
+    requested -> awaiting_consent -> authenticating -> active -> ended(reason)
+             \\_______________________^
+
+A session the portal requests within the standing grant skips `awaiting_consent`; anything
+else (no standing grant, a level above it, or FULL, which blocks examinations) waits for the
+technologist's confirmation. Every state can end; `ended` is final. An illegal move raises
+IllegalTransition naming both states. Time is passed in, never read, so expiry, idle timeout
+and time limit are tested without sleeping.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from agent.access import AccessLevel, Grant
+from agent.clock import parse_utc, utc_iso
+from agent.errors import IllegalTransition, UsageError
+
+
+class SessionState(StrEnum):
+    REQUESTED = "requested"  # created, not yet decided
+    AWAITING_CONSENT = "awaiting_consent"  # shown at the console; waits for the technologist
+    AUTHENTICATING = "authenticating"  # allowed; waits for the engineer's one-time password
+    ACTIVE = "active"  # the engineer works; the banner shows
+    ENDED = "ended"  # final; `end_reason` says why
+
+
+class EndReason(StrEnum):
+    """Why a session ended: one list for the agent, the audit log, the portal and the UI."""
+
+    COMPLETED = "completed"
+    DECLINED = "declined"
+    CONSENT_TIMEOUT = "consent_timeout"
+    REVOKED = "revoked"
+    KILLED = "killed"
+    IDLE_TIMEOUT = "idle_timeout"
+    TIME_LIMIT = "time_limit"
+    GRANT_EXPIRED = "grant_expired"
+    AUTH_FAILED = "auth_failed"
+    PORTAL_LOST = "portal_lost"
+    UPGRADE = "upgrade"
+    AGENT_RESTART = "agent_restart"
+
+    @property
+    def meaning(self) -> str:
+        return END_REASON_MEANING[self]
+
+
+END_REASON_MEANING: dict[EndReason, str] = {
+    EndReason.COMPLETED: "The session was ended normally (by the engineer, or at the console with `session end`).",
+    EndReason.DECLINED: "The technologist declined the session.",
+    EndReason.CONSENT_TIMEOUT: "Nobody confirmed the session at the console in time.",
+    EndReason.REVOKED: "The customer lowered the access level below what the session used.",
+    EndReason.KILLED: "The kill switch was used.",
+    EndReason.IDLE_TIMEOUT: "The engineer did nothing for longer than the idle timeout.",
+    EndReason.TIME_LIMIT: "The session reached its time limit.",
+    EndReason.GRANT_EXPIRED: "The limited access grant the session relied on reached its end time.",
+    EndReason.AUTH_FAILED: "The engineer did not authenticate (wrong or no one-time password in time).",
+    EndReason.PORTAL_LOST: "The connection to the service centre was lost.",
+    EndReason.UPGRADE: "The agent stopped for a software update.",
+    EndReason.AGENT_RESTART: "The agent stopped while the session was open; it is ended at the next start.",
+}
+
+
+class SessionKind(StrEnum):
+    SERVICE = "service"
+    APPLICATION_SUPPORT = "application-support"
+
+
+class Basis(StrEnum):
+    """Where the session's level comes from; decides what a change of the standing grant does to it."""
+
+    GRANT = "grant"  # admitted by the standing grant: narrowed or ended when the grant is lowered or expires
+    CONSENT = "consent"  # confirmed at the console for this session alone: survives the grant's expiry
+
+
+TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
+    SessionState.REQUESTED: frozenset({SessionState.AWAITING_CONSENT, SessionState.AUTHENTICATING,
+                                       SessionState.ENDED}),
+    SessionState.AWAITING_CONSENT: frozenset({SessionState.AUTHENTICATING, SessionState.ENDED}),
+    SessionState.AUTHENTICATING: frozenset({SessionState.ACTIVE, SessionState.ENDED}),
+    SessionState.ACTIVE: frozenset({SessionState.ENDED}),
+    SessionState.ENDED: frozenset(),
+}
+
+SESSION_LEVELS = (AccessLevel.LIMITED, AccessLevel.FULL)
+
+
+@dataclass(frozen=True)
+class Engineer:
+    id: str
+    name: str
+    company: str = ""
+
+
+@dataclass(frozen=True)
+class Limits:
+    idle_timeout: timedelta
+    time_limit: timedelta
+    consent_timeout: timedelta
+    auth_timeout: timedelta
+
+
+@dataclass(frozen=True)
+class Session:
+    id: str
+    kind: SessionKind
+    engineer: Engineer
+    reason: str
+    requested_level: AccessLevel
+    state: SessionState
+    created_at: datetime
+    state_since: datetime
+    basis: Basis = Basis.GRANT
+    effective_level: AccessLevel | None = None
+    confirmed_by: str | None = None
+    activated_at: datetime | None = None
+    last_activity: datetime | None = None
+    end_reason: EndReason | None = None
+    end_text: str = ""
+
+    @property
+    def open(self) -> bool:
+        return self.state is not SessionState.ENDED
+
+    @property
+    def blocks_examinations(self) -> bool:
+        return self.state is SessionState.ACTIVE and self.effective_level is AccessLevel.FULL
+
+    def move(self, target: SessionState, now: datetime, **changes: Any) -> Session:
+        if target not in TRANSITIONS[self.state]:
+            raise IllegalTransition(self.state.value, target.value)
+        return replace(self, state=target, state_since=now, **changes)
+
+    def end(self, reason: EndReason, now: datetime, text: str = "") -> Session:
+        return self.move(SessionState.ENDED, now, end_reason=reason, end_text=text)
+
+    def to_dict(self) -> dict[str, Any]:
+        def iso(when: datetime | None) -> str | None:
+            return utc_iso(when) if when else None
+
+        return {
+            "id": self.id, "kind": self.kind.value, "state": self.state.value, "reason": self.reason,
+            "engineer": {"id": self.engineer.id, "name": self.engineer.name, "company": self.engineer.company},
+            "requested_level": self.requested_level.value, "basis": self.basis.value,
+            "effective_level": self.effective_level.value if self.effective_level else None,
+            "confirmed_by": self.confirmed_by, "created_at": iso(self.created_at),
+            "state_since": iso(self.state_since), "activated_at": iso(self.activated_at),
+            "last_activity": iso(self.last_activity),
+            "end_reason": self.end_reason.value if self.end_reason else None, "end_text": self.end_text,
+            "blocks_examinations": self.blocks_examinations,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Session:
+        def when(key: str) -> datetime | None:
+            value = data.get(key)
+            return parse_utc(value) if value else None
+
+        engineer = data["engineer"]
+        return cls(
+            id=data["id"], kind=SessionKind(data["kind"]), reason=data["reason"],
+            engineer=Engineer(engineer["id"], engineer["name"], engineer.get("company", "")),
+            requested_level=AccessLevel(data["requested_level"]), state=SessionState(data["state"]),
+            created_at=parse_utc(data["created_at"]), state_since=parse_utc(data["state_since"]),
+            basis=Basis(data["basis"]),
+            effective_level=AccessLevel(data["effective_level"]) if data.get("effective_level") else None,
+            confirmed_by=data.get("confirmed_by"), activated_at=when("activated_at"),
+            last_activity=when("last_activity"),
+            end_reason=EndReason(data["end_reason"]) if data.get("end_reason") else None,
+            end_text=data.get("end_text", ""),
+        )
+
+
+def new_session_id(taken: set[str]) -> str:
+    """Eight digits, easy to read over the phone; unique among the sessions the agent knows."""
+    while True:
+        candidate = f"{secrets.randbelow(10**8):08d}"
+        if candidate not in taken:
+            return candidate
+
+
+def check_request(engineer: Engineer, reason: str, level: AccessLevel) -> None:
+    """A session must name a person and a reason, and ask for limited or full access."""
+    if not engineer.id.strip() or not engineer.name.strip():
+        raise UsageError("a session needs the engineer's ID and full name; a request without a named person "
+                         "is refused")
+    if not reason.strip():
+        raise UsageError("a session needs a reason; a request without one is refused")
+    if level not in SESSION_LEVELS:
+        raise UsageError(f"a session asks for 'limited' or 'full' access, not {level.value!r}")
+
+
+def admission(grant: Grant, requested: AccessLevel) -> SessionState:
+    """Where a session the portal requests goes next under the standing grant.
+
+    Within the grant it goes straight to authentication (the technologist is notified). It waits
+    for the console when there is no standing grant, when it asks for more than the grant, or
+    when it asks for FULL: blocking examinations always needs someone at the scanner to agree.
+    """
+    if grant.level is AccessLevel.NO_ACCESS or requested is AccessLevel.FULL or requested.rank > grant.level.rank:
+        return SessionState.AWAITING_CONSENT
+    return SessionState.AUTHENTICATING
+
+
+def due_end(session: Session, now: datetime, limits: Limits) -> EndReason | None:
+    """The reason a session must end at `now` on its own, or None."""
+    age = now - session.state_since
+    if session.state in (SessionState.REQUESTED, SessionState.AWAITING_CONSENT):
+        return EndReason.CONSENT_TIMEOUT if age >= limits.consent_timeout else None
+    if session.state is SessionState.AUTHENTICATING:
+        return EndReason.AUTH_FAILED if age >= limits.auth_timeout else None
+    if session.state is SessionState.ACTIVE and session.activated_at is not None:
+        if now - session.activated_at >= limits.time_limit:
+            return EndReason.TIME_LIMIT
+        if now - (session.last_activity or session.activated_at) >= limits.idle_timeout:
+            return EndReason.IDLE_TIMEOUT
+    return None
+
+
+def after_grant_change(session: Session, grant: Grant, now: datetime, *, expired: bool) -> Session:
+    """What a new standing grant does to an open session.
+
+    The customer setting NO_ACCESS ends every session (`revoked`): pressing "no access" means no
+    access. A lower level narrows sessions above it. An expiring LIMITED grant ends only the
+    sessions it admitted (`grant_expired`); a session confirmed at the console keeps its level,
+    because that consent was given for the session, not for the grant's duration.
+    """
+    if not session.open:
+        return session
+    if expired:
+        return session.end(EndReason.GRANT_EXPIRED, now) if session.basis is Basis.GRANT else session
+    if grant.level is AccessLevel.NO_ACCESS:
+        return session.end(EndReason.REVOKED, now, "access set to no-access")
+    level = session.effective_level
+    if level is not None and level.rank > grant.level.rank:
+        return replace(session, effective_level=AccessLevel.LIMITED)
+    return session

@@ -1,0 +1,18 @@
+"""Shared test set-up: headless Qt, no proxy or CA variables leaking in, real temporary directories."""
+
+from __future__ import annotations
+
+import os
+
+# Set before any Qt import: tests are headless whatever the user's environment says.
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Proxy and CA variables must never change what a test connects to or trusts."""
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "HTTPS_PROXY", "https_proxy",
+                 "HTTP_PROXY", "http_proxy", "ALL_PROXY", "NOTIFY_SOCKET", "SERVICEGATE_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
