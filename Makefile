@@ -27,7 +27,7 @@ debian-packages:
 	fi
 
 demo: $(STAMP) debian-packages
-	$(PY) -m agent.demo
+	$(PY) scripts/demo.py
 
 check: $(STAMP)
 	$(VENV)/bin/ruff check .

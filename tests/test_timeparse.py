@@ -9,7 +9,8 @@ from agent.timeparse import parse_duration, parse_time
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("90m", timedelta(minutes=90)), ("2h", timedelta(hours=2)), ("1d", timedelta(days=1)), (" 3 h ", timedelta(hours=3)),
+    ("90m", timedelta(minutes=90)), ("2h", timedelta(hours=2)), ("1d", timedelta(days=1)),
+    (" 3 h ", timedelta(hours=3)),
 ])
 def test_durations(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected

@@ -1,0 +1,660 @@
+"""The control API against a real Unix socket: a real ControlServer on an asyncio loop in a thread,
+real clients, misbehaving raw sockets, and (as root) real users and groups."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import agent
+from agent import protocol
+from agent.client import Client
+from agent.control import Caller, ControlServer, RoleMap
+from agent.errors import (
+    AgentUnreachableError,
+    ConfigError,
+    NotFoundError,
+    PermissionDeniedError,
+    ProtocolError,
+    RefusedError,
+    ServiceGateError,
+    UsageError,
+)
+from agent.protocol import MAX_REQUEST_BYTES, Request, Role
+
+TIMEOUT_S = 0.3  # the servers' request timeout: short, because the slow-client test waits for it
+
+AS_ROOT = pytest.mark.skipif(os.geteuid() != 0 and os.environ.get("CI") != "true",
+                             reason="creates real users and groups with useradd/groupadd: run as root (CI always does)")
+
+
+def handler(request: Request, caller: Caller) -> Any:
+    if request.op == "session_decline":
+        raise RefusedError("this session is not waiting for consent")
+    if request.op == "session_end":
+        raise NotFoundError(f"no session {request.args.get('session_id')!r}")
+    if request.op == "audit_verify":
+        raise ValueError("a bug in the handler")
+    if request.op == "audit_export":
+        return {"not json": object()}
+    return {"op": request.op, "args": request.args, "user": caller.user}
+
+
+class RunningServer:
+    """A ControlServer serving on its own event loop in a background thread."""
+
+    def __init__(self, socket_path: Path, role_map: RoleMap, **kwargs: Any) -> None:
+        self.denied: list[tuple[str, str]] = []
+        self.server = ControlServer(socket_path, handler, role_map, request_timeout_s=TIMEOUT_S,
+                                    on_denied=lambda caller, op: self.denied.append((caller.user, op)), **kwargs)
+        self.path = socket_path
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
+        self.thread.start()
+        self._ready.wait(10)
+        if self.error is not None:
+            self.thread.join(10)
+            raise self.error
+
+    async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            await self.server.start()
+        except BaseException as exc:
+            self.error = exc
+            return
+        finally:
+            self._ready.set()
+        await self._stop.wait()
+        await self.server.stop()
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        """Run fn on the server's loop thread and return its result."""
+        async def call() -> Any:
+            return fn()
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(10)
+
+    def stop(self) -> None:
+        if self.loop is not None and self._stop is not None and self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(10)
+
+
+def own_role_map(**groups: str) -> RoleMap:
+    """Groups that do not exist, and the test process as admin: it may do everything."""
+    names = {"console_group": "sg-no-such-console", "modality_group": "sg-no-such-modality",
+             "viewer_group": "sg-no-such-viewer", **groups}
+    return RoleMap(admin_uids=frozenset({os.getuid()}), **names)
+
+
+class FixedRoles(RoleMap):
+    def __init__(self, roles: frozenset[Role]) -> None:
+        super().__init__("sg-console", "sg-modality", "sg-viewer", frozenset())
+        self.roles = roles
+
+    def roles_for(self, uid: int, gid: int) -> frozenset[Role]:
+        return self.roles
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[Path]:
+    # Not tmp_path: it is 0700 (other users could not reach the socket) and long (AF_UNIX paths are short).
+    directory = Path(tempfile.mkdtemp(prefix="sg-", dir="/tmp"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def start(socket_dir: Path) -> Iterator[Callable[..., RunningServer]]:
+    servers: list[RunningServer] = []
+
+    def start_server(role_map: RoleMap | None = None, path: Path | None = None, **kwargs: Any) -> RunningServer:
+        server = RunningServer(path or socket_dir / "run" / "control.sock", role_map or own_role_map(), **kwargs)
+        servers.append(server)
+        return server
+
+    yield start_server
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(start: Callable[..., RunningServer]) -> RunningServer:
+    return start()
+
+
+def raw(server: RunningServer) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.connect(str(server.path))
+    return sock
+
+
+def read_message(sock: socket.socket) -> dict[str, Any]:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(1)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    message = json.loads(data)
+    assert isinstance(message, dict)
+    return message
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 5) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def no_errors_logged(caplog: pytest.LogCaptureFixture) -> None:
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+# -- round trip, handshake, errors -------------------------------------------------------------------
+
+
+def test_round_trip_and_hello(server: RunningServer) -> None:
+    with Client(server.path) as client:
+        hello = client.connect()
+        assert hello == {"protocol": 1, "agent_version": agent.__version__,
+                         "user": pwd.getpwuid(os.getuid()).pw_name, "roles": ["admin"]}
+        assert client.call("status", verbose=True) == {"op": "status", "args": {"verbose": True},
+                                                       "user": hello["user"]}
+        assert client.call("access_show")["op"] == "access_show"  # several requests on one connection
+
+
+def test_socket_file_and_folder(server: RunningServer) -> None:
+    assert stat.S_ISSOCK(server.path.stat().st_mode)
+    assert stat.S_IMODE(server.path.stat().st_mode) == 0o666
+    assert stat.S_IMODE(server.path.parent.stat().st_mode) == 0o755
+    server.stop()
+    assert not server.path.exists()
+
+
+@pytest.mark.parametrize(("op", "args", "cls", "code", "text"), [
+    ("session_decline", {}, RefusedError, "refused", "not waiting for consent"),
+    ("session_end", {"session_id": "S-1"}, NotFoundError, "not_found", "no session 'S-1'"),
+    ("audit_verify", {}, ServiceGateError, "internal", "`audit_verify`"),
+    ("audit_export", {}, ServiceGateError, "internal", "`audit_export`"),
+])
+def test_errors_are_raised_as_their_classes(server: RunningServer, caplog: pytest.LogCaptureFixture, op: str,
+                                            args: dict[str, Any], cls: type[Exception], code: str,
+                                            text: str) -> None:
+    with Client(server.path) as client:
+        with pytest.raises(cls, match=text) as info:
+            client.call(op, **args)
+        assert type(info.value) is cls
+        assert getattr(info.value, "code", None) == code
+        assert client.call("status")["op"] == "status"  # the server and the connection carry on
+    if code == "internal":
+        assert any(r.name == "servicegate.control" and r.exc_info for r in caplog.records)
+
+
+def test_unsupported_versions(server: RunningServer) -> None:
+    sock = raw(server)
+    sock.sendall(protocol.request_message(1, "hello", {"versions": [7, 8]}))
+    assert read_message(sock)["error"]["code"] == "unsupported_version"
+    sock.sendall(b'{"v": 2, "id": 2, "op": "hello", "args": {}}\n')
+    assert read_message(sock) == {"id": 2, "ok": False, "error": {
+        "code": "unsupported_version", "message": "protocol version 2 is not supported; this agent speaks [1]"}}
+    sock.close()
+    with Client(server.path) as client, pytest.raises(ProtocolError, match=r"protocol versions \[1\]"):
+        client.call("hello", versions=[9])
+
+
+@pytest.mark.parametrize(("line", "request_id", "text"), [
+    (b'{"v": 1, "id": 5, "op": "hello"', None, "not a JSON object"),
+    (b"[1, 2, 3]", None, "must be a JSON object"),
+    (b"\xff\xfe\x00\x01 binary junk", None, "not a JSON object"),
+    (b"", None, "not a JSON object"),
+    (b'{"v": 1, "op": "hello"}', None, "'id' must be an integer"),
+    (b'{"v": 1, "id": 6, "op": "format_disk"}', 6, "unknown operation 'format_disk'"),
+    (b'{"v": 1, "id": 7, "op": "status", "args": [1]}', 7, "'args' must be a JSON object"),
+])
+def test_bad_lines_are_answered_and_the_connection_survives(server: RunningServer, caplog: pytest.LogCaptureFixture,
+                                                            line: bytes, request_id: int | None, text: str) -> None:
+    sock = raw(server)
+    sock.sendall(line + b"\n")
+    reply = read_message(sock)
+    assert reply["id"] == request_id
+    assert reply["error"]["code"] == "bad_request"
+    assert text in reply["error"]["message"]
+    sock.sendall(protocol.request_message(8, "hello"))
+    assert read_message(sock)["ok"] is True
+    sock.close()
+    no_errors_logged(caplog)
+
+
+def test_pipelined_requests_are_answered_in_order(server: RunningServer) -> None:
+    sock = raw(server)
+    sock.sendall(b"".join(protocol.request_message(i, "status", {"n": i}) for i in range(1, 21)))
+    assert [read_message(sock)["result"]["args"]["n"] for _ in range(20)] == list(range(1, 21))
+    sock.close()
+
+
+@pytest.mark.parametrize("size", [MAX_REQUEST_BYTES + 10, 4 * 1024 * 1024])
+def test_oversized_request_is_refused_and_closed(server: RunningServer, caplog: pytest.LogCaptureFixture,
+                                                 size: int) -> None:
+    sock = raw(server)
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        # The server stops reading long before 4 MiB and hangs up: sending the rest then fails.
+        sock.sendall(protocol.request_message(1, "status", {"padding": "x" * size}))
+    data = read_until_closed(sock)
+    sock.close()
+    reply = json.loads(data.split(b"\n")[0])
+    assert reply["error"]["code"] == "too_large"
+    assert data.count(b"\n") == 1  # nothing after it: the connection was closed
+    with Client(server.path) as client:
+        assert client.call("status")["op"] == "status"
+    no_errors_logged(caplog)
+
+
+def test_largest_allowed_request_is_served(server: RunningServer) -> None:
+    prefix = protocol.request_message(1, "status", {"p": ""})[:-1]
+    line = prefix[:-3] + b"x" * (MAX_REQUEST_BYTES - len(prefix)) + prefix[-3:]
+    assert len(line) == MAX_REQUEST_BYTES
+    sock = raw(server)
+    sock.sendall(line + b"\n")
+    assert read_message(sock)["ok"] is True
+    sock.close()
+
+
+def test_slow_client_is_closed_but_idle_client_is_not(server: RunningServer) -> None:
+    idle, slow = raw(server), raw(server)
+    started = time.monotonic()
+    slow.sendall(b'{"v": 1, "id": 1, "op": ')
+    data = read_until_closed(slow)
+    elapsed = time.monotonic() - started
+    assert TIMEOUT_S * 0.8 < elapsed < TIMEOUT_S + 3
+    assert json.loads(data)["error"]["code"] == "timeout"
+    idle.sendall(protocol.request_message(2, "hello"))  # idle for longer than the timeout, still served
+    assert read_message(idle)["ok"] is True
+    for sock in (idle, slow):
+        sock.close()
+
+
+def test_clients_that_vanish(server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
+    for _ in range(10):
+        sock = raw(server)
+        sock.sendall(b'{"v": 1, "id": 1, "op": "sta')  # mid-line
+        sock.close()
+        sock = raw(server)  # before reading a large reply
+        sock.sendall(protocol.request_message(1, "status", {"padding": "y" * 60000}))
+        sock.close()
+        sock = raw(server)  # right after connecting
+        sock.close()
+    wait_for(lambda: server.server.connection_count == 0)
+    with Client(server.path) as client:
+        assert client.call("status")["op"] == "status"
+    no_errors_logged(caplog)
+
+
+def test_fifty_concurrent_clients(server: RunningServer) -> None:
+    barrier = threading.Barrier(50)
+
+    def session(n: int) -> list[int]:
+        with Client(server.path) as client:
+            client.connect()
+            barrier.wait(10)
+            return [client.call("status", n=n, i=i)["args"]["n"] for i in range(5)]
+
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(session, range(50)))
+    assert results == [[n] * 5 for n in range(50)]
+    wait_for(lambda: server.server.connection_count == 0)
+
+
+def test_connections_per_uid_are_limited(start: Callable[..., RunningServer]) -> None:
+    server = start(max_connections_per_uid=3)
+    with contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(Client(server.path)) for _ in range(3)]
+        for client in clients:
+            client.connect()
+        for _ in range(10):  # the refusal may arrive before or after the client's hello is sent
+            with Client(server.path) as fourth, pytest.raises(ServiceGateError, match="already has 3") as info:
+                fourth.connect()
+            assert info.value.code == "too_many_connections"
+        clients[0].close()
+        wait_for(lambda: server.server.connection_count == 2)
+        with Client(server.path) as fourth:
+            assert fourth.call("status")["op"] == "status"
+
+
+# -- watch ---------------------------------------------------------------------------------------
+
+
+def collect(events: Iterator[tuple[str, dict[str, Any]]]) -> tuple[list[tuple[str, dict[str, Any]]], threading.Thread]:
+    received: list[tuple[str, dict[str, Any]]] = []
+    thread = threading.Thread(target=lambda: received.extend(events), daemon=True)
+    thread.start()
+    return received, thread
+
+
+def test_watch_receives_published_events(server: RunningServer) -> None:
+    client = Client(server.path)
+    received, thread = collect(client.watch())
+    wait_for(lambda: server.server.watcher_count == 1)
+    server.server.publish("access_changed", {"level": "full"})  # from another thread
+    server.run(lambda: server.server.publish("session_changed", {"id": "S-1"}))  # from the loop's thread
+    wait_for(lambda: len(received) == 2)
+    assert received == [("access_changed", {"level": "full"}), ("session_changed", {"id": "S-1"})]
+    client.close()  # ends the iterator in the other thread
+    thread.join(5)
+    assert not thread.is_alive()
+    wait_for(lambda: server.server.watcher_count == 0)
+
+
+def test_watcher_that_never_reads_is_dropped_without_blocking(server: RunningServer) -> None:
+    stuck = raw(server)
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.sendall(protocol.request_message(1, "watch"))
+    assert read_message(stuck)["ok"] is True
+    client = Client(server.path)
+    received, thread = collect(client.watch())
+    wait_for(lambda: server.server.watcher_count == 2)
+    payload = {"text": "z" * 8192}
+
+    def publish_batch() -> float:
+        started = time.monotonic()
+        for _ in range(50):
+            server.server.publish("audit_appended", payload)
+        return time.monotonic() - started
+
+    sent = 0
+    while server.server.watcher_count == 2:
+        assert sent < 100_000, "the stuck watcher was never dropped"
+        assert server.run(publish_batch) < 0.5  # publish never waits for a watcher
+        sent += 50
+        wait_for(lambda n=sent: len(received) == n)  # the reading watcher keeps up and gets everything
+    assert server.server.watcher_count == 1
+    assert len(read_until_closed(stuck)) < sent * 8300  # it got some, then the server hung up
+    stuck.close()
+    server.server.publish("access_changed", {"level": "no-access"})
+    wait_for(lambda: len(received) == sent + 1)
+    client.close()
+    thread.join(5)
+
+
+def test_stop_disconnects_everyone(start: Callable[..., RunningServer]) -> None:
+    server = start()
+    client = Client(server.path)
+    client.connect()
+    events = client.watch()
+    server.stop()
+    with pytest.raises(AgentUnreachableError):
+        next(events)
+    with pytest.raises(AgentUnreachableError):
+        client.call("status")
+    client.close()
+
+
+# -- start: stale and live sockets ------------------------------------------------------------------
+
+
+def test_stale_socket_is_replaced(socket_dir: Path, start: Callable[..., RunningServer]) -> None:
+    path = socket_dir / "control.sock"
+    leftover = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    leftover.bind(str(path))
+    leftover.close()
+    with pytest.raises(AgentUnreachableError, match=str(path)):
+        Client(path).connect()
+    server = start(path=path)
+    with Client(server.path) as client:
+        assert client.connect()["protocol"] == 1
+
+
+def test_live_socket_or_other_file_is_not_replaced(socket_dir: Path, start: Callable[..., RunningServer]) -> None:
+    first = start(path=socket_dir / "control.sock")
+    with pytest.raises(ServiceGateError, match="already answering"):
+        start(path=first.path)
+    with Client(first.path) as client:
+        assert client.call("status")["op"] == "status"
+    (socket_dir / "file").write_text("not a socket")
+    with pytest.raises(ConfigError, match="not a socket"):
+        start(path=socket_dir / "file")
+
+
+# -- client without an agent -------------------------------------------------------------------------
+
+
+def test_client_without_agent(socket_dir: Path) -> None:
+    with pytest.raises(AgentUnreachableError, match="systemctl status servicegate") as info:
+        Client(socket_dir / "missing.sock").connect()
+    assert str(socket_dir / "missing.sock") in str(info.value)
+    assert info.value.exit_code == 4
+    mute = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # listens, never answers
+    mute.bind(str(socket_dir / "mute.sock"))
+    mute.listen()
+    with pytest.raises(AgentUnreachableError, match=r"did not answer `hello` within 0.2 s"):
+        Client(socket_dir / "mute.sock", timeout_s=0.2).connect()
+    mute.close()
+
+
+def test_client_refuses_too_large_requests_itself(server: RunningServer) -> None:
+    with Client(server.path) as client:
+        with pytest.raises(UsageError, match="at most") as info:
+            client.call("status", padding="x" * MAX_REQUEST_BYTES)
+        assert info.value.code == "too_large"
+        assert client.call("status")["op"] == "status"
+
+
+# -- roles -----------------------------------------------------------------------------------------
+
+
+def test_denied_without_the_role(start: Callable[..., RunningServer]) -> None:
+    server = start(role_map=FixedRoles(frozenset({Role.VIEWER})))
+    with Client(server.path) as client:
+        assert client.connect()["roles"] == ["viewer"]
+        assert client.call("status")["op"] == "status"
+        with pytest.raises(PermissionDeniedError, match=r"may not use `kill`: it needs the console role; "
+                                                        r"ask site IT to add you to group 'sg-console'"):
+            client.call("kill")
+        with pytest.raises(PermissionDeniedError, match="only root or the agent's own service user"):
+            client.call("session_request")
+    assert server.denied == [(pwd.getpwuid(os.getuid()).pw_name, "kill"),
+                             (pwd.getpwuid(os.getuid()).pw_name, "session_request")]
+    nobody = start(role_map=FixedRoles(frozenset()), path=server.path.parent / "other.sock")
+    with Client(nobody.path) as client:
+        assert client.connect()["roles"] == []
+        with pytest.raises(PermissionDeniedError, match="'sg-viewer' \\(or 'sg-console'\\)"):
+            client.watch()
+
+
+def test_admin_uids_and_missing_groups() -> None:
+    role_map = own_role_map()
+    assert role_map.roles_for(0, 0) == {Role.ADMIN}
+    assert role_map.roles_for(os.getuid(), os.getgid()) >= {Role.ADMIN}
+    unknown = next(uid for uid in range(3_999_999_000, 4_000_000_000) if not _has_passwd(uid))
+    assert RoleMap("root", "root", "root", frozenset()).roles_for(unknown, 0) == frozenset()
+    assert RoleMap("root", "root", "root", frozenset()).caller(1, unknown, 0).user == f"uid:{unknown}"
+
+
+def _has_passwd(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
+class Accounts:
+    """Real groups and users, removed again at teardown."""
+
+    def __init__(self) -> None:
+        self.tag = tag = secrets.token_hex(3)
+        self.console, self.modality, self.viewer = f"sgc{tag}", f"sgm{tag}", f"sgv{tag}"
+        self.groups: list[str] = []
+        self.users: list[str] = []
+        self.user: dict[str, pwd.struct_passwd] = {}
+
+    def create(self) -> None:
+        tag = self.tag
+        for group in (self.console, self.modality, self.viewer):
+            subprocess.run(["groupadd", group], check=True, capture_output=True)
+            self.groups.append(group)
+        for kind, options in (("console", ["-G", self.console]), ("primary", ["-g", self.console]),
+                              ("modality", ["-G", self.modality]), ("viewer", ["-G", self.viewer]),
+                              ("none", [])):
+            name = f"sgu{kind[:3]}{tag}"
+            subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", *options, name],
+                           check=True, capture_output=True)
+            self.users.append(name)
+            self.user[kind] = pwd.getpwnam(name)
+
+    def role_map(self) -> RoleMap:
+        return RoleMap(self.console, self.modality, self.viewer, frozenset())
+
+    def remove(self) -> None:
+        for name in self.users:
+            subprocess.run(["userdel", name], check=False, capture_output=True)
+        for group in self.groups:
+            subprocess.run(["groupdel", group], check=False, capture_output=True)
+
+
+@pytest.fixture
+def accounts() -> Iterator[Accounts]:
+    created = Accounts()
+    try:
+        created.create()
+        yield created
+    finally:
+        created.remove()
+
+
+@pytest.mark.needs_root
+@AS_ROOT
+def test_roles_from_real_groups(accounts: Accounts) -> None:
+    role_map = accounts.role_map()
+    expected = {"console": {Role.CONSOLE}, "primary": {Role.CONSOLE}, "modality": {Role.MODALITY},
+                "viewer": {Role.VIEWER}, "none": set()}
+    for kind, roles in expected.items():
+        entry = accounts.user[kind]
+        assert role_map.roles_for(entry.pw_uid, entry.pw_gid) == roles, kind
+        assert role_map.caller(7, entry.pw_uid, entry.pw_gid).user == entry.pw_name
+    console = accounts.user["console"]
+    missing = RoleMap("sg-none-1", "sg-none-2", "sg-none-3", frozenset())
+    assert missing.roles_for(console.pw_uid, console.pw_gid) == frozenset()
+    assert RoleMap(accounts.console, "", "", frozenset({console.pw_uid})).roles_for(
+        console.pw_uid, console.pw_gid) == {Role.ADMIN, Role.CONSOLE}
+
+
+CLIENT_SCRIPT = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from agent.client import Client
+from agent.errors import ServiceGateError
+out = {}
+with Client(Path(sys.argv[2]), timeout_s=10) as client:
+    out["hello"] = client.connect()
+    try:
+        out["result"] = client.call(sys.argv[3])
+    except ServiceGateError as exc:
+        out["error"] = [type(exc).__name__, exc.code, str(exc)]
+sys.stdout.write(json.dumps(out))
+"""
+
+
+def run_as(entry: pwd.struct_passwd, server: RunningServer, op: str, workdir: Path) -> dict[str, Any]:
+    """Run a client in a process of that user: only the client's own modules are on its path."""
+    lib = workdir / "lib"
+    if not lib.exists():
+        (lib / "agent").mkdir(parents=True)
+        for name in ("__init__.py", "protocol.py", "errors.py", "client.py"):
+            shutil.copy(Path(agent.__file__).parent / name, lib / "agent" / name)
+        for path in (lib, *lib.rglob("*")):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
+    last_error = ""
+    for python in _interpreters():
+        try:
+            done = subprocess.run([python, "-I", "-c", CLIENT_SCRIPT, str(lib), str(server.path), op],
+                                  user=entry.pw_uid, group=entry.pw_gid, extra_groups=groups, cwd=workdir,
+                                  env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
+                                  capture_output=True, text=True, timeout=60, check=False)
+        except PermissionError as exc:  # that user may not execute this interpreter
+            last_error = str(exc)
+            continue
+        if done.returncode == 0:
+            result: dict[str, Any] = json.loads(done.stdout)
+            return result
+        last_error = done.stderr
+    raise AssertionError(f"no Python interpreter ran the client as {entry.pw_name}: {last_error}")
+
+
+def _interpreters() -> list[str]:
+    # The venv's interpreter may live under /root (0700); the system one is the fallback.
+    found = [sys.executable, os.path.realpath(sys.executable), getattr(sys, "_base_executable", sys.executable),
+             shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or "/usr/bin/python3"]
+    return list(dict.fromkeys(found))
+
+
+@pytest.mark.needs_root
+@AS_ROOT
+def test_denied_and_allowed_for_real_users(accounts: Accounts, start: Callable[..., RunningServer],
+                                           socket_dir: Path) -> None:
+    server = start(role_map=accounts.role_map())
+    viewer = accounts.user["viewer"]
+    out = run_as(viewer, server, "kill", socket_dir)
+    assert out["hello"]["user"] == viewer.pw_name
+    assert out["hello"]["roles"] == ["viewer"]
+    kind, code, message = out["error"]
+    assert (kind, code) == ("PermissionDeniedError", "permission_denied")
+    assert f"user '{viewer.pw_name}' may not use `kill`: it needs the console role" in message
+    assert f"ask site IT to add you to group '{accounts.console}'" in message
+    assert server.denied == [(viewer.pw_name, "kill")]
+
+    for kind_of_user in ("console", "primary"):
+        entry = accounts.user[kind_of_user]
+        out = run_as(entry, server, "kill", socket_dir)
+        assert out["hello"]["roles"] == ["console"]
+        assert out["result"] == {"op": "kill", "args": {}, "user": entry.pw_name}
+
+    modality = accounts.user["modality"]
+    assert run_as(modality, server, "record_event", socket_dir)["result"]["user"] == modality.pw_name
+    out = run_as(modality, server, "status", socket_dir)
+    assert out["error"][1] == "permission_denied"
+    assert f"'{accounts.viewer}'" in out["error"][2]
+
+    nobody = accounts.user["none"]
+    out = run_as(nobody, server, "session_list", socket_dir)
+    assert out["hello"]["roles"] == []
+    assert out["error"][1] == "permission_denied"
+    assert server.denied[1:] == [(modality.pw_name, "status"), (nobody.pw_name, "session_list")]

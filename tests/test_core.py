@@ -1,0 +1,216 @@
+"""The agent core with a real audit log and real state files, the clock injected (no sleeping)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from agent.access import AccessLevel
+from agent.audit_log import AuditLog, export, public_key_path, verify
+from agent.clock import ManualClock
+from agent.config import Config, from_mapping
+from agent.core import Agent
+from agent.errors import IllegalTransition, NotFoundError, RefusedError, UsageError
+from agent.session import Basis, EndReason, Engineer, SessionKind, SessionState
+
+DANA = Engineer("E-1001", "Dana Example", "Vendor Service")
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return from_mapping({"paths": {"state_dir": str(tmp_path / "state"),
+                                   "control_socket": str(tmp_path / "control.sock")}})
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+def start(config: Config, clock: ManualClock) -> Agent:
+    key = config.paths.state_dir / "keys" / "audit-signing.key"
+    return Agent(config, clock, AuditLog(config.paths.audit_dir, key, clock))
+
+
+@pytest.fixture
+def agent(config: Config, clock: ManualClock) -> Agent:
+    return start(config, clock)
+
+
+def events(agent: Agent) -> list[str]:
+    return [r["event"] for r in export(agent.config.paths.audit_dir, None, None)]
+
+
+def request(agent: Agent, level: AccessLevel = AccessLevel.LIMITED) -> str:
+    return agent.request_session(DANA, "gantry error 4711", level, SessionKind.SERVICE, "root").id
+
+
+def test_a_new_device_has_no_access(agent: Agent) -> None:
+    assert agent.grant.level is AccessLevel.NO_ACCESS
+    assert agent.status()["sessions"] == []
+    assert events(agent) == ["agent_started"]
+
+
+def test_limited_grant_expires_by_itself_and_is_logged_as_expired(agent: Agent, clock: ManualClock) -> None:
+    agent.set_access(AccessLevel.LIMITED, clock.now() + timedelta(hours=2), "alice")
+    clock.advance(timedelta(hours=2) - timedelta(seconds=1))
+    agent.tick()
+    assert agent.grant.level is AccessLevel.LIMITED
+    clock.advance(timedelta(seconds=1))
+    agent.tick()
+    assert agent.grant.level is AccessLevel.NO_ACCESS
+    records = export(agent.config.paths.audit_dir, None, None)
+    expired = [r for r in records if r["event"] == "access_expired"]
+    assert len(expired) == 1
+    assert expired[0]["actor"] == "servicegate"
+    assert not any(r["event"] == "session_ended" for r in records)
+
+
+def test_consent_path_full_for_this_session_alone_then_kill(agent: Agent, clock: ManualClock) -> None:
+    sid = request(agent, AccessLevel.FULL)
+    assert agent.sessions[sid].state is SessionState.AWAITING_CONSENT
+    with pytest.raises(RefusedError, match="disclaimer"):
+        agent.confirm_session(sid, AccessLevel.FULL, "alice", disclaimer_accepted=False)
+    session = agent.confirm_session(sid, AccessLevel.FULL, "alice", disclaimer_accepted=True)
+    assert (session.state, session.basis, session.effective_level) == (
+        SessionState.AUTHENTICATING, Basis.CONSENT, AccessLevel.FULL)
+    agent.authenticated(sid, "root")
+    status = agent.status()
+    assert status["examinations_blocked"] is True
+    assert agent.grant.level is AccessLevel.NO_ACCESS  # the standing grant did not change
+
+    receipt = agent.kill("alice", "patient arrived")
+    assert receipt["ended_sessions"] == [sid]
+    assert agent.sessions[sid].end_reason is EndReason.KILLED
+    assert agent.status()["examinations_blocked"] is False
+    again = agent.kill("alice", "pressed twice")
+    assert again["ended_sessions"] == []
+    assert agent.grant.level is AccessLevel.NO_ACCESS
+
+    records = export(agent.config.paths.audit_dir, None, None)
+    confirmed = next(r for r in records if r["event"] == "session_confirmed")
+    assert confirmed["actor"] == "alice"
+    assert confirmed["details"]["engineer_id"] == "E-1001"
+    assert confirmed["details"]["engineer_name"] == "Dana Example"
+    assert confirmed["details"]["level"] == "full"
+    assert confirmed["details"]["reason"] == "gantry error 4711"
+    assert [r["event"] for r in records].count("kill") == 2
+    assert verify(agent.config.paths.audit_dir, public_key_path(agent.audit.key_path)).ok
+
+
+def test_kill_withdraws_a_standing_grant(agent: Agent) -> None:
+    agent.set_access(AccessLevel.PERMANENT_LIMITED, None, "alice")
+    sid = request(agent)
+    assert agent.sessions[sid].state is SessionState.AUTHENTICATING
+    agent.kill("bob", "")
+    assert agent.grant.level is AccessLevel.NO_ACCESS
+    assert agent.grant.set_by == "bob"
+
+
+def test_a_session_cannot_get_more_than_was_asked_for(agent: Agent) -> None:
+    sid = request(agent, AccessLevel.LIMITED)
+    with pytest.raises(RefusedError, match="cannot be given more"):
+        agent.confirm_session(sid, AccessLevel.FULL, "alice", disclaimer_accepted=True)
+    with pytest.raises(UsageError):
+        agent.confirm_session(sid, AccessLevel.PERMANENT_LIMITED, "alice", disclaimer_accepted=True)
+
+
+def test_standing_grant_admits_within_it_and_expiry_ends_what_it_admitted(agent: Agent,
+                                                                          clock: ManualClock) -> None:
+    agent.set_access(AccessLevel.LIMITED, clock.now() + timedelta(hours=1), "alice")
+    by_grant = request(agent)
+    assert agent.sessions[by_grant].basis is Basis.GRANT
+    by_consent = request(agent, AccessLevel.FULL)
+    agent.confirm_session(by_consent, None, "alice", disclaimer_accepted=True)
+    for sid in (by_grant, by_consent):
+        agent.authenticated(sid, "root")
+    clock.advance(timedelta(minutes=59))
+    agent.record_activity(by_grant)
+    agent.record_activity(by_consent)
+    clock.advance(timedelta(minutes=1))
+    agent.tick()
+    assert agent.sessions[by_grant].end_reason is EndReason.GRANT_EXPIRED
+    assert agent.sessions[by_consent].state is SessionState.ACTIVE
+
+
+def test_lowering_the_grant_narrows_then_revokes(agent: Agent) -> None:
+    agent.set_access(AccessLevel.FULL, None, "alice")
+    sid = request(agent, AccessLevel.FULL)
+    assert agent.sessions[sid].state is SessionState.AWAITING_CONSENT  # FULL always asks the console
+    agent.confirm_session(sid, None, "alice", disclaimer_accepted=True)
+    agent.authenticated(sid, "root")
+    assert agent.status()["examinations_blocked"]
+    agent.set_access(AccessLevel.LIMITED, None, "alice")
+    assert agent.sessions[sid].effective_level is AccessLevel.LIMITED
+    assert not agent.status()["examinations_blocked"]
+    agent.set_access(AccessLevel.NO_ACCESS, None, "alice")
+    assert agent.sessions[sid].end_reason is EndReason.REVOKED
+    assert "session_narrowed" in events(agent)
+
+
+def test_idle_timeout_and_activity(agent: Agent, clock: ManualClock) -> None:
+    agent.set_access(AccessLevel.PERMANENT_LIMITED, None, "alice")
+    sid = request(agent)
+    agent.authenticated(sid, "root")
+    clock.advance(timedelta(minutes=14))
+    agent.record_activity(sid)
+    clock.advance(timedelta(minutes=14))
+    agent.tick()
+    assert agent.sessions[sid].state is SessionState.ACTIVE
+    clock.advance(timedelta(minutes=1))
+    agent.tick()
+    assert agent.sessions[sid].end_reason is EndReason.IDLE_TIMEOUT
+
+
+def test_unconfirmed_session_times_out_and_unknown_ids_are_refused(agent: Agent, clock: ManualClock) -> None:
+    sid = request(agent)
+    clock.advance(timedelta(minutes=5))
+    agent.tick()
+    assert agent.sessions[sid].end_reason is EndReason.CONSENT_TIMEOUT
+    with pytest.raises(IllegalTransition, match="'ended' to 'authenticating'"):
+        agent.confirm_session(sid, None, "alice", disclaimer_accepted=True)
+    with pytest.raises(NotFoundError, match="no session with ID '99999999'"):
+        agent.decline_session("99999999", "alice")
+
+
+def test_end_session_without_id_needs_exactly_one_open(agent: Agent) -> None:
+    with pytest.raises(RefusedError, match="no open session"):
+        agent.end_session(None, "alice", "")
+    first, second = request(agent), request(agent)
+    with pytest.raises(RefusedError, match="more than one"):
+        agent.end_session(None, "alice", "")
+    agent.decline_session(first, "alice")
+    assert agent.end_session(None, "alice", "done").id == second
+    assert agent.sessions[second].end_reason is EndReason.COMPLETED
+
+
+def test_a_crash_never_resumes_a_session_and_state_survives(config: Config, clock: ManualClock) -> None:
+    agent = start(config, clock)
+    agent.set_access(AccessLevel.PERMANENT_LIMITED, None, "alice")
+    sid = request(agent)
+    agent.authenticated(sid, "root")
+    agent.record_event("scan", "", "modality")
+    # no shutdown(): the process died
+    restarted = start(config, clock)
+    assert restarted.sessions[sid].end_reason is EndReason.AGENT_RESTART
+    assert restarted.grant.level is AccessLevel.PERMANENT_LIMITED
+    assert restarted.counters == {"scans": 1}
+    assert verify(config.paths.audit_dir, public_key_path(restarted.audit.key_path)).ok
+
+
+def test_clean_shutdown_ends_open_sessions(config: Config, clock: ManualClock) -> None:
+    agent = start(config, clock)
+    sid = request(agent)
+    agent.shutdown()
+    agent.audit.close()
+    assert agent.sessions[sid].end_reason is EndReason.AGENT_RESTART
+    assert events(agent)[-1] == "agent_stopped"
+
+
+def test_modality_events(agent: Agent) -> None:
+    assert agent.record_event("scan", "", "ct") == {"scans": 1}
+    assert agent.record_event("error", "E42", "ct") == {"scans": 1, "errors": 1}
+    with pytest.raises(UsageError, match="scan, error"):
+        agent.record_event("reboot", "", "ct")
