@@ -50,6 +50,7 @@ _SIGNING_CONTEXT = b"servicegate-audit-checkpoint-v1\n"  # a signature made here
 _SEGMENT_RE = re.compile(r"audit-(\d{4})-(\d{2})\.jsonl")
 _TS_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 _HEX64_RE = re.compile(r"[0-9a-f]{64}")
+_SIGNATURE_RE = re.compile(r"[0-9a-f]{128}")
 _TAIL_BYTES = 2 * MAX_LINE_BYTES + 2  # always holds the whole last line, and usually the last checkpoint
 
 log = logging.getLogger(__name__)
@@ -157,9 +158,13 @@ def _checkpoint_problem(record: dict[str, Any], public_key: Ed25519PublicKey, ex
     if details["key_id"] != expected_key_id:
         return (f"the checkpoint was signed with key {details['key_id']!r}, but the public key given has id "
                 f"{expected_key_id!r} (a different key, or the signing key was replaced)")
+    signature = details["signature"]
+    # Exactly 128 hex digits: bytes.fromhex skips spaces, and a changed byte must never verify.
+    if not isinstance(signature, str) or not _SIGNATURE_RE.fullmatch(signature):
+        return "the checkpoint's signature is not 128 hex digits"
     try:
-        public_key.verify(bytes.fromhex(details["signature"]), _signed_message(record))
-    except (TypeError, ValueError, InvalidSignature):
+        public_key.verify(bytes.fromhex(signature), _signed_message(record))
+    except InvalidSignature:
         return "the checkpoint's signature is not valid"
     return None
 
@@ -301,22 +306,25 @@ class AuditLog:
                         or ("newest_ts" in info and parse_utc(info["newest_ts"]) > cutoff):
                     break  # only the oldest run goes: a gap in the middle would break the chain for good
                 doomed.append((path, info))
+            if not doomed:
+                return []
             first_kept = self._seq + 1, self._prev  # when every kept segment is empty, the next record is first
             for _, path in segments[len(doomed):]:
                 info = _segment_info(path)
                 if info is None or "first_seq" in info:
                     first_kept = (info["first_seq"], info["first_prev"]) if info else first_kept
                     break
-            if not doomed:
-                return []
             self._append(PRUNED_EVENT, SYSTEM_ACTOR, {
                 "first_kept_seq": first_kept[0], "first_kept_prev": first_kept[1],
                 "retention_days": self._retention.days, "removed": [info for _, info in doomed]})
             self._write_checkpoint(now)
-            for path, _ in doomed:
-                path.unlink()
-                log.info("audit segment %s deleted: older than %d days", path.name, self._retention.days)
-            fsync_dir(self.directory)
+            try:
+                for path, _ in doomed:
+                    path.unlink()
+                    log.info("audit segment %s deleted: older than %d days", path.name, self._retention.days)
+                fsync_dir(self.directory)
+            except OSError as exc:  # what is left is still a valid log: the prune record vouches for each step
+                raise AuditError(f"cannot delete the old audit segment {path}: {exc}") from exc
             return [path for path, _ in doomed]
 
     def _append(self, event: str, actor: str, details: dict[str, Any]) -> dict[str, Any]:
@@ -489,7 +497,6 @@ class _Place:
     hash: str
     segment: str
     line: int
-    checkpoint: bool
 
     def __str__(self) -> str:
         return f"record {self.seq} ({self.segment} line {self.line})"
@@ -520,7 +527,7 @@ class _ChainCheck:
         record, why = parse_record(raw[:-1])
         if record is None:
             raise _Broken(f"{segment} line {line}: {why}", segment, line)
-        here = _Place(record["seq"], record["prev"], line_hash(raw[:-1]), segment, line, _is_checkpoint(record))
+        here = _Place(record["seq"], record["prev"], line_hash(raw[:-1]), segment, line)
         last = self.last
         if last is None:
             if record["seq"] != 1:
@@ -535,10 +542,7 @@ class _ChainCheck:
             raise _Broken(f"{last}: hash chain broken: the next record ({segment} line {line}) carries prev "
                           f"{record['prev'][:16]}..., but this record hashes to {last.hash[:16]}...; this record was "
                           "changed, or records after it were removed, inserted or reordered", last.segment, last.line)
-        if last is not None and last.segment != segment and not last.checkpoint:
-            raise _Broken(f"{last}: the segment {last.segment} does not end with a checkpoint although a newer "
-                          "segment follows; records were removed from its end", last.segment, last.line)
-        if here.checkpoint:
+        if _is_checkpoint(record):
             problem = _checkpoint_problem(record, self.public_key, self.key_id)
             if problem:
                 raise _Broken(f"{here}: {problem}", segment, line)
@@ -620,14 +624,12 @@ def iter_records(directory: Path, since: datetime | None, until: datetime | None
                 record, why = parse_record(raw.rstrip(b"\n"))
                 if record is None:
                     log.warning("audit export skips %s line %d: %s", path.name, line, why)
-                elif not _is_checkpoint(record) and _within(parse_utc(record["ts"]), since, until):
+                    continue
+                when = parse_utc(record["ts"])
+                if not _is_checkpoint(record) and (since is None or when >= since) and (until is None or when <= until):
                     yield record
         except OSError as exc:
             raise AuditError(f"cannot read the audit log segment {path}: {exc}") from exc
-
-
-def _within(when: datetime, since: datetime | None, until: datetime | None) -> bool:
-    return (since is None or when >= since) and (until is None or when <= until)
 
 
 def export(directory: Path, since: datetime | None, until: datetime | None) -> list[dict[str, Any]]:

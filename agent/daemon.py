@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -85,6 +86,7 @@ class Daemon:
     async def serve(self) -> None:
         config = self.config
         key_path = prepare_directories(config)
+        lock = self._lock_state(config.paths.state_dir)
         audit = AuditLog(config.paths.audit_dir, key_path, self.clock, retention_days=config.audit.retention_days,
                          checkpoint_interval=timedelta(minutes=config.audit.checkpoint_interval_min))
         agent = Agent(config, self.clock, audit)
@@ -122,6 +124,22 @@ class Daemon:
             agent.shutdown()
             audit.close()
             log.info("ServiceGate agent stopped")
+            os.close(lock)
+
+    @staticmethod
+    def _lock_state(state_dir: Path) -> int:
+        """One agent per state folder: two writers would fork the audit log's hash chain."""
+        fd = os.open(state_dir / "agent.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ServiceGateError(f"another agent is already running with state folder {state_dir} (pid {holder}); "
+                                   f"stop it first (`systemctl stop servicegate`)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
 
     def request_stop(self, signum: int | None = None) -> None:
         if self._stop.is_set():

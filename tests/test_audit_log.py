@@ -110,9 +110,8 @@ def test_record_lines_are_canonical_and_chained(env: Env) -> None:
     with env.open() as log:
         log.listeners.append(seen.append)
         first = log.append("access_changed", "anna", {"level": "FULL", "zeta": [1, 2], "umlaut": "Größe"})
-        second = log.append("session_started", "eng-7", {"session_id": "S-1"})
-        assert log.head == (second["seq"], hashlib.sha256(read_lines(env.directory)[-1][1]).hexdigest()) or \
-            log.head[0] > second["seq"]  # a checkpoint may follow the record
+        second = log.append("session_started", "eng-7", {"session_id": "S-1"})  # seq 3: a checkpoint is seq 2
+        assert log.head == (3, hashlib.sha256(read_lines(env.directory)[-1][1]).hexdigest())
     lines = [line for _, line in read_lines(env.directory)]
     assert lines[0].decode() == canonical(first)
     assert first == {"actor": "anna", "details": {"level": "FULL", "umlaut": "Größe", "zeta": [1, 2]},
@@ -357,6 +356,12 @@ def newest_ts(content: bytes) -> datetime:
     return parse_utc(json.loads(content.splitlines()[-1])["ts"])
 
 
+def younger_than(cutoff: datetime, name: str, content: bytes) -> bool:
+    """A segment is young while its newest record or the end of its month is after the cutoff."""
+    year, month = int(name[6:10]), int(name[11:13])
+    return newest_ts(content) > cutoff or datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC) > cutoff
+
+
 def test_prune_deletes_only_segments_older_than_retention(env: Env) -> None:
     env.clock.set(datetime(2025, 1, 10, tzinfo=UTC))
     build_history(env, months=15, per_month=2)  # January 2025 .. March 2026
@@ -367,7 +372,8 @@ def test_prune_deletes_only_segments_older_than_retention(env: Env) -> None:
     assert removed == sorted(before)[: len(removed)]
     assert len(removed) >= 2
     assert all(newest_ts(before[name]) <= cutoff for name in removed)  # only old ones went ...
-    assert newest_ts(before[env.segment_names()[0]]) > cutoff  # ... and all of those
+    first_kept = env.segment_names()[0]
+    assert younger_than(cutoff, first_kept, before[first_kept])  # ... and all of those
     pruned = next(r for r in env.records() if r["event"] == "audit_pruned")
     assert pruned["actor"] == "servicegate"
     assert [info["segment"] for info in pruned["details"]["removed"]] == removed
@@ -398,10 +404,15 @@ def test_prune_keeps_a_segment_one_day_inside_retention(env: Env) -> None:
 def test_prune_with_longer_retention_keeps_more(env: Env) -> None:
     env.clock.set(datetime(2024, 1, 10, tzinfo=UTC))
     build_history(env, months=26, per_month=1)
+    before = {path.name: path.read_bytes() for path in env.directory.glob("audit-*.jsonl")}
     with env.open(retention_days=730) as log:
-        removed = log.prune()
-    assert all(name >= "audit-2024" for name in (p.name for p in removed))
-    assert all(p.name < "audit-2024-02.jsonl" for p in removed)
+        removed = [path.name for path in log.prune()]
+    cutoff = env.clock.now() - timedelta(days=730)
+    assert removed
+    assert all(newest_ts(before[name]) <= cutoff for name in removed)
+    first_kept = env.segment_names()[0]
+    assert younger_than(cutoff, first_kept, before[first_kept])
+    assert not younger_than(env.clock.now() - timedelta(days=365), first_kept, before[first_kept])  # 365 would not
     assert env.verify().ok
 
 
@@ -538,8 +549,18 @@ json_values = st.one_of(st.none(), st.booleans(), st.integers(-10, 10**12), st.t
                                                                                       max_size=12))
 
 
+def position(data: st.DataObject, lines: Lines, label: str, low: int = 0, high: int | None = None) -> int:
+    """Any position, but the edges often: the last record (the final checkpoint), segment boundaries, the first."""
+    high = len(lines) - 1 if high is None else high
+    edges = {0, len(lines) - 1, len(lines)} | {i for i in range(1, len(lines)) if lines[i][0] != lines[i - 1][0]}
+    favoured = sorted(i for i in edges | {i - 1 for i in edges} if low <= i <= high)
+    last = min(len(lines) - 1, high)
+    choices = [st.integers(low, high), st.sampled_from(favoured)] + ([st.just(last)] if last >= low else [])
+    return data.draw(st.one_of(choices), label=label)
+
+
 def edit_value(data: st.DataObject, lines: Lines) -> Lines:
-    index = data.draw(st.integers(0, len(lines) - 1), label="index")
+    index = position(data, lines, "index")
     segment, raw = lines[index]
     record = json.loads(raw)
     field = data.draw(st.sampled_from(["actor", "event", "ts", "seq", "prev", "details+",
@@ -566,7 +587,7 @@ def edit_value(data: st.DataObject, lines: Lines) -> Lines:
 
 
 def edit_byte(data: st.DataObject, lines: Lines) -> Lines:
-    index = data.draw(st.integers(0, len(lines) - 1), label="index")
+    index = position(data, lines, "index")
     segment, raw = lines[index]
     byte = data.draw(st.sampled_from([b" ", b"\t", b"\r", b"\n"]) | st.binary(min_size=1, max_size=1))
     if data.draw(st.booleans(), label="insert"):
@@ -579,13 +600,13 @@ def edit_byte(data: st.DataObject, lines: Lines) -> Lines:
 
 
 def delete(data: st.DataObject, lines: Lines) -> Lines:
-    index = data.draw(st.integers(0, len(lines) - 1), label="index")
+    index = position(data, lines, "index")
     return lines[:index] + lines[index + 1:]
 
 
 def swap(data: st.DataObject, lines: Lines) -> Lines:
-    first = data.draw(st.integers(0, len(lines) - 2), label="first")
-    second = data.draw(st.integers(first + 1, len(lines) - 1), label="second")
+    first = position(data, lines, "first", high=len(lines) - 2)
+    second = position(data, lines, "second", low=first + 1)
     changed = list(lines)
     # Each line moves with its content, the file names stay where they were.
     changed[first], changed[second] = (lines[first][0], lines[second][1]), (lines[second][0], lines[first][1])
@@ -593,10 +614,10 @@ def swap(data: st.DataObject, lines: Lines) -> Lines:
 
 
 def insert(data: st.DataObject, lines: Lines) -> Lines:
-    position = data.draw(st.integers(0, len(lines)), label="position")
+    where = position(data, lines, "position", high=len(lines))
     how = data.draw(st.sampled_from(["duplicate", "made_up", "crafted"]), label="how")
     if how == "duplicate":
-        line = lines[data.draw(st.integers(0, len(lines) - 1), label="copy of")][1]
+        line = lines[position(data, lines, "copy of")][1]
     else:
         record = {"actor": data.draw(st.text(max_size=8)), "event": data.draw(st.sampled_from(["task_run", "x"])),
                   "details": {"reason": data.draw(st.text(max_size=8))}, "ts": "2026-11-02T10:00:00.000000Z",
@@ -604,14 +625,14 @@ def insert(data: st.DataObject, lines: Lines) -> Lines:
         if how == "crafted":
             # Fits its predecessor exactly. At the very end this is the same blind spot as truncation: the
             # records after the last checkpoint are not signed, so a well-formed one can be added there.
-            assume(position < len(lines))
-            before = json.loads(lines[position - 1][1]) if position else None
+            assume(where < len(lines))
+            before = json.loads(lines[where - 1][1]) if where else None
             record["seq"] = before["seq"] + 1 if before else 1
-            record["prev"] = hashlib.sha256(lines[position - 1][1]).hexdigest() if before else GENESIS_PREV
+            record["prev"] = hashlib.sha256(lines[where - 1][1]).hexdigest() if before else GENESIS_PREV
         line = canonical(record).encode()
-    neighbours = {lines[min(position, len(lines) - 1)][0], lines[max(position - 1, 0)][0]}
+    neighbours = {lines[min(where, len(lines) - 1)][0], lines[max(where - 1, 0)][0]}
     segment = data.draw(st.sampled_from(sorted(neighbours)), label="segment")
-    return [*lines[:position], (segment, line), *lines[position:]]
+    return [*lines[:where], (segment, line), *lines[where:]]
 
 
 TAMPERINGS: dict[str, Callable[[st.DataObject, Lines], Lines]] = {
@@ -628,9 +649,10 @@ def write_log(directory: Path, lines: Lines) -> list[bytes]:
     return [line for _, line in read_lines(directory)]
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_verify_catches_every_tampering_at_the_right_place(bases: list[Base], data: st.DataObject) -> None:
+    """One edit (a value, or a byte), deletion, swap or insertion anywhere; verify names the damaged place."""
     base = data.draw(st.sampled_from(bases), label="base")
     kind = data.draw(st.sampled_from(sorted(TAMPERINGS)), label="kind")
     original = [line for _, line in base.lines]
@@ -642,17 +664,56 @@ def test_verify_catches_every_tampering_at_the_right_place(bases: list[Base], da
         # (it is caught by comparing checkpoint heads with the portal). Every other change must be caught.
         assume(tampered[: len(original)] != original[: len(tampered)] or len(tampered) > len(original))
         result = verify(directory, base.pub)
-        offsets = {}
-        for path in sorted(directory.glob("audit-*.jsonl")):
-            offsets[path.name] = sum(len(p.read_bytes().split(b"\n")) - 1
-                                     for p in directory.glob("audit-*.jsonl") if p.name < path.name)
+        lengths = {path.name: len(path.read_bytes().split(b"\n")) - 1 for path in directory.glob("audit-*.jsonl")}
     first_change = next(i for i, (a, b) in enumerate(zip(original, tampered, strict=False)) if a != b) \
         if tampered[: len(original)] != original[: len(tampered)] else min(len(original), len(tampered))
     assert not result.ok, f"{kind} not caught"
-    assert result.segment is not None and result.line is not None, result.problem
-    named = offsets[result.segment] + result.line - 1
+    assert result.segment is not None, result.problem
+    assert result.line is not None
+    named = sum(length for name, length in lengths.items() if name < result.segment) + result.line - 1
     # An edit shows only in the next record's prev, so the record just before a break is the one named.
     assert first_change - 1 <= named <= first_change, (kind, first_change, named, result.problem)
+
+
+def test_every_change_to_the_last_checkpoint_is_caught(env: Env) -> None:
+    """The last record has no successor whose prev would show an edit: its signature and form must."""
+    build_history(env, months=1)
+    segment = env.directory / "audit-2026-10.jsonl"
+    lines = segment.read_bytes().splitlines()
+    last = json.loads(lines[-1])
+    changed: list[bytes] = []
+    for field in ("actor", "event", "ts", "seq", "prev", *(f"details.{key}" for key in last["details"])):
+        record = json.loads(lines[-1])
+        target, key = (record["details"], field[8:]) if field.startswith("details.") else (record, field)
+        value = target[key]
+        target[key] = value + 1 if isinstance(value, int) else value[:-2] + ("0" if value[-2] != "0" else "1") + \
+            value[-1]
+        changed.append(canonical(record).encode())
+    changed += [lines[-1][:offset] + b" " + lines[-1][offset:] for offset in range(len(lines[-1]) + 1)]
+    for line in changed:
+        segment.write_bytes(b"\n".join([*lines[:-1], line]) + b"\n")
+        result = env.verify()
+        assert not result.ok, line
+        assert result.line in (len(lines) - 1, len(lines)), result.problem
+
+
+def test_a_prune_record_vouches_only_once_signed(env: Env) -> None:
+    """Deleting the oldest segment and appending a made-up prune record for it does not pass."""
+    build_history(env, months=3)
+    oldest = env.directory / "audit-2026-10.jsonl"
+    first_kept = json.loads((env.directory / "audit-2026-11.jsonl").read_bytes().splitlines()[0])
+    oldest.unlink()
+    newest = env.directory / "audit-2026-12.jsonl"
+    tail = newest.read_bytes().splitlines()[-1]
+    forged = {"actor": "servicegate", "event": "audit_pruned", "seq": json.loads(tail)["seq"] + 1,
+              "prev": hashlib.sha256(tail).hexdigest(), "ts": "2026-12-31T00:00:00.000000Z",
+              "details": {"first_kept_seq": first_kept["seq"], "first_kept_prev": first_kept["prev"],
+                          "retention_days": 365, "removed": []}}
+    with newest.open("ab") as handle:
+        handle.write(canonical(forged).encode() + b"\n")
+    result = env.verify()
+    assert not result.ok
+    assert "no signed prune record vouches" in (result.problem or "")
 
 
 def test_changing_the_last_checkpoint_into_a_plain_record_is_caught(env: Env) -> None:

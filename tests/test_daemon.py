@@ -206,3 +206,36 @@ def test_a_user_without_a_role_is_denied_and_audited_and_a_console_user_is_not(a
             process.stop()
     finally:
         subprocess.run(["groupdel", group], check=False)
+
+
+def test_watchers_see_changes_made_by_others(agent: AgentProcess) -> None:
+    from agent.client import Client
+
+    with Client(agent.socket) as client:
+        client.connect()
+        events = client.watch()
+        assert agent.cli("access", "set", "permanent-limited").returncode == 0
+        seen: list[tuple[str, dict[str, object]]] = []
+        for name, data in events:
+            seen.append((name, data))
+            if name == "access_changed":
+                break
+    assert ("access_changed", data) == seen[-1]
+    assert data["level"] == "permanent-limited"
+    assert any(name == "audit_appended" and d["event"] == "access_set" for name, d in seen)
+
+
+def test_a_second_agent_on_the_same_socket_refuses_to_start(agent: AgentProcess) -> None:
+    second = AgentProcess(agent.root)
+    result = subprocess.run([*second_command(second)], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "another agent is already running" in result.stderr
+    assert agent.cli("access", "set", "full").returncode == 0  # the first one is unharmed...
+    assert agent.cli("audit", "verify").returncode == 0  # ...and so is its audit log
+
+
+def second_command(process: AgentProcess) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "agent.cli", "--config", str(process.config), "run"]

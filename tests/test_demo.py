@@ -1,0 +1,32 @@
+"""`make demo` is checked by what it leaves behind (the audit log), not by what it prints."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from agent.audit_log import export, verify
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_demo_walks_the_story_and_leaves_an_intact_audit_log(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "demo.py"), "--workdir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    audit_dir = tmp_path / "state" / "audit"
+    assert verify(audit_dir, tmp_path / "state" / "keys" / "audit-signing.pub").ok
+    records = export(audit_dir, None, None)
+
+    def details(event: str) -> list[dict[str, object]]:
+        return [r["details"] for r in records if r["event"] == event]
+
+    assert [d["level"] for d in details("access_set")] == ["limited", "no-access"]
+    assert details("access_set")[0]["until"] is not None
+    ended = {d["session_id"]: d["end_reason"] for d in details("session_ended")}
+    assert sorted(ended.values()) == ["completed", "killed"]
+    confirmed = details("session_confirmed")
+    assert [(d["engineer_name"], d["level"]) for d in confirmed] == [("Sam Sample", "full")]
+    assert details("kill")[0]["ended_sessions"] == [confirmed[0]["session_id"]]
+    assert records[-1]["event"] == "agent_stopped"
