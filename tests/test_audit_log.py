@@ -270,7 +270,9 @@ def test_append_refuses_reserved_events_and_non_json_details(env: Env) -> None:
                                ("x", {"head_seq": 1, "head_hash": "", "key_id": "", "signature": ""})):
             with pytest.raises(AuditError, match="reserved"):
                 log.append(event, "eng-1", details)
-        for bad in ({"when": datetime.now(UTC)}, {"nan": float("nan")}, {1: "a", "b": 2}, {"s": "\udcff"}):
+        unstorable: list[dict[Any, Any]] = [{"when": datetime.now(UTC)}, {"nan": float("nan")}, {1: "a", "b": 2},
+                                            {"s": "\udcff"}]
+        for bad in unstorable:
             with pytest.raises(AuditError, match="cannot be stored as JSON"):
                 log.append("task_run", "eng-1", bad)
         with pytest.raises(AuditError, match="bytes"):

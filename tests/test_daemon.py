@@ -239,3 +239,24 @@ def second_command(process: AgentProcess) -> list[str]:
     import sys
 
     return [sys.executable, "-m", "agent.cli", "--config", str(process.config), "run"]
+
+
+def test_a_hung_stop_is_forced_after_the_grace_period(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The deadline timer itself: armed by the first stop request, firing after shutdown_grace_s.
+
+    In-process with the forced exit replaced, because a real os._exit would end pytest; the clean
+    path is covered by the SIGTERM tests above against a real process.
+    """
+    import threading
+
+    from agent import daemon
+    from agent.config import from_mapping
+
+    fired = threading.Event()
+    monkeypatch.setattr(daemon, "_force_exit", fired.set)
+    config = from_mapping({"paths": {"state_dir": str(tmp_path)}, "daemon": {"shutdown_grace_s": 1}})
+    instance = daemon.Daemon(config)
+    instance.request_stop(signal.SIGTERM)
+    instance.request_stop(signal.SIGTERM)  # a second signal arms nothing new
+    assert not fired.is_set()
+    assert fired.wait(timeout=10)
