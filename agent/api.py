@@ -14,7 +14,7 @@ from typing import Any
 
 from agent.access import AccessLevel
 from agent.audit_log import export, public_key_path, verify
-from agent.clock import parse_utc, utc_iso
+from agent.clock import parse_utc
 from agent.control import Caller
 from agent.core import Agent
 from agent.errors import UsageError
@@ -81,9 +81,7 @@ def _session_end(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
 
 
 def _audit_verify(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
-    result = verify(agent.config.paths.audit_dir, public_key_path(agent.audit.key_path))
-    return {"ok": result.ok, "records": result.records, "problem": result.problem, "summary": result.summary(),
-            "last_checkpoint": utc_iso(result.last_checkpoint) if result.last_checkpoint else None}
+    return verify(agent.config.paths.audit_dir, public_key_path(agent.audit.key_path)).to_dict()
 
 
 def _audit_export(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:

@@ -483,6 +483,12 @@ class VerifyResult:
             return f"intact: {self.records} records, last checkpoint {when}"
         return self.problem or "the audit log is damaged"
 
+    def to_dict(self) -> dict[str, Any]:
+        """The control API's and `--json`'s form of the result."""
+        return {"ok": self.ok, "records": self.records, "problem": self.problem, "summary": self.summary(),
+                "segment": self.segment, "line": self.line,
+                "last_checkpoint": utc_iso(self.last_checkpoint) if self.last_checkpoint else None}
+
 
 class _Broken(Exception):
     def __init__(self, problem: str, segment: str | None = None, line: int | None = None) -> None:

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.audit_log import to_csv
+from agent.audit_log import DEFAULT_KEY_NAME, export, public_key_path, to_csv, verify
 from agent.client import Client
 from agent.clock import parse_utc, utc_iso
 from agent.config import DEFAULT_CONFIG_PATH, Config, defaults, load
-from agent.errors import ExitCode, ServiceGateError, UsageError
+from agent.errors import AgentUnreachableError, ExitCode, ServiceGateError, UsageError
 from agent.protocol import PRIVACY_DISCLAIMER
 from agent.timeparse import local, parse_duration, parse_time
 
@@ -105,9 +108,14 @@ def main(argv: list[str] | None = None) -> int:
 
             return run(load_config(args.config, required=True))
         config = load_config(args.config, required=False)
-        with Client(config.paths.control_socket) as client:
-            client.connect()
-            return dispatch(args, client)
+        try:
+            with Client(config.paths.control_socket) as client:
+                client.connect()
+                return dispatch(args, client)
+        except AgentUnreachableError:
+            if args.command == "audit" and os.access(config.paths.audit_dir, os.R_OK | os.X_OK):
+                return audit_from_files(args, config)
+            raise
     except ServiceGateError as exc:
         print(f"servicegate: {exc}", file=sys.stderr)
         return int(exc.exit_code)
@@ -139,22 +147,38 @@ def dispatch(args: argparse.Namespace, client: Client) -> int:
               f"Access is now {receipt['access']['level']}.")
         return 0
     if command == "audit":
-        if args.audit_command == "verify":
-            result = client.call("audit_verify")
-            if args.json:
-                print(json.dumps(result, indent=2))
-            else:
-                print(result["summary"])
-            return 0 if result["ok"] else int(ExitCode.FAILED)
-        since = utc_iso(parse_time(args.since)) if args.since else None
-        until = utc_iso(parse_time(args.until)) if args.until else None
-        records = client.call("audit_export", since=since, until=until)
-        sys.stdout.write(json.dumps(records, indent=2) + "\n" if args.format == "json" else to_csv(records))
-        return 0
+        return audit_command(args, lambda: client.call("audit_verify"),
+                             lambda since, until: client.call("audit_export", since=since, until=until))
     if command == "event":
         client.call("record_event", kind=args.kind, detail=args.detail)
         return 0
     raise UsageError(f"unknown command {command!r}")  # argparse prevents this
+
+
+def audit_command(args: argparse.Namespace, verify_log: Callable[[], dict[str, Any]],
+                  export_log: Callable[[str | None, str | None], list[dict[str, Any]]]) -> int:
+    if args.audit_command == "verify":
+        result = verify_log()
+        print(json.dumps(result, indent=2) if args.json else result["summary"])
+        return 0 if result["ok"] else int(ExitCode.FAILED)
+    since = utc_iso(parse_time(args.since)) if args.since else None
+    until = utc_iso(parse_time(args.until)) if args.until else None
+    records = export_log(since, until)
+    sys.stdout.write(json.dumps(records, indent=2) + "\n" if args.format == "json" else to_csv(records))
+    return 0
+
+
+def audit_from_files(args: argparse.Namespace, config: Config) -> int:
+    """`audit verify|export` while the agent is down: the same checks, straight from the files."""
+    audit_dir = config.paths.audit_dir
+    key = public_key_path(config.paths.state_dir / "keys" / DEFAULT_KEY_NAME)
+    print(f"servicegate: the agent is not running; reading the audit log from {audit_dir}", file=sys.stderr)
+
+    def when(text: str | None) -> datetime | None:
+        return parse_utc(text) if text else None
+
+    return audit_command(args, lambda: verify(audit_dir, key).to_dict(),
+                         lambda since, until: export(audit_dir, when(since), when(until)))
 
 
 def session_command(args: argparse.Namespace, client: Client) -> int:

@@ -260,3 +260,22 @@ def test_a_hung_stop_is_forced_after_the_grace_period(monkeypatch: pytest.Monkey
     instance.request_stop(signal.SIGTERM)  # a second signal arms nothing new
     assert not fired.is_set()
     assert fired.wait(timeout=10)
+
+
+def test_audit_commands_read_the_files_while_the_agent_is_down(agent: AgentProcess) -> None:
+    agent.cli("access", "set", "full")
+    assert agent.stop() == 0
+    intact = agent.cli("audit", "verify")
+    assert intact.returncode == 0
+    assert intact.stdout.startswith("intact: ")
+    assert "the agent is not running" in intact.stderr
+    exported = json.loads(agent.cli("audit", "export", "--format", "json").stdout)
+    assert [r["details"]["level"] for r in exported if r["event"] == "access_set"] == ["full"]
+
+    segment = next((agent.state / "audit").glob("audit-*.jsonl"))
+    segment.write_text(segment.read_text().replace('"level":"full"', '"level":"no-access"', 1))
+    tampered = agent.cli("audit", "verify", "--json")
+    assert tampered.returncode == 1
+    report = json.loads(tampered.stdout)
+    assert report["ok"] is False
+    assert report["segment"] == segment.name
