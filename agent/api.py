@@ -13,7 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from agent.access import AccessLevel
-from agent.audit_log import export, public_key_path, verify
+from agent.audit_log import public_key_path
+from agent.audit_verify import export, verify
 from agent.clock import parse_utc
 from agent.control import Caller
 from agent.core import Agent

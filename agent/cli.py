@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.audit_log import DEFAULT_KEY_NAME, export, public_key_path, to_csv, verify
+from agent.audit_log import DEFAULT_KEY_NAME, public_key_path
+from agent.audit_verify import export, to_csv, verify
 from agent.client import Client
 from agent.clock import parse_utc, utc_iso
 from agent.config import DEFAULT_CONFIG_PATH, Config, defaults, load

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import psutil
 
-from agent.audit_log import AuditLog, public_key_path, verify
+from agent.audit_log import AuditLog, public_key_path
+from agent.audit_verify import verify
 from agent.client import Client
 from agent.clock import SystemClock
 from tests.agent_process import AgentProcess

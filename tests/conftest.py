@@ -9,6 +9,11 @@ os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
 import pytest  # noqa: E402
 
+# The fixtures two test files share live in helper modules, loaded here as plugins. Imported into the
+# test files they would look unused to ruff (F401, F811); and a test file's own `pytest_plugins` would
+# come too late for assertion rewriting, because it imports the helper's classes first.
+pytest_plugins = ["tests.audit_env", "tests.control_server"]
+
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:

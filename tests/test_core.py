@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from agent.access import AccessLevel
-from agent.audit_log import AuditLog, export, public_key_path, verify
+from agent.audit_log import AuditLog, public_key_path
+from agent.audit_verify import export, verify
 from agent.clock import ManualClock
 from agent.config import Config, from_mapping
 from agent.core import Agent

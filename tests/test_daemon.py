@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.audit_log import export, verify
+from agent.audit_verify import export, verify
 from agent.cli import main as cli_main
 from tests.agent_process import AgentProcess
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.audit_log import export, verify
+from agent.audit_verify import export, verify
 
 REPO = Path(__file__).resolve().parents[1]
 
