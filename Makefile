@@ -11,7 +11,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Debian packages the tests need; installed with apt-get when run as root.
 DEBIAN_PACKAGES := $(shell grep -v '^\#' debian-packages.txt)
 
-$(STAMP): pyproject.toml
+# The Debian packages come first: a fresh Debian's python3 needs python3-venv to make the venv.
+$(STAMP): pyproject.toml | debian-packages
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[ui,portal,test,dev]'
@@ -26,7 +27,7 @@ debian-packages:
 	  else echo "Missing Debian packages (run as root, or install them): $$missing"; fi; \
 	fi
 
-demo: $(STAMP) debian-packages
+demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 check: $(STAMP)
@@ -34,7 +35,7 @@ check: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: $(STAMP) debian-packages check
+test: $(STAMP) check
 	$(VENV)/bin/pytest
 
 bench: $(STAMP)

@@ -14,52 +14,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
-from enum import StrEnum
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from agent.clock import parse_utc, utc_iso
 from agent.errors import UsageError
 from agent.fsutil import read_json, write_json
+from agent.protocol import SYSTEM_ACTOR, AccessLevel
 
 log = logging.getLogger("servicegate.access")
-
-SYSTEM_ACTOR = "servicegate"
-
-
-class AccessLevel(StrEnum):
-    NO_ACCESS = "no-access"
-    LIMITED = "limited"
-    PERMANENT_LIMITED = "permanent-limited"
-    FULL = "full"
-
-    @property
-    def rank(self) -> int:
-        """How much the level allows: LIMITED and PERMANENT_LIMITED differ only in duration."""
-        return _RANK[self]
-
-    @property
-    def consequence(self) -> str:
-        return _CONSEQUENCE[self]
-
-    @classmethod
-    def parse(cls, text: str) -> AccessLevel:
-        try:
-            return cls(text)
-        except ValueError:
-            raise UsageError(f"unknown access level {text!r}; use one of: "
-                             f"{', '.join(level.value for level in cls)}") from None
-
-
-_RANK = {AccessLevel.NO_ACCESS: 0, AccessLevel.LIMITED: 1, AccessLevel.PERMANENT_LIMITED: 1, AccessLevel.FULL: 2}
-_CONSEQUENCE = {
-    AccessLevel.NO_ACCESS: "No remote access unless you confirm a session by its ID. Examinations are possible.",
-    AccessLevel.LIMITED: "Limited remote access, until the time you choose. Examinations are possible.",
-    AccessLevel.PERMANENT_LIMITED: "Limited remote access with no time limit. Examinations are possible.",
-    AccessLevel.FULL: "Full remote access. Examinations are not possible while a remote session is active.",
-}
-
 
 @dataclass(frozen=True)
 class Grant:
@@ -96,6 +60,21 @@ def new_grant(level: AccessLevel, set_by: str, now: datetime, until: datetime | 
         if until <= now:
             raise UsageError(f"the end time {utc_iso(until)} is not in the future; choose a later time")
     return Grant(level, set_by, now, until)
+
+
+def widens(old: Grant, new: Grant) -> bool:
+    """True when `new` allows more than `old`: a higher level, or the same level for longer.
+
+    Changes that widen access are refused when they cannot be recorded in the audit log; changes
+    that narrow it always take effect (fail closed for access, never stuck open).
+    """
+    if new.level.rank != old.level.rank:
+        return new.level.rank > old.level.rank
+    return new.level.rank > 0 and _end(new) > _end(old)
+
+
+def _end(grant: Grant) -> datetime:
+    return grant.until if grant.level is AccessLevel.LIMITED and grant.until else datetime.max.replace(tzinfo=UTC)
 
 
 def expire(grant: Grant, now: datetime) -> Grant | None:

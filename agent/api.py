@@ -12,15 +12,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from agent.access import AccessLevel
 from agent.audit_log import public_key_path
 from agent.audit_verify import export, verify
 from agent.clock import parse_utc
-from agent.control import Caller
 from agent.core import Agent
 from agent.errors import UsageError
-from agent.protocol import OPERATIONS, Request
-from agent.session import Engineer, SessionKind
+from agent.protocol import OPERATIONS, AccessLevel, Request, SessionKind
+from agent.roles import Caller
+from agent.session import Engineer
 
 Handler = Callable[[Agent, dict[str, Any], Caller], Any]
 
@@ -42,7 +41,7 @@ def _time(args: dict[str, Any], key: str) -> datetime | None:
         raise UsageError(f"'{key}' must be an ISO 8601 time with offset, not {value!r}")
     try:
         return parse_utc(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise UsageError(f"'{key}' = {value!r} is not an ISO 8601 time with offset "
                          f"(example: 2026-11-28T14:00:00+01:00)") from None
 
@@ -82,7 +81,9 @@ def _session_end(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
 
 
 def _audit_verify(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
-    return verify(agent.config.paths.audit_dir, public_key_path(agent.audit.key_path)).to_dict()
+    # Runs in a worker thread (the server offloads it): judge the log up to the head as of now.
+    head_seq, _ = agent.audit.head
+    return verify(agent.config.paths.audit_dir, public_key_path(agent.audit.key_path), upto_seq=head_seq).to_dict()
 
 
 def _audit_export(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
@@ -100,6 +101,8 @@ HANDLERS: dict[str, Handler] = {
         _text(args, "session_id", required=True), caller.user).to_dict(),
     "session_authenticated": lambda agent, args, caller: agent.authenticated(
         _text(args, "session_id", required=True), caller.user).to_dict(),
+    "session_activity": lambda agent, args, caller: agent.record_activity(
+        _text(args, "session_id", required=True)).to_dict(),
     "session_end": _session_end,
     "kill": lambda agent, args, caller: agent.kill(caller.user, _text(args, "text")),
     "audit_verify": _audit_verify,

@@ -30,13 +30,13 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from agent.clock import Clock, parse_utc
+from agent.clock import Clock, parse_utc, utc_iso
 from agent.errors import AuditError
 from agent.fsutil import atomic_write, fsync_dir
+from agent.protocol import SYSTEM_ACTOR
 
 DEFAULT_KEY_NAME = "audit-signing.key"
 GENESIS_PREV = "0" * 64
-SYSTEM_ACTOR = "servicegate"
 CHECKPOINT_EVENT = "checkpoint"
 PRUNED_EVENT = "audit_pruned"
 MIN_RETENTION_DAYS = 365
@@ -60,11 +60,6 @@ def canonical(value: Any) -> str:
 
 def line_hash(line: bytes) -> str:
     return hashlib.sha256(line).hexdigest()
-
-
-def format_ts(when: datetime) -> str:
-    """Always microseconds, so every timestamp has the same shape (and sorts as text)."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def segment_name(month: Month) -> str:
@@ -327,7 +322,7 @@ class AuditLog:
 
     def _record(self, event: str, actor: str, details: dict[str, Any], now: datetime) -> dict[str, Any]:
         return {"actor": actor, "details": details, "event": event, "prev": self._prev, "seq": self._seq + 1,
-                "ts": format_ts(now)}
+                "ts": utc_iso(now)}
 
     def _write_checkpoint(self, now: datetime) -> dict[str, Any]:
         record = self._record(CHECKPOINT_EVENT, SYSTEM_ACTOR,

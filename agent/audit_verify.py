@@ -28,7 +28,6 @@ from agent.audit_log import (
     GENESIS_PREV,
     MAX_LINE_BYTES,
     PRUNED_EVENT,
-    SYSTEM_ACTOR,
     canonical,
     is_checkpoint,
     key_id,
@@ -40,6 +39,7 @@ from agent.audit_log import (
 )
 from agent.clock import parse_utc, utc_iso
 from agent.errors import AuditError, UsageError
+from agent.protocol import SYSTEM_ACTOR
 
 CSV_COLUMNS = ("time_utc", "seq", "event", "actor", "session_id", "engineer_id", "engineer_name", "level",
                "reason", "details")
@@ -190,8 +190,12 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
             yield number, raw
 
 
-def verify(directory: Path, public_key_path: Path) -> VerifyResult:
-    """Check the whole chain and every checkpoint, streaming; report the first damage found. Never raises."""
+def verify(directory: Path, public_key_path: Path, upto_seq: int | None = None) -> VerifyResult:
+    """Check the whole chain and every checkpoint, streaming; report the first damage found. Never raises.
+
+    `upto_seq` stops after that record: the running agent passes its head, so records appended while
+    a worker thread verifies (possibly half-written at that instant) are not judged.
+    """
     try:
         public_key = serialization.load_pem_public_key(public_key_path.read_bytes())
     except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
@@ -203,6 +207,11 @@ def verify(directory: Path, public_key_path: Path) -> VerifyResult:
         for _, path in segment_files(directory):
             for line, raw in _lines(path):
                 check.feed(raw, path.name, line)
+                if upto_seq is not None and check.last is not None and check.last.seq >= upto_seq:
+                    break
+            else:
+                continue
+            break
         check.finish()
     except _Broken as broken:
         return VerifyResult(False, check.records, check.last_checkpoint, broken.problem, broken.segment, broken.line)

@@ -17,16 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.audit_log import DEFAULT_KEY_NAME, public_key_path
+from agent.audit_log import public_key_path
 from agent.audit_verify import export, to_csv, verify
 from agent.client import Client
 from agent.clock import parse_utc, utc_iso
 from agent.config import DEFAULT_CONFIG_PATH, Config, defaults, load
 from agent.errors import AgentUnreachableError, ExitCode, ServiceGateError, UsageError
-from agent.protocol import PRIVACY_DISCLAIMER
+from agent.protocol import EVENT_KINDS, PRIVACY_DISCLAIMER, SESSION_LEVELS, AccessLevel, SessionKind
 from agent.timeparse import local, parse_duration, parse_time
 
-LEVELS = ("no-access", "limited", "permanent-limited", "full")
+LEVELS = [level.value for level in AccessLevel]
+SESSION_LEVEL_NAMES = [level.value for level in SESSION_LEVELS]
+KINDS = [kind.value for kind in SessionKind]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,18 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
     req.add_argument("--name", required=True, help="the engineer's full name")
     req.add_argument("--company", default="")
     req.add_argument("--reason", required=True)
-    req.add_argument("--level", choices=("limited", "full"), default="limited")
-    req.add_argument("--kind", choices=("service", "application-support"), default="service")
+    req.add_argument("--level", choices=SESSION_LEVEL_NAMES, default=AccessLevel.LIMITED.value)
+    req.add_argument("--kind", choices=KINDS, default=SessionKind.SERVICE.value)
     reading(req)
     confirm = session.add_parser("confirm", help="confirm a session after reading the privacy disclaimer")
     confirm.add_argument("session_id")
-    confirm.add_argument("--level", choices=("limited", "full"), help="level for this session alone")
+    confirm.add_argument("--level", choices=SESSION_LEVEL_NAMES, help="level for this session alone")
     confirm.add_argument("--accept-disclaimer", action="store_true",
                          help="accept the data-privacy disclaimer without the question (scripts)")
     session.add_parser("decline", help="decline a session waiting for consent").add_argument("session_id")
     session.add_parser("authenticate", help="mark the engineer authenticated (admin; tests and demo)").add_argument(
         "session_id")
-    end = session.add_parser("end", help="end a session normally")
+    session.add_parser("activity", help="the engineer did something: reset the idle timer (admin; tests and demo)"
+                       ).add_argument("session_id")
+    end = session.add_parser("end", help="the engineer ends a session normally (admin; the portal does this)")
     end.add_argument("session_id", nargs="?")
     end.add_argument("--reason", default="", help="free text for the audit log")
 
@@ -85,9 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--since", help="ISO 8601 (local time without offset)")
     exp.add_argument("--until", help="ISO 8601 (local time without offset)")
     exp.add_argument("--format", choices=("csv", "json"), default="csv")
+    exp.add_argument("--json", action="store_true", help="the same as --format json")
 
     event = sub.add_parser("event", help="report a scan or an error (the scanner software)")
-    event.add_argument("kind", choices=("scan", "error"))
+    event.add_argument("kind", choices=EVENT_KINDS)
     event.add_argument("--detail", default="", help="short technical text; never patient data")
     return parser
 
@@ -146,7 +151,9 @@ def dispatch(args: argparse.Namespace, client: Client) -> int:
         ended = ", ".join(receipt["ended_sessions"]) or "none was open"
         print(f"Kill switch done at {local(parse_utc(receipt['at']))}. Sessions ended: {ended}. "
               f"Access is now {receipt['access']['level']}.")
-        return 0
+        for problem in receipt["problems"]:
+            print(f"servicegate: but: {problem}", file=sys.stderr)
+        return int(ExitCode.PARTIAL) if receipt["problems"] else 0
     if command == "audit":
         return audit_command(args, lambda: client.call("audit_verify"),
                              lambda since, until: client.call("audit_export", since=since, until=until))
@@ -160,19 +167,26 @@ def audit_command(args: argparse.Namespace, verify_log: Callable[[], dict[str, A
                   export_log: Callable[[str | None, str | None], list[dict[str, Any]]]) -> int:
     if args.audit_command == "verify":
         result = verify_log()
-        print(json.dumps(result, indent=2) if args.json else result["summary"])
+        if args.json:
+            print(json.dumps(result, indent=2))
+        elif result["ok"]:
+            last = local(parse_utc(result["last_checkpoint"])) if result["last_checkpoint"] else "none yet"
+            print(f"intact: {result['records']} records, last checkpoint {last}")
+        else:
+            print(result["summary"])
         return 0 if result["ok"] else int(ExitCode.FAILED)
     since = utc_iso(parse_time(args.since)) if args.since else None
     until = utc_iso(parse_time(args.until)) if args.until else None
     records = export_log(since, until)
-    sys.stdout.write(json.dumps(records, indent=2) + "\n" if args.format == "json" else to_csv(records))
+    as_json = args.json or args.format == "json"
+    sys.stdout.write(json.dumps(records, indent=2) + "\n" if as_json else to_csv(records))
     return 0
 
 
 def audit_from_files(args: argparse.Namespace, config: Config) -> int:
     """`audit verify|export` while the agent is down: the same checks, straight from the files."""
     audit_dir = config.paths.audit_dir
-    key = public_key_path(config.paths.state_dir / "keys" / DEFAULT_KEY_NAME)
+    key = public_key_path(config.paths.audit_signing_key)
     print(f"servicegate: the agent is not running; reading the audit log from {audit_dir}", file=sys.stderr)
 
     def when(text: str | None) -> datetime | None:
@@ -206,6 +220,9 @@ def session_command(args: argparse.Namespace, client: Client) -> int:
         return 0
     if action == "authenticate":
         print(format_session(client.call("session_authenticated", session_id=args.session_id)))
+        return 0
+    if action == "activity":
+        print(format_session(client.call("session_activity", session_id=args.session_id)))
         return 0
     print(format_session(client.call("session_end", session_id=args.session_id, text=args.reason)))
     return 0

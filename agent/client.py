@@ -8,8 +8,11 @@ consent UI can use it without pulling in the agent's core or its configuration.
         client.call("access_set", level="limited", until="2026-03-01T18:00:00Z")
 
 Errors the agent answers are raised as the matching `agent.errors` class (`permission_denied` as
-PermissionDeniedError, `not_found` as NotFoundError, ...), with the agent's message. One Client may
-be shared between threads: calls are serialised. `watch` uses a connection of its own.
+PermissionDeniedError, `not_found` as NotFoundError, ...), with the agent's message. Failing to
+connect raises AgentUnreachableError (exit 4), except when the socket or its folder refuses this
+user (EACCES, EPERM): that is PermissionDeniedError (exit 5), because the fix is a group, not a
+restart. One Client may be shared between threads: calls are serialised. `watch` uses a
+connection of its own.
 """
 
 from __future__ import annotations
@@ -25,7 +28,14 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 from agent import protocol
-from agent.errors import ERROR_CLASSES, AgentUnreachableError, ProtocolError, ServiceGateError, UsageError
+from agent.errors import (
+    ERROR_CLASSES,
+    AgentUnreachableError,
+    PermissionDeniedError,
+    ProtocolError,
+    ServiceGateError,
+    UsageError,
+)
 
 _HINT = "Is the agent running? Check with `systemctl status servicegate`."
 
@@ -45,10 +55,12 @@ class _Connection:
             self._sock.close()
             raise AgentUnreachableError(f"cannot reach the ServiceGate agent: there is no socket at {socket_path}. "
                                         f"{_HINT}") from None
-        except PermissionError:
+        except PermissionError:  # EACCES or EPERM: the agent may well be running, but not for this user
             self._sock.close()
-            raise AgentUnreachableError(f"cannot reach the ServiceGate agent at {socket_path}: permission denied on "
-                                        "the socket or its folder; ask site IT to check the installation") from None
+            raise PermissionDeniedError(
+                f"you may not connect to the ServiceGate agent: permission denied on its socket {socket_path} "
+                f"or the folder {socket_path.parent}. Ask site IT to add you to the ServiceGate console or viewer "
+                "group (servicegate-console or servicegate-viewer, unless configured otherwise)") from None
         except TimeoutError:
             self._sock.close()
             raise AgentUnreachableError(f"the ServiceGate agent at {socket_path} did not accept the connection "
@@ -72,14 +84,13 @@ class _Connection:
                 line = bytes(self._buffer[:end])
                 del self._buffer[:end + 1]
                 return self._decode(line)
-            if deadline is None:
-                self._sock.settimeout(None)
-            else:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError
-                self._sock.settimeout(remaining)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError
             try:
+                # Inside the try: close() from another thread (ending a watch) may have closed the
+                # socket since the last read, and then settimeout fails with EBADF too.
+                self._sock.settimeout(remaining)
                 chunk = self._sock.recv(65536)
             except TimeoutError:
                 raise

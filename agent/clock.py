@@ -37,8 +37,8 @@ class ManualClock:
 
 
 def utc_iso(when: datetime) -> str:
-    """ISO 8601 in UTC with a 'Z', second precision unless there are microseconds."""
-    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    """ISO 8601 in UTC with a 'Z' and always microseconds, so every timestamp has one shape and sorts as text."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_utc(text: str) -> datetime:

@@ -23,10 +23,15 @@ DEFAULT_CONFIG_PATH = Path("/etc/servicegate/agent.toml")
 
 
 def setting(default: Any, help: str, *, minimum: int | None = None, maximum: int | None = None,
-            choices: tuple[str, ...] | None = None) -> Any:
+            choices: tuple[str, ...] | None = None, may_be_empty: bool = False, max_bytes: int | None = None) -> Any:
     """A configuration key: its default, one line of help, and what values are allowed."""
     return field(default=default, metadata={"help": help, "minimum": minimum, "maximum": maximum,
-                                            "choices": choices})
+                                            "choices": choices, "may_be_empty": may_be_empty,
+                                            "max_bytes": max_bytes})
+
+
+# A Unix socket's path must fit in sockaddr_un.sun_path (108 bytes with the terminating NUL).
+SOCKET_PATH_MAX_BYTES = 107
 
 
 @dataclass(frozen=True)
@@ -35,9 +40,16 @@ class PathsConfig:
 
     state_dir: Path = setting(Path("/var/lib/servicegate"),
                               "State: access grant, sessions, keys. Created 0700 if missing.")
-    audit_dir: Path = setting(Path(""), "Audit log segments and checkpoints. Empty: `<state_dir>/audit`.")
+    audit_dir: Path = setting(Path(""), "Audit log segments and checkpoints. Empty: `<state_dir>/audit`.",
+                              may_be_empty=True)
     control_socket: Path = setting(Path("/run/servicegate/control.sock"),
-                                   "The local control API's Unix socket (the console UI and the CLI use it).")
+                                   "The local control API's Unix socket (the console UI and the CLI use it).",
+                                   max_bytes=SOCKET_PATH_MAX_BYTES)
+
+    @property
+    def audit_signing_key(self) -> Path:
+        """The audit log's Ed25519 key (0600); its public half sits beside it as `.pub`."""
+        return self.state_dir / "keys" / "audit-signing.key"
 
 
 @dataclass(frozen=True)
@@ -162,9 +174,15 @@ def _value(where: str, key: str, kind: Any, meta: Any, value: Any, base: Path) -
         if not isinstance(value, str):
             raise ConfigError(f"{where}: {key} = {value!r} is not a path; write it as a quoted string.")
         if value == "":
-            return Path("")
+            if meta["may_be_empty"]:
+                return Path("")
+            raise ConfigError(f"{where}: {key} is empty; give a path (the default is {_path_default(key)}).")
         given = Path(value)
-        return given if given.is_absolute() else (base / given).resolve()
+        path = given if given.is_absolute() else (base / given).resolve()
+        if meta["max_bytes"] and len(str(path).encode()) > meta["max_bytes"]:
+            raise ConfigError(f"{where}: {key} = {str(path)!r} is {len(str(path).encode())} bytes long; a socket "
+                              f"path may have at most {meta['max_bytes']} bytes. Choose a shorter path.")
+        return path
     if kind is int:
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{where}: {key} = {value!r} is not a whole number; {_allowed(meta)}.")
@@ -181,6 +199,11 @@ def _value(where: str, key: str, kind: Any, meta: Any, value: Any, base: Path) -
     raise TypeError(f"schema type {kind!r} has no validator")  # a programming error, caught by tests
 
 
+def _path_default(key: str) -> str:
+    section, name = key.strip("[").split("] ")
+    return str(next(f.default for f in fields(SECTIONS[section]) if f.name == name))
+
+
 def _allowed(meta: Any) -> str:
     if meta["choices"]:
         return "allowed: " + ", ".join(repr(c) for c in meta["choices"])
@@ -190,6 +213,15 @@ def _allowed(meta: Any) -> str:
     if lo is not None:
         return f"allowed: a whole number of at least {lo}"
     return "allowed: a whole number"
+
+
+def _allowed_in_docs(kind: Any, meta: Any) -> str:
+    if kind is Path:
+        rule = "a path, may be empty" if meta["may_be_empty"] else "a path"
+        return f"{rule} of at most {meta['max_bytes']} bytes" if meta["max_bytes"] else rule
+    if kind is str and not meta["choices"]:
+        return "text"
+    return _allowed(meta).removeprefix("allowed: ")
 
 
 def _did_you_mean(word: str, options: Any) -> str:
@@ -217,9 +249,9 @@ def markdown() -> str:
         for f in fields(cls):
             kind = hints[f.name]
             default = f.default if f.default is not MISSING else ""
-            shown = f'"{default}"' if kind in (str, Path) else str(default)
+            shown = f'"{"" if default == Path("") else default}"' if kind in (str, Path) else str(default)
             meta = f.metadata
-            allowed = _allowed(meta).removeprefix("allowed: ") if kind is not Path else "a path"
+            allowed = _allowed_in_docs(kind, meta)
             lines.append(f"| `{f.name}` | {kind.__name__.lower()} | `{shown}` | {allowed} | {meta['help']} |")
         lines.append("")
     return "\n".join(lines)

@@ -18,22 +18,27 @@ able to stop the agent from answering the kill switch. Hence:
 - each uid may hold at most `max_connections_per_uid` connections, so one user cannot exhaust the
   agent's file descriptors and lock the technologist out of the kill switch;
 - a watcher that does not keep up with events is disconnected rather than slowing `publish`;
-- every exception from a handler is answered as `internal` and logged; the server carries on.
+- every exception from a handler is answered as `internal` and logged; the server carries on;
+- a connection's requests are answered one at a time, and the server yields to the other
+  connections after each one: a client that pipelines thousands of requests is served in turn
+  with everyone else instead of all at once (reading from a full buffer and writing to a socket
+  that is not full never suspend, so without the explicit yield nothing else would run);
+- the operations named in `offload` (the daemon passes `audit_verify` and `audit_export`, which
+  read and hash a year of log) run in a worker thread, so the kill switch does not wait behind
+  them. Everything else runs on the loop's thread, so the agent's core sees one call at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import grp
+import json
 import logging
-import os
-import pwd
 import socket
 import stat
 import struct
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,86 +47,18 @@ import agent
 from agent import protocol
 from agent.errors import ConfigError, ServiceGateError
 from agent.protocol import EVENTS, MAX_REQUEST_BYTES, OPERATIONS, SUPPORTED_VERSIONS, MessageError, Request, Role
+from agent.roles import Caller, RoleMap
 
 log = logging.getLogger("servicegate.control")
 
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
+# Worker threads for offloaded operations. Two: a second `audit_export` need not wait for a first,
+# and more would only compete with the loop's thread for the GIL while the kill switch is pressed.
+OFFLOAD_WORKERS = 2
 
-@dataclass(frozen=True)
-class Caller:
-    """The process at the other end of a connection, as the kernel reported it when it connected."""
-
-    pid: int
-    uid: int
-    gid: int
-    user: str  # the user name, or "uid:N" when the uid has no passwd entry
-    roles: frozenset[Role]
-
-
-class RoleMap:
-    """Derives a caller's roles from its uid and gid.
-
-    admin: uid 0, or one of `admin_uids` (the agent's own service user). console, modality,
-    viewer: membership in the configured groups ([control] console_group, modality_group,
-    viewer_group), as the user database says (primary group and supplementary groups) plus the
-    process's own gid. A configured group that does not exist grants nothing; a uid without a
-    passwd entry has no group roles.
-    """
-
-    def __init__(self, console_group: str, modality_group: str, viewer_group: str,
-                 admin_uids: frozenset[int]) -> None:
-        self.groups: dict[Role, str] = {
-            Role.CONSOLE: console_group,
-            Role.MODALITY: modality_group,
-            Role.VIEWER: viewer_group,
-        }
-        self.admin_uids = admin_uids
-
-    def roles_for(self, uid: int, gid: int) -> frozenset[Role]:
-        roles: set[Role] = set()
-        if uid == 0 or uid in self.admin_uids:
-            roles.add(Role.ADMIN)
-        try:
-            entry = pwd.getpwuid(uid)
-        except KeyError:
-            return frozenset(roles)
-        try:
-            member_of = set(os.getgrouplist(entry.pw_name, entry.pw_gid))
-        except OSError:
-            member_of = {entry.pw_gid}
-        member_of.add(gid)
-        for role, group in self.groups.items():
-            group_gid = _group_gid(group)
-            if group_gid is not None and group_gid in member_of:
-                roles.add(role)
-        return frozenset(roles)
-
-    def caller(self, pid: int, uid: int, gid: int) -> Caller:
-        """The Caller for a set of peer credentials (may block on NSS: LDAP/SSSD sites)."""
-        try:
-            user = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            user = f"uid:{uid}"
-        return Caller(pid=pid, uid=uid, gid=gid, user=user, roles=self.roles_for(uid, gid))
-
-    def how_to_get(self, role: Role) -> str:
-        """What a user who lacks `role` can do about it, for the permission_denied message."""
-        if role is Role.ADMIN:
-            return "only root or the agent's own service user may do this"
-        if role is Role.VIEWER:
-            return (f"ask site IT to add you to group '{self.groups[Role.VIEWER]}' "
-                    f"(or '{self.groups[Role.CONSOLE]}')")
-        return f"ask site IT to add you to group '{self.groups[role]}'"
-
-
-def _group_gid(name: str) -> int | None:
-    if not name:
-        return None
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        return None
+# Operations the server answers itself; they cannot be offloaded.
+_BUILT_IN = frozenset({"hello", "watch"})
 
 
 Handler = Callable[[Request, Caller], Any]
@@ -150,24 +87,30 @@ class _CloseConnection(Exception):
 class ControlServer:
     """Serves the control API on a Unix socket until `stop`.
 
-    `handler` is called synchronously for every operation except `hello` and `watch`. By default it
-    runs on the event loop's thread, so the agent's core sees one call at a time and needs no
-    locking; pass `handler_executor` (e.g. a one-thread ThreadPoolExecutor) to keep the loop
-    answering handshakes, timeouts and events while a handler works. `publish` may be called from
-    any thread.
+    `handler` is called synchronously for every operation except `hello` and `watch`, on the event
+    loop's thread, so the agent's core sees one call at a time and needs no locking. The operations
+    in `offload` are the exception: their handler runs (and its result is encoded) in one of the
+    server's own OFFLOAD_WORKERS threads, concurrently with the loop, so it must only touch what is
+    safe to use from another thread (the audit files, not the core's state). On one connection,
+    replies still come in the order of the requests. `publish` may be called from any thread.
     """
 
     def __init__(self, socket_path: Path, handler: Handler, role_map: RoleMap, *, request_timeout_s: float = 10,
                  on_denied: Callable[[Caller, str], None] | None = None, agent_version: str = agent.__version__,
-                 handler_executor: Executor | None = None, max_connections_per_uid: int = 128,
+                 offload: frozenset[str] = frozenset(), max_connections_per_uid: int = 128,
                  watch_queue_size: int = 256) -> None:
+        not_offloadable = sorted(name for name in offload if name not in OPERATIONS or name in _BUILT_IN)
+        if not_offloadable:
+            raise ValueError(f"cannot offload {', '.join(not_offloadable)}: only operations answered by the "
+                             f"handler can run in a worker thread, not {sorted(_BUILT_IN)} or unknown names")
         self.socket_path = socket_path
         self._handler = handler
         self._role_map = role_map
         self._request_timeout_s = request_timeout_s
         self._on_denied = on_denied
         self._agent_version = agent_version
-        self._handler_executor = handler_executor
+        self._offload = offload
+        self._offload_pool: ThreadPoolExecutor | None = None
         self._max_connections_per_uid = max_connections_per_uid
         self._watch_queue_size = watch_queue_size
         self._server: asyncio.AbstractServer | None = None
@@ -196,6 +139,10 @@ class ControlServer:
             path.parent.chmod(0o755)
         await self._remove_stale_socket()
         self._loop = asyncio.get_running_loop()
+        if self._offload:
+            # Our own threads, not the loop's default executor: a long export must not hold up the
+            # user-database look-ups that every new connection makes there.
+            self._offload_pool = ThreadPoolExecutor(OFFLOAD_WORKERS, thread_name_prefix="servicegate-offload")
         self._server = await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_REQUEST_BYTES)
         # Everyone may connect: authorisation is by peer credentials and roles, per operation. A
         # file mode cannot say "root, or any of three groups", and a user without a role should get
@@ -241,13 +188,17 @@ class ControlServer:
         for connection in connections:
             connection.writer.transport.abort()
         # Aborting ends each conversation by itself (its reads see EOF); cancel only what is still
-        # busy after that, such as a handler running in an executor.
+        # busy after that, such as one waiting for an offloaded handler.
         tasks = {c.task for c in connections if c.task is not None and c.task is not asyncio.current_task()}
         if tasks:
             _done, busy = await asyncio.wait(tasks, timeout=2)
             for task in busy:
                 task.cancel()
             await asyncio.gather(*busy, return_exceptions=True)
+        if self._offload_pool is not None:
+            # Without waiting: a handler still working finishes in its thread and its result is dropped.
+            self._offload_pool.shutdown(wait=False, cancel_futures=True)
+            self._offload_pool = None
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -347,17 +298,22 @@ class ControlServer:
                 request = protocol.parse_request(line)
             except MessageError as exc:
                 await self._send(writer, protocol.error_message(exc.request_id, exc.code, str(exc)))
-                continue
-            needed = OPERATIONS[request.op].role
-            if not protocol.allowed(caller.roles, needed):
-                await self._send(writer, self._deny(request, caller, needed))
-            elif request.op == "hello":
-                await self._send(writer, self._hello(request, caller))
-            elif request.op == "watch":
-                await self._watch(request, caller, reader, writer)
-                return
             else:
-                await self._send(writer, await self._call_handler(request, caller))
+                needed = OPERATIONS[request.op].role
+                if not protocol.allowed(caller.roles, needed):
+                    await self._send(writer, self._deny(request, caller, needed))
+                elif request.op == "hello":
+                    await self._send(writer, self._hello(request, caller))
+                elif request.op == "watch":
+                    await self._watch(request, caller, reader, writer)
+                    return
+                else:
+                    await self._send(writer, await self._call_handler(request, caller))
+            # Let the other connections in before this one's next request. When that request is
+            # already buffered and the reply fit into the socket, nothing above has suspended, and
+            # a client pipelining thousands of requests would be served all at once while the
+            # kill switch waited.
+            await asyncio.sleep(0)
 
     async def _read_line(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
         """The next request line without its newline; raises _CloseConnection when the connection is done."""
@@ -410,13 +366,16 @@ class ControlServer:
             f"{self._role_map.how_to_get(needed)}")
 
     async def _call_handler(self, request: Request, caller: Caller) -> bytes:
+        pool = self._offload_pool
+        if pool is not None and request.op in self._offload:
+            return await asyncio.get_running_loop().run_in_executor(pool, self._answer, request, caller)
+        return self._answer(request, caller)
+
+    def _answer(self, request: Request, caller: Caller) -> bytes:
+        """The reply line to a handler's operation. Encoding is part of it: a year's export is megabytes of JSON,
+        and for an offloaded operation that work belongs in the worker thread too."""
         try:
-            if self._handler_executor is None:
-                result = self._handler(request, caller)
-            else:
-                result = await asyncio.get_running_loop().run_in_executor(
-                    self._handler_executor, self._handler, request, caller)
-            return protocol.ok_message(request.id, result)
+            return protocol.ok_message(request.id, self._handler(request, caller))
         except ServiceGateError as exc:
             return protocol.error_message(request.id, exc.code, str(exc))
         except Exception:
@@ -430,12 +389,13 @@ class ControlServer:
         if offered is not None:
             if not isinstance(offered, list) or not all(isinstance(v, int) for v in offered):
                 return protocol.error_message(request.id, "bad_request", "'versions' must be a list of integers")
-            common = SUPPORTED_VERSIONS.intersection(offered)
+            # `type(v) is int`: true and false are ints to Python (true == 1), but they are not versions.
+            common = SUPPORTED_VERSIONS.intersection(v for v in offered if type(v) is int)
             if not common:
                 return protocol.error_message(
                     request.id, "unsupported_version",
-                    f"this agent speaks protocol versions {sorted(SUPPORTED_VERSIONS)}, the client {offered}; "
-                    "update the client or the agent so that they share one")
+                    f"this agent speaks protocol versions {sorted(SUPPORTED_VERSIONS)}, the client "
+                    f"{json.dumps(offered)}; update the client or the agent so that they share one")
             version = max(common)
         return protocol.ok_message(request.id, {
             "protocol": version,

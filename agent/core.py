@@ -1,9 +1,16 @@
 """The agent's state and every decision it acts on: access grant, sessions, counters, audit.
 
 `Agent` is the one object with authority. It is synchronous and single-threaded (the daemon
-calls it from its event loop), takes its clock from outside, and writes an audit record for
-every change before it tells anyone. The control API's operations map onto its methods in
-`agent.api`; the daemon only wires it to the socket and the timer.
+calls it from its event loop), takes its clock from outside, and records every change in the
+audit log. The control API's operations map onto its methods in `agent.api`; the daemon only
+wires it to the socket and the timer.
+
+Order of effects, and why. A change that *widens* remote access (a higher grant, a session
+request, confirmation or activation) is written to the audit log first and refused if that
+fails: no access is granted that the customer could not later find in the log. A change that
+*narrows* it (lowering the grant, expiry, any session end, the kill switch) takes effect first and
+is then recorded on a best-effort basis: a full disk must never keep a session open. Failures of
+that second kind are counted in `status` (`problems`) and returned in the kill switch's receipt.
 """
 
 from __future__ import annotations
@@ -15,20 +22,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from agent import __version__
-from agent.access import SYSTEM_ACTOR, AccessLevel, Grant, GrantStore, expire, new_grant
+from agent.access import Grant, GrantStore, expire, new_grant, widens
 from agent.audit_log import AuditLog
 from agent.clock import Clock, utc_iso
 from agent.config import Config
-from agent.errors import NotFoundError, RefusedError, UsageError
+from agent.errors import AuditError, NotFoundError, RefusedError, UsageError
 from agent.fsutil import read_json, write_json
+from agent.protocol import EVENT_KINDS, SESSION_LEVELS, SYSTEM_ACTOR, AccessLevel, EndReason, SessionKind, SessionState
 from agent.session import (
     Basis,
-    EndReason,
     Engineer,
     Limits,
     Session,
-    SessionKind,
-    SessionState,
     admission,
     after_grant_change,
     check_request,
@@ -39,7 +44,8 @@ from agent.session import (
 log = logging.getLogger("servicegate.agent")
 
 KEEP_ENDED_SESSIONS = 50  # how many ended sessions `session list` shows; the audit log keeps them all
-EVENT_KINDS = ("scan", "error")
+KEEP_PROBLEMS = 20
+DENIAL_WINDOW = timedelta(minutes=1)
 
 Publish = Callable[[str, dict[str, Any]], None]
 
@@ -50,6 +56,8 @@ class Agent:
         self.clock = clock
         self.audit = audit
         self.publish: Publish = lambda event, data: None
+        self.problems: list[str] = []  # the latest things that could not be saved or recorded
+        self._denials: dict[int, tuple[datetime, int]] = {}  # uid -> (last recorded, refused since)
         state_dir = config.paths.state_dir
         self._grants = GrantStore(state_dir / "grant.json")
         self._sessions_path = state_dir / "sessions.json"
@@ -73,66 +81,68 @@ class Agent:
     # ---- reading -------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        open_sessions = [s.to_dict() for s in self.sessions.values() if s.open]
         return {
             "agent_version": __version__,
             "now": utc_iso(self.clock.now()),
             "access": self.grant.to_dict(),
-            "sessions": open_sessions,
+            "sessions": [s.to_dict() for s in self.sessions.values() if s.open],
             "examinations_blocked": any(s.blocks_examinations for s in self.sessions.values()),
             "counters": dict(self.counters),
+            "problems": list(self.problems),
         }
 
     def session_list(self) -> list[dict[str, Any]]:
-        ordered = sorted(self.sessions.values(), key=lambda s: s.created_at)
-        return [s.to_dict() for s in ordered]
+        return [s.to_dict() for s in sorted(self.sessions.values(), key=lambda s: s.created_at)]
 
     # ---- access ----------------------------------------------------------------------------------
 
     def set_access(self, level: AccessLevel, until: datetime | None, actor: str) -> Grant:
-        now = self.clock.now()
-        grant = new_grant(level, actor, now, until)
-        previous = self.grant
-        self._apply_grant(grant, "access_set", actor, expired=False,
-                          details={"previous_level": previous.level.value})
+        grant = new_grant(level, actor, self.clock.now(), until)
+        self._apply_grant(grant, "access_set", actor, expired=False)
         return grant
 
     def _apply_grant(self, grant: Grant, event: str, actor: str, *, expired: bool,
-                     details: dict[str, Any]) -> None:
+                     details: dict[str, Any] | None = None) -> None:
+        previous = self.grant
+        record = {**(details or {}), "previous_level": previous.level.value, "level": grant.level.value,
+                  "until": utc_iso(grant.until) if grant.until else None}
+        wider = widens(previous, grant)
+        if wider:
+            self._audit_first(event, actor, record)
+            self._grants.save(grant)  # an error here refuses the change: nothing was applied yet
         self.grant = grant
-        self._grants.save(grant)
-        self.audit.append(event, actor, {**details, "level": grant.level.value,
-                                         "until": utc_iso(grant.until) if grant.until else None})
+        if not wider:
+            self._best_effort(f"save the access grant ({grant.level.value})", lambda: self._grants.save(grant))
+            self._audit_after(event, actor, record)
         self.publish("access_changed", grant.to_dict())
         now = self.clock.now()
         for session in list(self.sessions.values()):
-            changed = after_grant_change(session, grant, now, expired=expired)
+            changed = after_grant_change(session, previous, grant, now, expired=expired)
             if changed is session:
                 continue
-            if not changed.open:
-                self._record_end(changed, actor)
-            else:
+            if changed.open:
                 self._store(changed)
-                self.audit.append("session_narrowed", actor, self._session_details(changed))
+                self._audit_after("session_narrowed", actor, self._session_details(changed))
                 self.publish("session_changed", changed.to_dict())
+            else:
+                self._record_end(changed, actor)
 
-    # ---- sessions --------------------------------------------------------------------------------
+    # ---- sessions: what widens access (recorded first) --------------------------------------------
 
     def request_session(self, engineer: Engineer, reason: str, level: AccessLevel, kind: SessionKind,
                         actor: str) -> Session:
         check_request(engineer, reason, level)
         now = self.clock.now()
-        session = Session(id=new_session_id(set(self.sessions)), kind=kind, engineer=engineer, reason=reason,
-                          requested_level=level, state=SessionState.REQUESTED, created_at=now, state_since=now)
-        self._store(session)
-        self.audit.append("session_requested", actor, self._session_details(session))
+        requested = Session(id=new_session_id(set(self.sessions)), kind=kind, engineer=engineer, reason=reason,
+                            requested_level=level, state=SessionState.REQUESTED, created_at=now, state_since=now)
         nxt = admission(self.grant, level)
         if nxt is SessionState.AUTHENTICATING:
-            session = session.move(nxt, now, basis=Basis.GRANT, effective_level=level)
+            session = requested.move(nxt, now, basis=Basis.GRANT, effective_level=level)
         else:
-            session = session.move(nxt, now, basis=Basis.CONSENT)
+            session = requested.move(nxt, now, basis=Basis.CONSENT)
+        self._audit_first("session_requested", actor, self._session_details(requested))
+        self._audit_first(f"session_{nxt.value}", SYSTEM_ACTOR, self._session_details(session))
         self._store(session)
-        self.audit.append(f"session_{nxt.value}", SYSTEM_ACTOR, self._session_details(session))
         self.publish("session_changed", session.to_dict())
         return session
 
@@ -143,39 +153,49 @@ class Agent:
             raise RefusedError("the data-privacy disclaimer must be accepted before a session can start: "
                                "the service engineer could potentially view patient data")
         granted = level or session.requested_level
-        if granted not in (AccessLevel.LIMITED, AccessLevel.FULL):
+        if granted not in SESSION_LEVELS:
             raise UsageError(f"a session is confirmed at 'limited' or 'full', not {granted.value!r}")
         if granted.rank > session.requested_level.rank:
             raise RefusedError(f"the engineer asked for {session.requested_level.value!r}; "
                                f"a session cannot be given more ({granted.value!r}) than was asked for")
-        now = self.clock.now()
-        session = session.move(SessionState.AUTHENTICATING, now, basis=Basis.CONSENT, effective_level=granted,
-                               confirmed_by=actor)
+        session = session.move(SessionState.AUTHENTICATING, self.clock.now(), basis=Basis.CONSENT,
+                               effective_level=granted, confirmed_by=actor)
+        self._audit_first("session_confirmed", actor, {**self._session_details(session), "disclaimer_accepted": True})
         self._store(session)
-        self.audit.append("session_confirmed", actor,
-                          {**self._session_details(session), "disclaimer_accepted": True})
         self.publish("session_changed", session.to_dict())
         return session
-
-    def decline_session(self, session_id: str, actor: str) -> Session:
-        return self._end(self._get(session_id), EndReason.DECLINED, actor, "declined at the console")
 
     def authenticated(self, session_id: str, actor: str) -> Session:
-        session = self._get(session_id)
         now = self.clock.now()
-        session = session.move(SessionState.ACTIVE, now, activated_at=now, last_activity=now)
+        session = self._get(session_id).move(SessionState.ACTIVE, now, activated_at=now, last_activity=now)
+        self._audit_first("session_active", session.engineer.id, {**self._session_details(session), "by": actor})
         self._store(session)
-        self.audit.append("session_active", session.engineer.id, self._session_details(session))
         self.publish("session_changed", session.to_dict())
         return session
 
-    def record_activity(self, session_id: str) -> None:
-        """An action the engineer initiated (task request, input through the relay): resets the idle timer."""
+    def record_activity(self, session_id: str) -> Session:
+        """An action the engineer initiated (task request, input through the relay): resets the idle timer.
+
+        Not audited: the action itself is (the task runner and the relay record it).
+        """
         session = self._get(session_id)
-        if session.state is SessionState.ACTIVE:
-            self._store(replace(session, last_activity=self.clock.now()))
+        if session.state is not SessionState.ACTIVE:
+            raise RefusedError(f"session {session_id} is {session.state.value}, not active")
+        session = replace(session, last_activity=self.clock.now())
+        self._store(session)
+        return session
+
+    # ---- sessions: what narrows access (effective first, recorded after) ----------------------------
+
+    def decline_session(self, session_id: str, actor: str) -> Session:
+        session = self._get(session_id)
+        if session.state not in (SessionState.REQUESTED, SessionState.AWAITING_CONSENT):
+            raise RefusedError(f"only a session waiting for consent can be declined; session {session_id} is "
+                               f"{session.state.value} (use the kill switch to end it)")
+        return self._end(session, EndReason.DECLINED, actor, "declined at the console")
 
     def end_session(self, session_id: str | None, actor: str, text: str) -> Session:
+        """The engineer (through the portal) ends the session normally: `completed`."""
         if session_id is None:
             open_ones = [s for s in self.sessions.values() if s.open]
             if len(open_ones) != 1:
@@ -185,18 +205,40 @@ class Agent:
             session = open_ones[0]
         else:
             session = self._get(session_id)
+        if not session.open:
+            raise RefusedError(f"session {session.id} has already ended ({session.end_reason})")
         return self._end(session, EndReason.COMPLETED, actor, text)
 
     def kill(self, actor: str, text: str) -> dict[str, Any]:
-        """The kill switch: end every open session and withdraw access. Safe to press twice."""
+        """The kill switch: end every open session and withdraw access. Never raises; safe to press twice.
+
+        Each step is shielded from the failure of the others; what could not be saved or recorded is
+        listed in the receipt's `problems` (the sessions are ended and access withdrawn regardless).
+        """
+        problems_before = len(self.problems)
         ended = [self._end(s, EndReason.KILLED, actor, text).id for s in list(self.sessions.values()) if s.open]
         if self.grant.level is not AccessLevel.NO_ACCESS:
-            self._apply_grant(new_grant(AccessLevel.NO_ACCESS, actor, self.clock.now()), "access_set", actor,
-                              expired=False, details={"previous_level": self.grant.level.value, "by": "kill"})
-        receipt = {"at": utc_iso(self.clock.now()), "ended_sessions": ended, "access": self.grant.to_dict(),
-                   "text": text}
-        self.audit.append("kill", actor, {"ended_sessions": ended, "text": text, "level": self.grant.level.value})
-        return receipt
+            self._apply_grant(Grant(AccessLevel.NO_ACCESS, actor, self.clock.now()), "access_set", actor,
+                              expired=False, details={"by": "kill"})
+        self._audit_after("kill", actor, {"ended_sessions": ended, "text": text, "level": self.grant.level.value})
+        return {"at": utc_iso(self.clock.now()), "ended_sessions": ended, "access": self.grant.to_dict(),
+                "text": text, "problems": self.problems[problems_before:]}
+
+    def record_denial(self, user: str, uid: int, op: str) -> None:
+        """Audit a refused control request; at most one record per user per minute (the rest are counted).
+
+        A user without a role could otherwise fill the year-long audit log, and delay everyone else
+        behind an fsync each, by pipelining refused requests.
+        """
+        now = self.clock.now()
+        window = self._denials.get(uid)
+        if window is not None and now - window[0] < DENIAL_WINDOW:
+            self._denials[uid] = (window[0], window[1] + 1)
+            return
+        suppressed = window[1] if window else 0
+        self._denials[uid] = (now, 0)
+        self._audit_after("permission_denied", user, {"operation": op, "uid": uid,
+                                                      "refused_since_last_record": suppressed})
 
     # ---- modality events -------------------------------------------------------------------------
 
@@ -205,7 +247,7 @@ class Agent:
             raise UsageError(f"unknown event kind {kind!r}; use one of: {', '.join(EVENT_KINDS)}")
         key = f"{kind}s"
         self.counters[key] = self.counters.get(key, 0) + 1
-        write_json(self._counters_path, self.counters)
+        self._best_effort("save the modality counters", lambda: write_json(self._counters_path, self.counters))
         log.debug("modality event %s from %s: %s", kind, actor, detail)
         return dict(self.counters)
 
@@ -216,18 +258,17 @@ class Agent:
         now = self.clock.now()
         replacement = expire(self.grant, now)
         if replacement is not None:
-            self._apply_grant(replacement, "access_expired", SYSTEM_ACTOR, expired=True,
-                              details={"previous_level": self.grant.level.value})
+            self._apply_grant(replacement, "access_expired", SYSTEM_ACTOR, expired=True)
         for session in list(self.sessions.values()):
             if session.open and (reason := due_end(session, now, self.limits)) is not None:
                 self._end(session, reason, SYSTEM_ACTOR, "")
-        self.audit.tick()
+        self._best_effort("write an audit checkpoint", self.audit.tick)
 
     def shutdown(self, reason: EndReason = EndReason.AGENT_RESTART) -> None:
         for session in list(self.sessions.values()):
             if session.open:
                 self._end(session, reason, SYSTEM_ACTOR, "the agent is stopping")
-        self.audit.append("agent_stopped", SYSTEM_ACTOR, {"version": __version__})
+        self._audit_after("agent_stopped", SYSTEM_ACTOR, {"version": __version__})
 
     # ---- internals -------------------------------------------------------------------------------
 
@@ -246,16 +287,39 @@ class Agent:
     def _record_end(self, session: Session, actor: str) -> None:
         self._store(session)
         reason = session.end_reason.value if session.end_reason else None
-        self.audit.append("session_ended", actor,
+        self._audit_after("session_ended", actor,
                           {**self._session_details(session), "end_reason": reason, "text": session.end_text})
         self.publish("session_changed", session.to_dict())
+
+    def _audit_first(self, event: str, actor: str, details: dict[str, Any]) -> None:
+        """Record a change that widens access before making it; refuse the change if that fails."""
+        try:
+            self.audit.append(event, actor, details)
+        except (AuditError, OSError) as exc:
+            self._problem(f"the audit log cannot be written ({exc})")
+            raise AuditError(f"not done: the audit log cannot be written ({exc}); no remote access is granted "
+                             f"while it fails. Check the disk of {self.config.paths.audit_dir}.") from exc
+
+    def _audit_after(self, event: str, actor: str, details: dict[str, Any]) -> None:
+        self._best_effort(f"write the audit record '{event}'", lambda: self.audit.append(event, actor, details))
+
+    def _best_effort(self, what: str, action: Callable[[], object]) -> None:
+        try:
+            action()
+        except (AuditError, OSError) as exc:
+            self._problem(f"could not {what}: {exc}")
+
+    def _problem(self, text: str) -> None:
+        log.error("%s", text)
+        self.problems = [*self.problems, f"{utc_iso(self.clock.now())} {text}"][-KEEP_PROBLEMS:]
 
     def _store(self, session: Session) -> None:
         self.sessions[session.id] = session
         ended = [s for s in self.sessions.values() if not s.open]
         for old in sorted(ended, key=lambda s: s.state_since)[:-KEEP_ENDED_SESSIONS]:
             del self.sessions[old.id]
-        write_json(self._sessions_path, [s.to_dict() for s in self.sessions.values()])
+        self._best_effort("save the sessions",
+                          lambda: write_json(self._sessions_path, [s.to_dict() for s in self.sessions.values()]))
 
     @staticmethod
     def _session_details(session: Session) -> dict[str, Any]:

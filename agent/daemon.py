@@ -24,16 +24,19 @@ from pathlib import Path
 
 from agent import __version__
 from agent.api import dispatcher
-from agent.audit_log import DEFAULT_KEY_NAME, AuditLog
+from agent.audit_log import AuditLog
 from agent.clock import Clock, SystemClock
 from agent.config import Config
-from agent.control import Caller, ControlServer, RoleMap
+from agent.control import ControlServer
 from agent.core import Agent
-from agent.errors import ExitCode, ServiceGateError
+from agent.errors import ConfigError, ExitCode, ServiceGateError
+from agent.roles import RoleMap
 
 log = logging.getLogger("servicegate.daemon")
 
 TICK_S = 1.0
+# Operations that read the whole audit log run in a worker thread, so the kill switch never waits on them.
+OFFLOADED = frozenset({"audit_verify", "audit_export"})
 PRUNE_EVERY_S = 24 * 3600
 
 _SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
@@ -69,12 +72,17 @@ def notify_systemd(message: str) -> None:
         log.warning("could not notify systemd at %s: %s", address, exc)
 
 
-def prepare_directories(config: Config) -> Path:
+def prepare_directories(config: Config) -> None:
     """State and audit directories, 0700: they hold keys and the record of who accessed what."""
-    for directory in (config.paths.state_dir, config.paths.audit_dir, config.paths.state_dir / "keys"):
-        directory.mkdir(parents=True, exist_ok=True)
-        os.chmod(directory, 0o700)
-    return config.paths.state_dir / "keys" / DEFAULT_KEY_NAME
+    folders = (("[paths] state_dir", config.paths.state_dir), ("[paths] audit_dir", config.paths.audit_dir),
+               ("[paths] state_dir", config.paths.audit_signing_key.parent))
+    for key, directory in folders:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            os.chmod(directory, 0o700)
+        except OSError as exc:
+            raise ConfigError(f"{config.source or 'configuration'}: {key} = {str(directory)!r}: cannot use this "
+                              f"folder ({exc.strerror}); point it at a folder the agent may create and own") from None
 
 
 class Daemon:
@@ -85,22 +93,26 @@ class Daemon:
 
     async def serve(self) -> None:
         config = self.config
-        key_path = prepare_directories(config)
+        prepare_directories(config)
         lock = self._lock_state(config.paths.state_dir)
-        audit = AuditLog(config.paths.audit_dir, key_path, self.clock, retention_days=config.audit.retention_days,
+        audit = AuditLog(config.paths.audit_dir, config.paths.audit_signing_key, self.clock,
+                         retention_days=config.audit.retention_days,
                          checkpoint_interval=timedelta(minutes=config.audit.checkpoint_interval_min))
         agent = Agent(config, self.clock, audit)
         roles = RoleMap(config.control.console_group, config.control.modality_group, config.control.viewer_group,
                         admin_uids=frozenset({os.getuid()}))
-
-        def denied(caller: Caller, op: str) -> None:
-            audit.append("permission_denied", caller.user, {"operation": op, "uid": caller.uid, "pid": caller.pid})
-
         server = ControlServer(config.paths.control_socket, dispatcher(agent), roles,
-                               request_timeout_s=config.control.request_timeout_s, on_denied=denied)
+                               request_timeout_s=config.control.request_timeout_s,
+                               on_denied=lambda caller, op: agent.record_denial(caller.user, caller.uid, op),
+                               offload=OFFLOADED)
         agent.publish = server.publish
         audit.listeners.append(lambda record: server.publish("audit_appended", record))
-        await server.start()
+        try:
+            await server.start()
+        except OSError as exc:
+            raise ConfigError(f"{config.source or 'configuration'}: [paths] control_socket = "
+                              f"{str(config.paths.control_socket)!r}: cannot create the socket ({exc.strerror}); "
+                              f"point it at a path in a folder the agent may write") from None
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop, signum)
@@ -108,7 +120,7 @@ class Daemon:
                  agent.grant.level.value)
         notify_systemd(f"READY=1\nSTATUS=access {agent.grant.level.value}")
         try:
-            audit.prune()
+            self._prune(audit)
             since_prune = 0.0
             while not self._stop.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -116,7 +128,7 @@ class Daemon:
                 agent.tick()
                 since_prune += TICK_S
                 if since_prune >= PRUNE_EVERY_S:
-                    audit.prune()
+                    self._prune(audit)
                     since_prune = 0.0
         finally:
             notify_systemd("STOPPING=1")
@@ -125,6 +137,13 @@ class Daemon:
             audit.close()
             log.info("ServiceGate agent stopped")
             os.close(lock)
+
+    @staticmethod
+    def _prune(audit: AuditLog) -> None:
+        try:
+            audit.prune()
+        except (OSError, ServiceGateError) as exc:
+            log.error("could not prune old audit segments: %s", exc)
 
     @staticmethod
     def _lock_state(state_dir: Path) -> int:

@@ -20,9 +20,106 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from agent.errors import UsageError
+
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
 MAX_REQUEST_BYTES = 64 * 1024
+
+
+# ---- the shared vocabulary: the spellings every client sees ---------------------------------------
+# The agent's core builds on these enums; the consent UI and the CLI use them to show and to send.
+
+SYSTEM_ACTOR = "servicegate"  # the actor of what the agent does by itself (expiry, timeouts, restarts)
+
+
+class AccessLevel(StrEnum):
+    """The standing access grant the customer gives the vendor (see docs/sessions.md)."""
+
+    NO_ACCESS = "no-access"  # only sessions the technologist confirms by their ID
+    LIMITED = "limited"  # limited access, optionally until an end time
+    PERMANENT_LIMITED = "permanent-limited"  # limited access without a time limit
+    FULL = "full"  # full access; examinations blocked while a remote session is active
+
+    @property
+    def rank(self) -> int:
+        """How much the level allows: LIMITED and PERMANENT_LIMITED differ only in duration."""
+        return _RANK[self]
+
+    @property
+    def consequence(self) -> str:
+        return _CONSEQUENCE[self]
+
+    @classmethod
+    def parse(cls, text: str) -> AccessLevel:
+        try:
+            return cls(text)
+        except ValueError:
+            raise UsageError(f"unknown access level {text!r}; use one of: "
+                             f"{', '.join(level.value for level in cls)}") from None
+
+
+_RANK = {AccessLevel.NO_ACCESS: 0, AccessLevel.LIMITED: 1, AccessLevel.PERMANENT_LIMITED: 1, AccessLevel.FULL: 2}
+_CONSEQUENCE = {
+    AccessLevel.NO_ACCESS: "No remote access unless you confirm a session by its ID. Examinations are possible.",
+    AccessLevel.LIMITED: "Limited remote access, until the time you choose. Examinations are possible.",
+    AccessLevel.PERMANENT_LIMITED: "Limited remote access with no time limit. Examinations are possible.",
+    AccessLevel.FULL: "Full remote access. Examinations are not possible while a remote session is active.",
+}
+
+SESSION_LEVELS = (AccessLevel.LIMITED, AccessLevel.FULL)  # what a single session can ask for
+
+
+class SessionState(StrEnum):
+    REQUESTED = "requested"  # created, not yet decided
+    AWAITING_CONSENT = "awaiting_consent"  # shown at the console; waits for the technologist
+    AUTHENTICATING = "authenticating"  # allowed; waits for the engineer's one-time password
+    ACTIVE = "active"  # the engineer works; the banner shows
+    ENDED = "ended"  # final; `end_reason` says why
+
+
+class SessionKind(StrEnum):
+    SERVICE = "service"
+    APPLICATION_SUPPORT = "application-support"
+
+
+class EndReason(StrEnum):
+    """Why a session ended: one list for the agent, the audit log, the portal and the UI."""
+
+    COMPLETED = "completed"
+    DECLINED = "declined"
+    CONSENT_TIMEOUT = "consent_timeout"
+    REVOKED = "revoked"
+    KILLED = "killed"
+    IDLE_TIMEOUT = "idle_timeout"
+    TIME_LIMIT = "time_limit"
+    GRANT_EXPIRED = "grant_expired"
+    AUTH_FAILED = "auth_failed"
+    PORTAL_LOST = "portal_lost"
+    UPGRADE = "upgrade"
+    AGENT_RESTART = "agent_restart"
+
+    @property
+    def meaning(self) -> str:
+        return END_REASON_MEANING[self]
+
+
+END_REASON_MEANING: dict[EndReason, str] = {
+    EndReason.COMPLETED: "The engineer (or the portal on their behalf) ended the session normally.",
+    EndReason.DECLINED: "The technologist declined the session.",
+    EndReason.CONSENT_TIMEOUT: "Nobody confirmed the session at the console in time.",
+    EndReason.REVOKED: "The customer lowered the access level below what the session used.",
+    EndReason.KILLED: "The kill switch was used.",
+    EndReason.IDLE_TIMEOUT: "The engineer did nothing for longer than the idle timeout.",
+    EndReason.TIME_LIMIT: "The session reached its time limit.",
+    EndReason.GRANT_EXPIRED: "The limited access grant the session relied on reached its end time.",
+    EndReason.AUTH_FAILED: "The engineer did not authenticate (wrong or no one-time password in time).",
+    EndReason.PORTAL_LOST: "The connection to the service centre was lost.",
+    EndReason.UPGRADE: "The agent stopped for a software update.",
+    EndReason.AGENT_RESTART: "The agent stopped while the session was open; it is ended at the next start.",
+}
+
+EVENT_KINDS = ("scan", "error")  # what the scanner software reports with `record_event`
 
 
 class Role(StrEnum):
@@ -82,8 +179,14 @@ OPERATIONS: dict[str, Operation] = {
         Operation("session_authenticated", Role.ADMIN,
                   "Mark the engineer as authenticated (the portal connection's TOTP check does this later).",
                   {"session_id": "the session ID"}),
-        Operation("session_end", Role.CONSOLE, "End a session normally.",
-                  {"session_id": "the session ID (optional: the active one)", "text": "free text (optional)"}),
+        Operation("session_activity", Role.ADMIN,
+                  "The engineer did something (a task, input through the relay): resets the idle timer. "
+                  "The task runner and relay report this later; tests and the demo use it now.",
+                  {"session_id": "the session ID"}),
+        Operation("session_end", Role.ADMIN,
+                  "The engineer ends the session normally (`completed`); the portal does this later. "
+                  "At the console, the kill switch ends a session.",
+                  {"session_id": "the session ID (optional: the one open session)", "text": "free text (optional)"}),
         Operation("kill", Role.CONSOLE,
                   "The kill switch: end every session with `killed` and set access to no-access. Idempotent.",
                   {"text": "why (optional)"}),
@@ -149,13 +252,15 @@ def parse_request(line: bytes) -> Request:
         message = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MessageError("bad_request", f"not a JSON object: {exc}") from None
+    except RecursionError:
+        raise MessageError("bad_request", "the request is nested too deeply") from None
     if not isinstance(message, dict):
         raise MessageError("bad_request", "a request must be a JSON object")
     request_id = message.get("id")
-    if not isinstance(request_id, int) or isinstance(request_id, bool):
+    if type(request_id) is not int:  # bool is an int subclass; true is not an id
         raise MessageError("bad_request", "'id' must be an integer")
     version = message.get("v")
-    if version not in SUPPORTED_VERSIONS:
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
         raise MessageError("unsupported_version",
                            f"protocol version {version!r} is not supported; this agent speaks "
                            f"{sorted(SUPPORTED_VERSIONS)}", request_id)
@@ -165,6 +270,11 @@ def parse_request(line: bytes) -> Request:
     args = message.get("args", {})
     if not isinstance(args, dict):
         raise MessageError("bad_request", "'args' must be a JSON object", request_id)
+    unknown = sorted(set(args) - set(OPERATIONS[op].args))
+    if unknown:  # a mistyped argument must not be silently ignored ("untill" would grant with no end)
+        allowed = ", ".join(OPERATIONS[op].args) or "none"
+        raise MessageError("bad_request", f"unknown argument(s) {', '.join(unknown)} for {op}; allowed: {allowed}",
+                           request_id)
     return Request(id=request_id, op=op, args=args, version=version)
 
 # Shown with the engineer's name, company and reason before a session can be confirmed

@@ -18,59 +18,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from agent.access import AccessLevel, Grant
+from agent.access import Grant
 from agent.clock import parse_utc, utc_iso
 from agent.errors import IllegalTransition, UsageError
-
-
-class SessionState(StrEnum):
-    REQUESTED = "requested"  # created, not yet decided
-    AWAITING_CONSENT = "awaiting_consent"  # shown at the console; waits for the technologist
-    AUTHENTICATING = "authenticating"  # allowed; waits for the engineer's one-time password
-    ACTIVE = "active"  # the engineer works; the banner shows
-    ENDED = "ended"  # final; `end_reason` says why
-
-
-class EndReason(StrEnum):
-    """Why a session ended: one list for the agent, the audit log, the portal and the UI."""
-
-    COMPLETED = "completed"
-    DECLINED = "declined"
-    CONSENT_TIMEOUT = "consent_timeout"
-    REVOKED = "revoked"
-    KILLED = "killed"
-    IDLE_TIMEOUT = "idle_timeout"
-    TIME_LIMIT = "time_limit"
-    GRANT_EXPIRED = "grant_expired"
-    AUTH_FAILED = "auth_failed"
-    PORTAL_LOST = "portal_lost"
-    UPGRADE = "upgrade"
-    AGENT_RESTART = "agent_restart"
-
-    @property
-    def meaning(self) -> str:
-        return END_REASON_MEANING[self]
-
-
-END_REASON_MEANING: dict[EndReason, str] = {
-    EndReason.COMPLETED: "The session was ended normally (by the engineer, or at the console with `session end`).",
-    EndReason.DECLINED: "The technologist declined the session.",
-    EndReason.CONSENT_TIMEOUT: "Nobody confirmed the session at the console in time.",
-    EndReason.REVOKED: "The customer lowered the access level below what the session used.",
-    EndReason.KILLED: "The kill switch was used.",
-    EndReason.IDLE_TIMEOUT: "The engineer did nothing for longer than the idle timeout.",
-    EndReason.TIME_LIMIT: "The session reached its time limit.",
-    EndReason.GRANT_EXPIRED: "The limited access grant the session relied on reached its end time.",
-    EndReason.AUTH_FAILED: "The engineer did not authenticate (wrong or no one-time password in time).",
-    EndReason.PORTAL_LOST: "The connection to the service centre was lost.",
-    EndReason.UPGRADE: "The agent stopped for a software update.",
-    EndReason.AGENT_RESTART: "The agent stopped while the session was open; it is ended at the next start.",
-}
-
-
-class SessionKind(StrEnum):
-    SERVICE = "service"
-    APPLICATION_SUPPORT = "application-support"
+from agent.protocol import SESSION_LEVELS, AccessLevel, EndReason, SessionKind, SessionState
 
 
 class Basis(StrEnum):
@@ -88,9 +39,6 @@ TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
     SessionState.ACTIVE: frozenset({SessionState.ENDED}),
     SessionState.ENDED: frozenset(),
 }
-
-SESSION_LEVELS = (AccessLevel.LIMITED, AccessLevel.FULL)
-
 
 @dataclass(frozen=True)
 class Engineer:
@@ -224,13 +172,16 @@ def due_end(session: Session, now: datetime, limits: Limits) -> EndReason | None
     return None
 
 
-def after_grant_change(session: Session, grant: Grant, now: datetime, *, expired: bool) -> Session:
+def after_grant_change(session: Session, previous: Grant, grant: Grant, now: datetime, *,
+                       expired: bool) -> Session:
     """What a new standing grant does to an open session.
 
     The customer setting NO_ACCESS ends every session (`revoked`): pressing "no access" means no
-    access. A lower level narrows sessions above it. An expiring LIMITED grant ends only the
-    sessions it admitted (`grant_expired`); a session confirmed at the console keeps its level,
-    because that consent was given for the session, not for the grant's duration.
+    access. Lowering the level narrows the sessions above the new level at once, whatever their
+    basis: the customer asked for less. Raising it, or setting the same level again, changes no
+    session; a session confirmed for itself above the grant keeps its level. An expiring LIMITED
+    grant ends only the sessions it admitted (`grant_expired`); a session confirmed at the console
+    keeps its level, because that consent was given for the session, not for the grant's duration.
     """
     if not session.open:
         return session
@@ -239,6 +190,6 @@ def after_grant_change(session: Session, grant: Grant, now: datetime, *, expired
     if grant.level is AccessLevel.NO_ACCESS:
         return session.end(EndReason.REVOKED, now, "access set to no-access")
     level = session.effective_level
-    if level is not None and level.rank > grant.level.rank:
+    if grant.level.rank < previous.level.rank and level is not None and level.rank > grant.level.rank:
         return replace(session, effective_level=AccessLevel.LIMITED)
     return session

@@ -28,10 +28,12 @@ class AgentProcess:
         self.config.chmod(0o644)
         self.process: subprocess.Popen[bytes] | None = None
 
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "agent.cli", "--config", str(self.config), "run"]
+
     def start(self) -> AgentProcess:
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(self.config), "run"],
-                                            stdout=log, stderr=log, env=self.env)
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=log, env=self.env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

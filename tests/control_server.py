@@ -1,6 +1,7 @@
 """A real ControlServer for tests, shared by test_control.py (the protocol) and test_control_roles.py (roles).
 
-The server runs on its own asyncio loop in a background thread and answers with a fixed handler.
+The server runs on its own asyncio loop in a background thread and answers with `handler` below, or
+with one a test passes to `start`.
 tests/conftest.py loads this module as a plugin, so its `socket_dir` and `start` fixtures reach both.
 """
 
@@ -17,9 +18,10 @@ from typing import Any
 
 import pytest
 
-from agent.control import Caller, ControlServer, RoleMap
+from agent.control import ControlServer, Handler
 from agent.errors import NotFoundError, RefusedError
 from agent.protocol import Request
+from agent.roles import Caller, RoleMap
 
 TIMEOUT_S = 0.3  # the servers' request timeout: short, because the slow-client test waits for it
 
@@ -39,7 +41,7 @@ def handler(request: Request, caller: Caller) -> Any:
 class RunningServer:
     """A ControlServer serving on its own event loop in a background thread."""
 
-    def __init__(self, socket_path: Path, role_map: RoleMap, **kwargs: Any) -> None:
+    def __init__(self, socket_path: Path, role_map: RoleMap, handler: Handler = handler, **kwargs: Any) -> None:
         self.denied: list[tuple[str, str]] = []
         self.server = ControlServer(socket_path, handler, role_map, request_timeout_s=TIMEOUT_S,
                                     on_denied=lambda caller, op: self.denied.append((caller.user, op)), **kwargs)
@@ -102,6 +104,7 @@ def start(socket_dir: Path) -> Iterator[Callable[..., RunningServer]]:
     servers: list[RunningServer] = []
 
     def start_server(role_map: RoleMap | None = None, path: Path | None = None, **kwargs: Any) -> RunningServer:
+        """Start a server; keyword arguments go to RunningServer (`handler`) and ControlServer."""
         server = RunningServer(path or socket_dir / "run" / "control.sock", role_map or own_role_map(), **kwargs)
         servers.append(server)
         return server

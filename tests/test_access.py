@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.access import AccessLevel, Grant, GrantStore, expire, factory_grant, new_grant
+from agent.access import Grant, GrantStore, expire, factory_grant, new_grant, widens
 from agent.errors import UsageError
+from agent.protocol import AccessLevel
 
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
@@ -67,3 +68,18 @@ def test_an_unreadable_grant_file_fails_closed(tmp_path: Path, content: str) -> 
 def test_grant_round_trip() -> None:
     grant = Grant(AccessLevel.FULL, "bob", T0)
     assert Grant.from_dict(grant.to_dict()) == grant
+
+
+def test_widens_means_more_level_or_longer() -> None:
+    def g(level: AccessLevel, hours: int | None = None) -> Grant:
+        return Grant(level, "t", T0, T0 + timedelta(hours=hours) if hours else None)
+
+    assert widens(g(AccessLevel.NO_ACCESS), g(AccessLevel.LIMITED, 1))
+    assert widens(g(AccessLevel.LIMITED, 1), g(AccessLevel.LIMITED, 2))
+    assert widens(g(AccessLevel.LIMITED, 1), g(AccessLevel.PERMANENT_LIMITED))
+    assert widens(g(AccessLevel.PERMANENT_LIMITED), g(AccessLevel.FULL))
+    assert not widens(g(AccessLevel.LIMITED, 2), g(AccessLevel.LIMITED, 1))
+    assert not widens(g(AccessLevel.PERMANENT_LIMITED), g(AccessLevel.LIMITED, 5))
+    assert not widens(g(AccessLevel.FULL), g(AccessLevel.LIMITED))
+    assert not widens(g(AccessLevel.NO_ACCESS), g(AccessLevel.NO_ACCESS))
+    assert not widens(g(AccessLevel.FULL), g(AccessLevel.FULL))

@@ -52,6 +52,9 @@ def test_values_and_relative_paths(tmp_path: Path) -> None:
     ('[daemon]\nlog_level = "loud"\n', ["log_level = 'loud' is not allowed", "'debug', 'info'"]),
     ("[paths]\nstate_dir = 5\n", ["state_dir = 5 is not a path"]),
     ("paths = 3\n", ["[paths] must be a table"]),
+    ('[paths]\nstate_dir = ""\n', ["[paths] state_dir is empty", "/var/lib/servicegate"]),
+    ('[paths]\ncontrol_socket = ""\n', ["[paths] control_socket is empty"]),
+    (f'[paths]\ncontrol_socket = "/{"s" * 120}.sock"\n', ["bytes long; a socket path may have at most 107"]),
     ("[paths\n", ["not valid TOML"]),
 ])
 def test_bad_configuration_names_file_key_value_and_what_is_allowed(tmp_path: Path, text: str,

@@ -4,12 +4,14 @@ real clients and misbehaving raw sockets. Roles, and real users and groups: test
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
 import pwd
 import socket
 import stat
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +24,7 @@ import pytest
 import agent
 from agent import protocol
 from agent.client import Client
+from agent.control import ControlServer
 from agent.errors import (
     AgentUnreachableError,
     ConfigError,
@@ -31,8 +34,9 @@ from agent.errors import (
     ServiceGateError,
     UsageError,
 )
-from agent.protocol import MAX_REQUEST_BYTES
-from tests.control_server import TIMEOUT_S, RunningServer
+from agent.protocol import MAX_REQUEST_BYTES, Request
+from agent.roles import Caller
+from tests.control_server import TIMEOUT_S, RunningServer, own_role_map
 
 
 @pytest.fixture
@@ -87,8 +91,8 @@ def test_round_trip_and_hello(server: RunningServer) -> None:
         hello = client.connect()
         assert hello == {"protocol": 1, "agent_version": agent.__version__,
                          "user": pwd.getpwuid(os.getuid()).pw_name, "roles": ["admin"]}
-        assert client.call("status", verbose=True) == {"op": "status", "args": {"verbose": True},
-                                                       "user": hello["user"]}
+        assert client.call("access_set", level="full") == {"op": "access_set", "args": {"level": "full"},
+                                                            "user": hello["user"]}
         assert client.call("access_show")["op"] == "access_show"  # several requests on one connection
 
 
@@ -131,6 +135,20 @@ def test_unsupported_versions(server: RunningServer) -> None:
         client.call("hello", versions=[9])
 
 
+def test_booleans_are_not_versions(server: RunningServer) -> None:
+    # true == 1 in Python; offering [true] must not settle on "protocol": true.
+    sock = raw(server)
+    sock.sendall(protocol.request_message(1, "hello", {"versions": [True]}))
+    reply = read_message(sock)
+    assert reply["error"]["code"] == "unsupported_version"
+    assert "the client [true]" in reply["error"]["message"]
+    sock.sendall(protocol.request_message(2, "hello", {"versions": [False, True, 1]}))
+    result = read_message(sock)["result"]
+    assert result["protocol"] == 1
+    assert type(result["protocol"]) is int
+    sock.close()
+
+
 @pytest.mark.parametrize(("line", "request_id", "text"), [
     (b'{"v": 1, "id": 5, "op": "hello"', None, "not a JSON object"),
     (b"[1, 2, 3]", None, "must be a JSON object"),
@@ -139,6 +157,7 @@ def test_unsupported_versions(server: RunningServer) -> None:
     (b'{"v": 1, "op": "hello"}', None, "'id' must be an integer"),
     (b'{"v": 1, "id": 6, "op": "format_disk"}', 6, "unknown operation 'format_disk'"),
     (b'{"v": 1, "id": 7, "op": "status", "args": [1]}', 7, "'args' must be a JSON object"),
+    (b"[" * 30000 + b"]" * 30000, None, "nested"),  # deeper than Python's recursion limit
 ])
 def test_bad_lines_are_answered_and_the_connection_survives(server: RunningServer, caplog: pytest.LogCaptureFixture,
                                                             line: bytes, request_id: int | None, text: str) -> None:
@@ -156,9 +175,89 @@ def test_bad_lines_are_answered_and_the_connection_survives(server: RunningServe
 
 def test_pipelined_requests_are_answered_in_order(server: RunningServer) -> None:
     sock = raw(server)
-    sock.sendall(b"".join(protocol.request_message(i, "status", {"n": i}) for i in range(1, 21)))
-    assert [read_message(sock)["result"]["args"]["n"] for _ in range(20)] == list(range(1, 21))
+    sock.sendall(b"".join(protocol.request_message(i, "kill", {"text": str(i)}) for i in range(1, 21)))
+    replies = [read_message(sock) for _ in range(20)]
+    assert [(r["id"], r["result"]["args"]["text"]) for r in replies] == [(i, str(i)) for i in range(1, 21)]
     sock.close()
+
+
+def test_a_pipelining_client_does_not_hold_up_another(start: Callable[..., RunningServer], socket_dir: Path) -> None:
+    sequence = itertools.count(1)
+    held, release = threading.Event(), threading.Event()
+
+    def handler(request: Request, caller: Caller) -> Any:
+        if request.op == "access_show":  # the pipeline's first request holds the loop until the rest has arrived
+            held.set()
+            release.wait(10)
+        return {"seq": next(sequence)}  # the order in which the server handled the requests
+
+    server = start(handler=handler)
+    pipeline, other = raw(server), raw(server)
+    for sock in (pipeline, other):  # both conversations are past their handshake
+        sock.sendall(protocol.request_message(0, "hello"))
+        assert read_message(sock)["ok"] is True
+    pipeline.sendall(protocol.request_message(1, "access_show"))
+    assert held.wait(5)
+    # Queued while the loop is held: 1999 requests in the pipeline, then one on the other connection.
+    pipeline.sendall(b"".join(protocol.request_message(i, "status") for i in range(2, 2001)))
+    pipeline.shutdown(socket.SHUT_WR)
+    other.sendall(protocol.request_message(1, "session_list"))
+    # `cat` reads the pipeline's replies as fast as the server writes them (a thread of this process would
+    # compete with the server's loop for the GIL): a full socket would make the server wait, and so yield.
+    pipeline.setblocking(True)  # for cat: a socket with a timeout is non-blocking underneath
+    with (socket_dir / "replies").open("wb") as sink:
+        reader = subprocess.Popen(["cat"], stdin=pipeline.fileno(), stdout=sink)
+    try:
+        release.set()
+        answer = read_message(other)
+        assert reader.wait(10) == 0
+    finally:
+        reader.kill()
+        reader.wait()
+    replies = [json.loads(line) for line in (socket_dir / "replies").read_bytes().splitlines()]
+    assert [r["id"] for r in replies] == list(range(1, 2001))
+    assert answer["result"]["seq"] < replies[-1]["result"]["seq"]
+    for sock in (pipeline, other):
+        sock.close()
+
+
+def test_an_offloaded_operation_does_not_hold_up_the_others(start: Callable[..., RunningServer]) -> None:
+    entered, release = threading.Event(), threading.Event()
+    threads: dict[str, str] = {}
+
+    def handler(request: Request, caller: Caller) -> Any:
+        threads[request.op] = threading.current_thread().name
+        if request.op == "audit_verify":
+            entered.set()
+            release.wait(10)
+            return {"intact": True}
+        return {"op": request.op}
+
+    server = start(handler=handler, offload=frozenset({"audit_verify", "audit_export"}))
+    busy = raw(server)
+    try:
+        busy.sendall(protocol.request_message(1, "audit_verify") + protocol.request_message(2, "status"))
+        assert entered.wait(5)
+        with Client(server.path) as client:
+            assert client.call("kill") == {"op": "kill"}  # while audit_verify still works
+        busy.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            busy.recv(1)  # nothing yet: `status` waits behind `audit_verify` on its connection
+        busy.settimeout(5)
+    finally:
+        release.set()
+    assert read_message(busy) == {"id": 1, "ok": True, "result": {"intact": True}}
+    assert read_message(busy) == {"id": 2, "ok": True, "result": {"op": "status"}}
+    busy.close()
+    assert threads["audit_verify"].startswith("servicegate-offload")
+    assert threads["kill"] == threads["status"] == server.thread.name  # the loop's thread
+
+
+def test_only_handler_operations_can_be_offloaded(socket_dir: Path) -> None:
+    for names in ({"watch"}, {"hello"}, {"audit_verify", "format_disk"}):
+        with pytest.raises(ValueError, match="cannot offload"):
+            ControlServer(socket_dir / "control.sock", lambda request, caller: None, own_role_map(),
+                          offload=frozenset(names))
 
 
 @pytest.mark.parametrize("size", [MAX_REQUEST_BYTES + 10, 4 * 1024 * 1024])
@@ -179,7 +278,7 @@ def test_oversized_request_is_refused_and_closed(server: RunningServer, caplog: 
 
 
 def test_largest_allowed_request_is_served(server: RunningServer) -> None:
-    prefix = protocol.request_message(1, "status", {"p": ""})[:-1]
+    prefix = protocol.request_message(1, "kill", {"text": ""})[:-1]
     line = prefix[:-3] + b"x" * (MAX_REQUEST_BYTES - len(prefix)) + prefix[-3:]
     assert len(line) == MAX_REQUEST_BYTES
     sock = raw(server)
@@ -208,7 +307,7 @@ def test_clients_that_vanish(server: RunningServer, caplog: pytest.LogCaptureFix
         sock.sendall(b'{"v": 1, "id": 1, "op": "sta')  # mid-line
         sock.close()
         sock = raw(server)  # before reading a large reply
-        sock.sendall(protocol.request_message(1, "status", {"padding": "y" * 60000}))
+        sock.sendall(protocol.request_message(1, "kill", {"text": "y" * 60000}))
         sock.close()
         sock = raw(server)  # right after connecting
         sock.close()
@@ -225,7 +324,7 @@ def test_fifty_concurrent_clients(server: RunningServer) -> None:
         with Client(server.path) as client:
             client.connect()
             barrier.wait(10)
-            return [client.call("status", n=n, i=i)["args"]["n"] for i in range(5)]
+            return [int(client.call("kill", text=str(n))["args"]["text"]) for _ in range(5)]
 
     with ThreadPoolExecutor(50) as pool:
         results = list(pool.map(session, range(50)))
@@ -365,3 +464,14 @@ def test_client_refuses_too_large_requests_itself(server: RunningServer) -> None
             client.call("status", padding="x" * MAX_REQUEST_BYTES)
         assert info.value.code == "too_large"
         assert client.call("status")["op"] == "status"
+
+
+def test_watch_closed_between_events_ends_cleanly(server: RunningServer) -> None:
+    # close() from another thread may come while the watching thread is between two reads, not in recv().
+    client = Client(server.path)
+    events = client.watch()
+    wait_for(lambda: server.server.watcher_count == 1)
+    server.server.publish("access_changed", {"level": "full"})
+    assert next(events) == ("access_changed", {"level": "full"})
+    client.close()
+    assert list(events) == []

@@ -18,13 +18,10 @@ import pytest
 
 import agent
 from agent.client import Client
-from agent.control import RoleMap
 from agent.errors import PermissionDeniedError
 from agent.protocol import Role
+from agent.roles import RoleMap
 from tests.control_server import RunningServer, own_role_map
-
-AS_ROOT = pytest.mark.skipif(os.geteuid() != 0 and os.environ.get("CI") != "true",
-                             reason="creates real users and groups with useradd/groupadd: run as root (CI always does)")
 
 
 class FixedRoles(RoleMap):
@@ -123,7 +120,6 @@ def accounts() -> Iterator[Accounts]:
 
 
 @pytest.mark.needs_root
-@AS_ROOT
 def test_roles_from_real_groups(accounts: Accounts) -> None:
     role_map = accounts.role_map()
     expected = {"console": {Role.CONSOLE}, "primary": {Role.CONSOLE}, "modality": {Role.MODALITY},
@@ -147,16 +143,16 @@ from agent.client import Client
 from agent.errors import ServiceGateError
 out = {}
 with Client(Path(sys.argv[2]), timeout_s=10) as client:
-    out["hello"] = client.connect()
     try:
+        out["hello"] = client.connect()
         out["result"] = client.call(sys.argv[3])
     except ServiceGateError as exc:
-        out["error"] = [type(exc).__name__, exc.code, str(exc)]
+        out["error"] = [type(exc).__name__, exc.code, str(exc), int(exc.exit_code)]
 sys.stdout.write(json.dumps(out))
 """
 
 
-def run_as(entry: pwd.struct_passwd, server: RunningServer, op: str, workdir: Path) -> dict[str, Any]:
+def run_as(entry: pwd.struct_passwd, socket_path: Path, op: str, workdir: Path) -> dict[str, Any]:
     """Run a client in a process of that user: only the client's own modules are on its path."""
     lib = workdir / "lib"
     if not lib.exists():
@@ -169,7 +165,7 @@ def run_as(entry: pwd.struct_passwd, server: RunningServer, op: str, workdir: Pa
     last_error = ""
     for python in _interpreters():
         try:
-            done = subprocess.run([python, "-I", "-c", CLIENT_SCRIPT, str(lib), str(server.path), op],
+            done = subprocess.run([python, "-I", "-c", CLIENT_SCRIPT, str(lib), str(socket_path), op],
                                   user=entry.pw_uid, group=entry.pw_gid, extra_groups=groups, cwd=workdir,
                                   env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
                                   capture_output=True, text=True, timeout=60, check=False)
@@ -191,34 +187,54 @@ def _interpreters() -> list[str]:
 
 
 @pytest.mark.needs_root
-@AS_ROOT
 def test_denied_and_allowed_for_real_users(accounts: Accounts, start: Callable[..., RunningServer],
                                            socket_dir: Path) -> None:
     server = start(role_map=accounts.role_map())
     viewer = accounts.user["viewer"]
-    out = run_as(viewer, server, "kill", socket_dir)
+    out = run_as(viewer, server.path, "kill", socket_dir)
     assert out["hello"]["user"] == viewer.pw_name
     assert out["hello"]["roles"] == ["viewer"]
-    kind, code, message = out["error"]
-    assert (kind, code) == ("PermissionDeniedError", "permission_denied")
+    kind, code, message, exit_code = out["error"]
+    assert (kind, code, exit_code) == ("PermissionDeniedError", "permission_denied", 5)
     assert f"user '{viewer.pw_name}' may not use `kill`: it needs the console role" in message
     assert f"ask site IT to add you to group '{accounts.console}'" in message
     assert server.denied == [(viewer.pw_name, "kill")]
 
     for kind_of_user in ("console", "primary"):
         entry = accounts.user[kind_of_user]
-        out = run_as(entry, server, "kill", socket_dir)
+        out = run_as(entry, server.path, "kill", socket_dir)
         assert out["hello"]["roles"] == ["console"]
         assert out["result"] == {"op": "kill", "args": {}, "user": entry.pw_name}
 
     modality = accounts.user["modality"]
-    assert run_as(modality, server, "record_event", socket_dir)["result"]["user"] == modality.pw_name
-    out = run_as(modality, server, "status", socket_dir)
+    assert run_as(modality, server.path, "record_event", socket_dir)["result"]["user"] == modality.pw_name
+    out = run_as(modality, server.path, "status", socket_dir)
     assert out["error"][1] == "permission_denied"
     assert f"'{accounts.viewer}'" in out["error"][2]
 
     nobody = accounts.user["none"]
-    out = run_as(nobody, server, "session_list", socket_dir)
+    out = run_as(nobody, server.path, "session_list", socket_dir)
     assert out["hello"]["roles"] == []
     assert out["error"][1] == "permission_denied"
     assert server.denied[1:] == [(modality.pw_name, "status"), (nobody.pw_name, "session_list")]
+
+
+@pytest.mark.needs_root
+def test_a_socket_or_folder_that_refuses_the_user_is_permission_denied(
+        accounts: Accounts, start: Callable[..., RunningServer], socket_dir: Path) -> None:
+    # EACCES from connect() means the agent may well be running but will not talk to this user: exit 5
+    # and the group to ask for, not exit 4 and "is the agent running?". Root ignores file modes, so
+    # the client runs as a real user without privileges.
+    server = start(role_map=accounts.role_map())
+    user = accounts.user["none"]
+    for path, mode, restore in ((server.path, 0o000, 0o666), (server.path.parent, 0o700, 0o755)):
+        path.chmod(mode)
+        try:
+            out = run_as(user, server.path, "status", socket_dir)
+        finally:
+            path.chmod(restore)
+        kind, code, message, exit_code = out["error"]
+        assert (kind, code, exit_code) == ("PermissionDeniedError", "permission_denied", 5), message
+        assert str(server.path) in message
+        assert "Ask site IT to add you to the ServiceGate console or viewer group" in message
+    assert run_as(user, server.path, "status", socket_dir)["hello"]["user"] == user.pw_name  # reachable again

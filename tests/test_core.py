@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from agent.access import AccessLevel
+from agent.access import GrantStore
 from agent.audit_log import AuditLog, public_key_path
 from agent.audit_verify import export, verify
 from agent.clock import ManualClock
 from agent.config import Config, from_mapping
 from agent.core import Agent
-from agent.errors import IllegalTransition, NotFoundError, RefusedError, UsageError
-from agent.session import Basis, EndReason, Engineer, SessionKind, SessionState
+from agent.errors import AuditError, IllegalTransition, NotFoundError, RefusedError, UsageError
+from agent.protocol import AccessLevel, EndReason, SessionKind, SessionState
+from agent.session import Basis, Engineer
 
 DANA = Engineer("E-1001", "Dana Example", "Vendor Service")
 
@@ -215,3 +216,65 @@ def test_modality_events(agent: Agent) -> None:
     assert agent.record_event("error", "E42", "ct") == {"scans": 1, "errors": 1}
     with pytest.raises(UsageError, match="scan, error"):
         agent.record_event("reboot", "", "ct")
+
+
+def broken_audit(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit disk is full. A stand-in for `append` only: a real full disk cannot be made here
+    without root-owned loop devices, and the point is what the agent does when appending fails."""
+    def append(event: str, actor: str, details: dict[str, object]) -> dict[str, object]:
+        raise AuditError("No space left on device")
+
+    monkeypatch.setattr(agent.audit, "append", append)
+
+
+def test_widening_access_is_refused_when_it_cannot_be_recorded(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    agent.set_access(AccessLevel.LIMITED, None, "alice")
+    broken_audit(agent, monkeypatch)
+    with pytest.raises(AuditError, match="no remote access is granted"):
+        agent.set_access(AccessLevel.FULL, None, "alice")
+    assert agent.grant.level is AccessLevel.LIMITED
+    assert GrantStore(agent.config.paths.state_dir / "grant.json").load(agent.clock.now()).level is AccessLevel.LIMITED
+    with pytest.raises(AuditError):
+        request(agent)
+    assert agent.sessions == {}
+
+
+def test_the_kill_switch_works_when_nothing_can_be_recorded(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    agent.set_access(AccessLevel.FULL, None, "alice")
+    sid = request(agent, AccessLevel.FULL)
+    agent.confirm_session(sid, None, "alice", disclaimer_accepted=True)
+    agent.authenticated(sid, "root")
+    broken_audit(agent, monkeypatch)
+    receipt = agent.kill("alice", "patient arrived")
+    assert receipt["ended_sessions"] == [sid]
+    assert agent.sessions[sid].end_reason is EndReason.KILLED
+    assert agent.grant.level is AccessLevel.NO_ACCESS
+    assert GrantStore(agent.config.paths.state_dir / "grant.json").load(agent.clock.now()).level is \
+        AccessLevel.NO_ACCESS
+    assert any("'kill'" in p for p in receipt["problems"])
+    assert agent.status()["problems"]
+    agent.set_access(AccessLevel.NO_ACCESS, None, "alice")  # narrowing still works
+
+
+def test_decline_only_waits_for_consent_and_an_ended_session_cannot_end_again(agent: Agent) -> None:
+    agent.set_access(AccessLevel.PERMANENT_LIMITED, None, "alice")
+    sid = request(agent)
+    agent.authenticated(sid, "root")
+    with pytest.raises(RefusedError, match="only a session waiting for consent"):
+        agent.decline_session(sid, "alice")
+    agent.end_session(sid, "E-1001", "done")
+    with pytest.raises(RefusedError, match="already ended"):
+        agent.end_session(sid, "E-1001", "again")
+    with pytest.raises(RefusedError, match="not active"):
+        agent.record_activity(sid)
+
+
+def test_denials_are_audited_at_most_once_a_minute_per_user(agent: Agent, clock: ManualClock) -> None:
+    for _ in range(500):
+        agent.record_denial("mallory", 1234, "kill")
+    agent.record_denial("eve", 1235, "access_set")
+    clock.advance(timedelta(minutes=1))
+    agent.record_denial("mallory", 1234, "kill")
+    denied = [r for r in export(agent.config.paths.audit_dir, None, None) if r["event"] == "permission_denied"]
+    assert [(r["actor"], r["details"]["refused_since_last_record"]) for r in denied] == [
+        ("mallory", 0), ("eve", 0), ("mallory", 499)]

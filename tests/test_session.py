@@ -9,17 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.access import AccessLevel, Grant
+from agent.access import Grant
 from agent.errors import IllegalTransition, UsageError
+from agent.protocol import AccessLevel, EndReason, SessionKind, SessionState
 from agent.session import (
     TRANSITIONS,
     Basis,
-    EndReason,
     Engineer,
     Limits,
     Session,
-    SessionKind,
-    SessionState,
     admission,
     after_grant_change,
     check_request,
@@ -116,34 +114,57 @@ def test_ended_sessions_never_end_again() -> None:
     assert due_end(make(SessionState.ENDED), T0 + timedelta(days=30), LIMITS) is None
 
 
+def grant(level: AccessLevel) -> Grant:
+    return Grant(level, "tech", T0)
+
+
+@pytest.mark.parametrize("previous", list(AccessLevel))
+@pytest.mark.parametrize("new", list(AccessLevel))
+@pytest.mark.parametrize("basis", list(Basis))
+@pytest.mark.parametrize("effective", [AccessLevel.LIMITED, AccessLevel.FULL])
+@pytest.mark.parametrize("state", [SessionState.AUTHENTICATING, SessionState.ACTIVE])
+def test_grant_changes_exhaustively(previous: AccessLevel, new: AccessLevel, basis: Basis, effective: AccessLevel,
+                                    state: SessionState) -> None:
+    session = make(state, basis=basis, effective=effective, level=effective)
+    changed = after_grant_change(session, grant(previous), grant(new), T0, expired=False)
+    if new is AccessLevel.NO_ACCESS:
+        assert changed.end_reason is EndReason.REVOKED  # "no access" means no access
+    elif new.rank < previous.rank and effective.rank > new.rank:
+        assert changed.open
+        assert changed.effective_level is AccessLevel.LIMITED  # lowered: narrowed at once
+    else:
+        assert changed is session  # raised, same, or still within: untouched, consent above the grant included
+
+
 def test_setting_no_access_revokes_every_open_session() -> None:
-    no_access = Grant(AccessLevel.NO_ACCESS, "tech", T0)
     for basis in Basis:
         changed = after_grant_change(make(SessionState.ACTIVE, basis=basis, effective=AccessLevel.FULL),
-                                     no_access, T0, expired=False)
+                                     grant(AccessLevel.FULL), grant(AccessLevel.NO_ACCESS), T0, expired=False)
         assert changed.end_reason is EndReason.REVOKED
 
 
 def test_lowering_full_to_limited_narrows_and_releases_the_examination_block() -> None:
     session = make(SessionState.ACTIVE, level=AccessLevel.FULL, effective=AccessLevel.FULL)
     assert session.blocks_examinations
-    narrowed = after_grant_change(session, Grant(AccessLevel.LIMITED, "tech", T0), T0, expired=False)
+    narrowed = after_grant_change(session, grant(AccessLevel.FULL), grant(AccessLevel.LIMITED), T0, expired=False)
     assert narrowed.open
     assert narrowed.effective_level is AccessLevel.LIMITED
     assert not narrowed.blocks_examinations
 
 
-def test_raising_the_grant_changes_nothing() -> None:
-    session = make(SessionState.ACTIVE, effective=AccessLevel.LIMITED)
-    assert after_grant_change(session, Grant(AccessLevel.FULL, "tech", T0), T0, expired=False) is session
+def test_raising_the_grant_keeps_a_full_session_confirmed_above_it() -> None:
+    session = make(SessionState.ACTIVE, level=AccessLevel.FULL, basis=Basis.CONSENT, effective=AccessLevel.FULL)
+    raised = after_grant_change(session, grant(AccessLevel.NO_ACCESS), grant(AccessLevel.LIMITED), T0, expired=False)
+    assert raised is session
+    assert raised.blocks_examinations
 
 
 def test_expiry_ends_only_sessions_the_grant_admitted() -> None:
-    no_access = Grant(AccessLevel.NO_ACCESS, "servicegate", T0)
+    limited, no_access = grant(AccessLevel.LIMITED), Grant(AccessLevel.NO_ACCESS, "servicegate", T0)
     by_grant = make(SessionState.ACTIVE, basis=Basis.GRANT, effective=AccessLevel.LIMITED)
     by_consent = make(SessionState.ACTIVE, basis=Basis.CONSENT, effective=AccessLevel.FULL)
-    assert after_grant_change(by_grant, no_access, T0, expired=True).end_reason is EndReason.GRANT_EXPIRED
-    assert after_grant_change(by_consent, no_access, T0, expired=True) is by_consent
+    assert after_grant_change(by_grant, limited, no_access, T0, expired=True).end_reason is EndReason.GRANT_EXPIRED
+    assert after_grant_change(by_consent, limited, no_access, T0, expired=True) is by_consent
 
 
 def test_a_request_needs_a_named_person_a_reason_and_a_session_level() -> None:
