@@ -1,0 +1,377 @@
+"""`deidentify(dataset, profile) -> (dataset, report)`: PS3.15 Annex E, as a pure function.
+
+The input is never changed: the function works on a copy. Each element of the copy, at every
+depth, in the file meta information and in private blocks, gets the action Table E.1-1 gives it
+under the selected options; then the safety net removes any element still holding an identifying
+value (see `anonymizer.values`); then the de-identification attributes are added. The result is
+checked again, independently, by `anonymizer.verify` before anything leaves.
+
+Action codes, and how each is carried out here:
+
+    X  remove                                     Z  empty value (an empty sequence for SQ)
+    D  a dummy value of the element's VR          K  keep (a sequence: keep and process its items)
+    U  keyed UID (`Pseudonymizer.uid`)            C  clean, by the kind of value (`_clean`)
+
+Combined codes (Z/D, X/Z, X/D, X/Z/D, X/Z/U*) depend on the attribute's Type in the IOD at hand,
+which a de-identifier without the IOD tables cannot see. ServiceGate resolves each to the choice
+that keeps *any* IOD valid: D when D is among the choices, else Z; X/Z/U* keeps the sequence and
+replaces the UIDs inside it. A dummy carries no information, so this costs nothing in privacy and
+keeps every output valid for `dciodvfy`.
+
+The Patient's Name and Patient ID are not emptied but replaced by keyed pseudonyms, consistent
+across files and runs with the same site key (allowed: Z and D both permit a dummy value).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import UID
+
+from anonymizer.errors import Refused
+from anonymizer.profile import BASIC_PROFILE_CODE, Option, RuleTable, action_for, safe_private_list
+from anonymizer.pseudonyms import Pseudonymizer, is_well_known
+from anonymizer.values import (
+    BINARY_VRS,
+    ID_KEYWORDS,
+    PLACEHOLDER,
+    IdentifyingValues,
+    element_text,
+    person_name_parts,
+    scrub,
+    tolerant,
+    walk,
+)
+
+IMPLEMENTATION_CLASS_UID = UID("2.25.186207744195377394826307461452640371341")  # ServiceGate's, made once with uuid4
+IMPLEMENTATION_VERSION = "SERVICEGATE_1"
+METHOD_TEXT = "ServiceGate PS3.15 E.1-1 2024b+2026c"
+
+_DATE_VRS = frozenset({"DA", "DT", "TM"})
+_DUMMY: dict[str, Any] = {
+    "AE": "ANONYMOUS", "AS": "000Y", "CS": "REMOVED", "DA": "19000101", "DS": "0", "DT": "19000101000000",
+    "FL": 0.0, "FD": 0.0, "IS": "0", "LO": PLACEHOLDER, "LT": PLACEHOLDER, "PN": "ANONYMOUS", "SH": PLACEHOLDER,
+    "SL": 0, "SS": 0, "SV": 0, "ST": PLACEHOLDER, "TM": "000000", "UC": PLACEHOLDER, "UL": 0, "UR": "urn:removed",
+    "US": 0, "UT": PLACEHOLDER, "UV": 0, "AT": 0,
+}
+PATIENT_NAME, PATIENT_ID = Tag(0x0010, 0x0010), Tag(0x0010, 0x0020)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What to do: the options, the site key, and the safe private attributes (standard list + site's)."""
+
+    pseudonymizer: Pseudonymizer
+    options: frozenset[Option] = frozenset()
+    safe_private: frozenset[tuple[int, str, int]] = field(default_factory=lambda: safe_private_list())
+
+
+@dataclass
+class Report:
+    """What was done to one dataset. Holds no patient data: only tags, counts and reasons."""
+
+    actions: Counter[str] = field(default_factory=Counter)
+    private_removed: int = 0
+    private_kept: int = 0
+    safety_net: list[str] = field(default_factory=list)  # paths of elements the safety net removed
+    options: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"actions": dict(sorted(self.actions.items())), "private_removed": self.private_removed,
+                "private_kept": self.private_kept, "safety_net": list(self.safety_net), "options": self.options}
+
+
+def deidentify(dataset: Dataset, profile: Profile) -> tuple[Dataset, Report]:
+    """De-identify a copy of `dataset`. Raises Refused when the data must not leave at all."""
+    with tolerant():
+        refuse_unsafe_content(dataset, profile)
+        table = RuleTable.load()
+        values = identifying_values(dataset, profile, table)
+        patient_key = _patient_key(dataset)
+        out = copy.deepcopy(dataset)
+        report = Report(options=sorted(o.value for o in profile.options))
+        _Walker(profile, table, values, patient_key, report).process(out)
+        _safety_net(out, values, report)
+        _regenerate_file_meta(out)
+        _add_method_attributes(out, profile)
+    return out, report
+
+
+def refuse_unsafe_content(dataset: Dataset, profile: Profile) -> None:
+    """Burned-in text and encapsulated documents cannot be cleaned by attribute rules: refuse them."""
+    if "EncapsulatedDocument" in dataset:
+        raise Refused("an encapsulated document (PDF, CDA, ...) can carry patient data in its content; "
+                      "it is never sent")
+    burned = str(dataset.get("BurnedInAnnotation", "")).upper()
+    if burned == "YES":
+        raise Refused("Burned In Annotation is YES: patient data may be written into the pixels")
+    if not burned and _commonly_burned_in(dataset):
+        raise Refused(f"no Burned In Annotation attribute, and {_kind(dataset)} images commonly carry burned-in "
+                      f"text; configure a pixel-cleaning rule for this device to send them")
+
+
+# ---- identifying values ---------------------------------------------------------------------------
+
+def identifying_values(dataset: Dataset, profile: Profile, table: RuleTable) -> IdentifyingValues:
+    """The identifying values of `dataset` under `profile` (definition in `anonymizer.values`)."""
+    found: set[str] = set()
+    for _, elem in walk(dataset):
+        if elem.tag.is_private or elem.value is None or elem.VR == "SQ":
+            continue
+        rule = table.rule_for(int(elem.tag))
+        code = action_for(rule, profile.options) if rule else None
+        if code is None or code.replace("/", "").strip("K") == "":
+            continue  # kept (no rule, or K under the options): an option retains it
+        if elem.VR == "PN":
+            found |= person_name_parts(elem.value)
+        elif elem.keyword in ID_KEYWORDS:
+            found |= {str(v) for v in _as_list(elem.value)}
+        elif elem.VR == "UI" and "U" in code:
+            found |= {str(v) for v in _as_list(elem.value) if not is_well_known(str(v))}
+    return IdentifyingValues.of(found)
+
+
+def _patient_key(dataset: Dataset) -> str:
+    """What the patient's pseudonyms and date offset derive from: the Patient ID, else the name."""
+    return str(dataset.get("PatientID", "") or dataset.get("PatientName", "") or "")
+
+
+# ---- the walk -------------------------------------------------------------------------------------
+
+class _Walker:
+    def __init__(self, profile: Profile, table: RuleTable, values: IdentifyingValues, patient_key: str,
+                 report: Report) -> None:
+        self.profile, self.table, self.values = profile, table, values
+        self.patient_key, self.report = patient_key, report
+
+    def process(self, dataset: Dataset) -> None:
+        kept_blocks: set[tuple[int, int]] = set()
+        for tag in list(dataset.keys()):
+            elem = dataset[tag]
+            if elem.tag.element == 0x0000:  # group lengths: retired, and stale once anything changes
+                del dataset[tag]
+                continue
+            if elem.tag.is_private:
+                if self._keep_private(dataset, elem.tag):
+                    kept_blocks.add((elem.tag.group, elem.tag.element >> 8))
+                    self.report.private_kept += 1
+                    continue
+                if not _is_creator(elem.tag):
+                    del dataset[tag]
+                    self.report.private_removed += 1
+                continue
+            self._apply(dataset, elem)
+        # A private creator stays only while an element of its block stays.
+        for tag in list(dataset.keys()):
+            if _is_creator(tag) and (BaseTag(tag).group, BaseTag(tag).element) not in kept_blocks:
+                del dataset[tag]
+
+    def _keep_private(self, dataset: Dataset, tag: BaseTag) -> bool:
+        if Option.RETAIN_SAFE_PRIVATE not in self.profile.options or _is_creator(tag) or tag.element < 0x1000:
+            return False
+        creator = dataset.get((tag.group, tag.element >> 8))
+        if creator is None or not isinstance(creator.value, str):
+            return False
+        return (tag.group, creator.value.strip(), tag.element & 0xFF) in self.profile.safe_private
+
+    def _apply(self, dataset: Dataset, elem: DataElement) -> None:
+        rule = self.table.rule_for(int(elem.tag))
+        if rule is None:
+            if elem.VR == "SQ":
+                self._recurse(elem)
+            return
+        code = resolve(action_for(rule, self.profile.options))
+        self.report.actions[code] += 1
+        if code == "X":
+            del dataset[elem.tag]
+        elif code == "K" or (code == "U*" and elem.VR == "SQ"):
+            self._recurse(elem)
+        elif code in ("U", "U*") and elem.VR == "UI":
+            elem.value = _map(elem.value, self.profile.pseudonymizer.uid)
+        elif elem.tag in (PATIENT_NAME, PATIENT_ID) and code in ("Z", "D", "U*"):
+            elem.value = self._pseudonym(elem.tag)
+        elif code in ("Z", "U*"):
+            elem.value = Sequence([]) if elem.VR == "SQ" else elem.empty_value
+        elif code == "D":
+            self._dummy(dataset, elem)
+        elif code == "C":
+            self._clean(dataset, elem)
+        else:  # a code the table does not use; fail closed
+            del dataset[elem.tag]
+
+    def _recurse(self, elem: DataElement) -> None:
+        if elem.VR == "SQ" and elem.value is not None:
+            for item in elem.value:
+                self.process(item)
+
+    def _pseudonym(self, tag: BaseTag) -> str:
+        pseudonymizer = self.profile.pseudonymizer
+        return pseudonymizer.patient_name(self.patient_key) if tag == PATIENT_NAME else \
+            pseudonymizer.patient_id(self.patient_key)
+
+    def _dummy(self, dataset: Dataset, elem: DataElement) -> None:
+        if elem.VR == "SQ":
+            self._recurse(elem)  # a dummy sequence: the same items, each processed by its own rules
+        elif elem.VR == "UI":
+            elem.value = _map(elem.value, self.profile.pseudonymizer.uid)
+        elif elem.VR in BINARY_VRS:
+            elem.value = b"\x00\x00"
+        elif elem.VR in _DUMMY:
+            elem.value = _DUMMY[elem.VR]
+        else:
+            del dataset[elem.tag]
+
+    def _clean(self, dataset: Dataset, elem: DataElement) -> None:
+        """C: keep what is useful, remove what identifies. By kind of value:
+
+        - dates and times under Retain Longitudinal Temporal Information with Modified Dates: shifted by
+          the patient's keyed offset (whole days, so intervals stay true); an unparsable one is removed;
+        - sequences (code sequences, SR content, graphics): kept, every item processed by the table;
+        - person names: replaced by a dummy name;
+        - text: kept, with every identifying value inside it replaced by "REMOVED";
+        - binary values (overlay bits, graphics data): cannot be read for text, so they are removed;
+        - numbers and codes: kept (they carry no names).
+        """
+        if elem.VR == "SQ":
+            self._recurse(elem)
+        elif elem.VR in _DATE_VRS and Option.RETAIN_LONG_MODIFIED_DATES in self.profile.options:
+            try:
+                elem.value = _map(elem.value, lambda v: self.profile.pseudonymizer.shift_date(
+                    v, elem.VR, self.patient_key))
+            except ValueError:
+                del dataset[elem.tag]
+        elif elem.VR == "PN":
+            elem.value = _DUMMY["PN"]
+        elif elem.VR in BINARY_VRS:
+            del dataset[elem.tag]
+        elif (text := element_text(elem)) is not None:
+            elem.value = scrub(text, self.values) if elem.VM <= 1 else \
+                _map(elem.value, lambda v: scrub(v, self.values))
+
+
+def resolve(code: str) -> str:
+    """A combined code to the single action used here (see the module docstring): D, Z, or U*."""
+    if "/" not in code:
+        return code
+    choices = code.rstrip("*").split("/")
+    if code.endswith("*"):
+        return "U*"
+    return "D" if "D" in choices else "Z"
+
+
+# ---- safety net, file meta, method attributes -----------------------------------------------------
+
+def _safety_net(dataset: Dataset, values: IdentifyingValues, report: Report) -> None:
+    """Remove any element still holding an identifying value, wherever it is."""
+    if not values:
+        return
+    doomed: list[tuple[Dataset, BaseTag, str]] = []
+
+    def visit(ds: Dataset, path: str) -> None:
+        for elem in ds:
+            here = f"{path}{elem.tag}"
+            if elem.VR == "SQ":
+                for index, item in enumerate(elem.value or []):
+                    visit(item, f"{here}[{index}]>")
+            elif _holds(elem, values):
+                doomed.append((ds, elem.tag, here))
+
+    visit(dataset, "")
+    for ds, tag, path in doomed:
+        del ds[tag]
+        report.safety_net.append(path)
+
+
+def _holds(elem: DataElement, values: IdentifyingValues) -> bool:
+    if elem.value is None:
+        return False
+    if elem.VR in BINARY_VRS:
+        return isinstance(elem.value, bytes) and bool(values.hits_in_bytes(elem.value))
+    text = element_text(elem)
+    return text is not None and bool(values.hits_in_text(text))
+
+
+def _regenerate_file_meta(dataset: Dataset) -> None:
+    """New file meta from the de-identified dataset; nothing of the original's is carried over."""
+    old = getattr(dataset, "file_meta", None)
+    if old is None and not isinstance(dataset, FileDataset):
+        return
+    meta = FileMetaDataset()
+    if "SOPClassUID" in dataset and "SOPInstanceUID" in dataset:  # absent in a bare (non-composite) dataset
+        meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+        meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    if old is not None and "TransferSyntaxUID" in old:
+        meta.TransferSyntaxUID = old.TransferSyntaxUID
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    dataset.file_meta = meta
+    if isinstance(dataset, FileDataset):
+        dataset.preamble = b"\x00" * 128
+        dataset.filename = None  # the original file name may contain the patient's name
+
+
+def _add_method_attributes(dataset: Dataset, profile: Profile) -> None:
+    dataset.PatientIdentityRemoved = "YES"
+    dataset.DeidentificationMethod = METHOD_TEXT
+    codes = []
+    for value, meaning in [BASIC_PROFILE_CODE, *sorted((o.code, o.meaning) for o in profile.options)]:
+        item = Dataset()
+        item.CodeValue = value
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = meaning
+        codes.append(item)
+    dataset.DeidentificationMethodCodeSequence = Sequence(codes)
+    if Option.RETAIN_LONG_FULL_DATES in profile.options:
+        dataset.LongitudinalTemporalInformationModified = "UNMODIFIED"
+    elif Option.RETAIN_LONG_MODIFIED_DATES in profile.options:
+        dataset.LongitudinalTemporalInformationModified = "MODIFIED"
+    else:
+        dataset.LongitudinalTemporalInformationModified = "REMOVED"
+
+
+# ---- small helpers --------------------------------------------------------------------------------
+
+# Ultrasound, visible light (endoscopy, photography, microscopy), screen and document captures.
+_BURNED_IN_MODALITIES = frozenset({"US", "IVUS", "XC", "ES", "GM", "SM", "OP", "DOC"})
+_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"  # SC; its multi-frame family is .7.1 to .7.4
+_VISIBLE_LIGHT = "1.2.840.10008.5.1.4.1.1.77."  # VL endoscopic, microscopic, photographic, ...
+
+
+def _is_secondary_capture(dataset: Dataset) -> bool:
+    sop_class = str(dataset.get("SOPClassUID", ""))
+    return sop_class == _SECONDARY_CAPTURE or sop_class.startswith(_SECONDARY_CAPTURE + ".")
+
+
+def _commonly_burned_in(dataset: Dataset) -> bool:
+    modality = str(dataset.get("Modality", "")).upper()
+    sop_class = str(dataset.get("SOPClassUID", ""))
+    return modality in _BURNED_IN_MODALITIES or _is_secondary_capture(dataset) or sop_class.startswith(_VISIBLE_LIGHT)
+
+
+def _kind(dataset: Dataset) -> str:
+    if _is_secondary_capture(dataset):
+        return "secondary-capture"
+    return str(dataset.get("Modality", "")).upper() or "such"
+
+
+def _is_creator(tag: int) -> bool:
+    t = BaseTag(tag)
+    return t.is_private and 0x0010 <= t.element <= 0x00FF
+
+
+def _as_list(value: object) -> list[object]:
+    return list(value) if isinstance(value, list | MultiValue) else [value]
+
+
+def _map(value: Any, fn: Any) -> Any:
+    if isinstance(value, list | MultiValue):
+        return [fn(str(v)) for v in value]
+    return fn(str(value)) if value not in (None, "") else value

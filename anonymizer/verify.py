@@ -1,0 +1,68 @@
+"""The verification pass: a second, independent look at every output before it may leave.
+
+It recomputes the identifying values from the *input* (not from anything `deidentify` kept) and
+searches the output for them twice: in the parsed dataset (every element at every depth, the file
+meta information and private blocks included) and in the encoded bytes outside the pixel data,
+in every character set the dataset declares. Any hit refuses the output. The refusal names where
+the value was found, never the value itself, so the reason can be logged and shown safely.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pydicom
+from pydicom.charset import convert_encodings
+from pydicom.dataset import Dataset, FileMetaDataset
+
+from anonymizer.errors import Refused
+from anonymizer.values import BINARY_VRS, IdentifyingValues, element_text, tolerant, walk
+
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def check(values: IdentifyingValues, output: Dataset) -> None:
+    """Raise Refused when `output` holds any of `values` (the input's identifying values)."""
+    with tolerant():
+        places = parsed_hits(values, output) + byte_hits(values, output)
+    if places:
+        shown = ", ".join(places[:5]) + (f" and {len(places) - 5} more" if len(places) > 5 else "")
+        raise Refused(f"verification found identifying values of the input in the output at {shown}")
+
+
+def parsed_hits(values: IdentifyingValues, output: Dataset) -> list[str]:
+    hits = []
+    for path, elem in walk(output):
+        if elem.VR == "SQ" or elem.value is None or elem.keyword in _PIXEL_KEYWORDS:
+            continue
+        if elem.VR in BINARY_VRS:
+            found = isinstance(elem.value, bytes) and values.hits_in_bytes(elem.value)
+        else:
+            text = element_text(elem)
+            found = text is not None and values.hits_in_text(text)
+        if found:
+            hits.append(path)
+    return hits
+
+
+def byte_hits(values: IdentifyingValues, output: Dataset) -> list[str]:
+    """Encode the output without its pixel data and search the bytes, in the declared character sets."""
+    stripped = Dataset()
+    for elem in output:
+        if elem.keyword not in _PIXEL_KEYWORDS:
+            stripped.add(elem)
+    meta = getattr(output, "file_meta", None)
+    buffer = io.BytesIO()
+    if meta is not None and "TransferSyntaxUID" in meta:
+        stripped.file_meta = FileMetaDataset(meta)  # encode as the output will be: same transfer syntax
+        pydicom.dcmwrite(buffer, stripped)
+    else:
+        pydicom.dcmwrite(buffer, stripped, implicit_vr=False, little_endian=True)
+    charsets = output.get("SpecificCharacterSet", "ISO_IR 6")
+    encodings = ["utf-8", "latin-1", *convert_encodings(list(charsets) if not isinstance(charsets, str)
+                                                        else [charsets])]
+    found = values.hits_in_bytes(buffer.getvalue(), dict.fromkeys(encodings))
+    preamble = getattr(output, "preamble", None)
+    if preamble:
+        found |= values.hits_in_bytes(preamble, encodings)
+    return ["encoded bytes"] if found else []
