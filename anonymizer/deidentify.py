@@ -42,9 +42,11 @@ from anonymizer.pseudonyms import Pseudonymizer, is_well_known
 from anonymizer.values import (
     BINARY_VRS,
     ID_KEYWORDS,
+    PIXEL_TAGS,
     PLACEHOLDER,
     IdentifyingValues,
     element_text,
+    elements,
     person_name_parts,
     scrub,
     tolerant,
@@ -155,6 +157,8 @@ class _Walker:
     def process(self, dataset: Dataset) -> None:
         kept_blocks: set[tuple[int, int]] = set()
         for tag in list(dataset.keys()):
+            if tag in PIXEL_TAGS:
+                continue  # kept as it is, never loaded: pixel cleaning acts on it separately
             elem = dataset[tag]
             if elem.tag.element == 0x0000:  # group lengths: retired, and stale once anything changes
                 del dataset[tag]
@@ -276,7 +280,7 @@ def _safety_net(dataset: Dataset, values: IdentifyingValues, report: Report) -> 
     doomed: list[tuple[Dataset, BaseTag, str]] = []
 
     def visit(ds: Dataset, path: str) -> None:
-        for elem in ds:
+        for elem in elements(ds):
             here = f"{path}{elem.tag}"
             if elem.VR == "SQ":
                 for index, item in enumerate(elem.value or []):

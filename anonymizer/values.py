@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import Tag
 
 SUBSTRING_MIN = 4  # shorter values only match a whole element value
 
@@ -129,13 +130,25 @@ def tolerant() -> Iterator[None]:
         yield
 
 
+# Pixel data is never read here: it may be a gigabyte, deferred on disk (see anonymizer.files), and
+# it is no place for text. The Clean Pixel Data rules act on it separately.
+PIXEL_TAGS = frozenset({Tag(0x7FE0, 0x0008), Tag(0x7FE0, 0x0009), Tag(0x7FE0, 0x0010)})
+
+
+def elements(dataset: Dataset) -> Iterator[DataElement]:
+    """The elements of one dataset level, pixel data left out without being loaded."""
+    for tag in list(dataset.keys()):
+        if tag not in PIXEL_TAGS:
+            yield dataset[tag]
+
+
 def walk(dataset: Dataset, path: str = "") -> Iterator[tuple[str, DataElement]]:
-    """Every element at every depth (file meta first when present), with a readable path."""
+    """Every element at every depth (file meta first when present), with a readable path; no pixel data."""
     meta = getattr(dataset, "file_meta", None)
     if meta is not None and not path:
         for elem in meta:
             yield f"meta{elem.tag}", elem
-    for elem in dataset:
+    for elem in elements(dataset):
         here = f"{path}{elem.tag}"
         yield here, elem
         if elem.VR == "SQ" and elem.value is not None:

@@ -16,9 +16,7 @@ from pydicom.charset import convert_encodings
 from pydicom.dataset import Dataset, FileMetaDataset
 
 from anonymizer.errors import Refused
-from anonymizer.values import BINARY_VRS, IdentifyingValues, element_text, tolerant, walk
-
-_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+from anonymizer.values import BINARY_VRS, IdentifyingValues, element_text, elements, tolerant, walk
 
 
 def check(values: IdentifyingValues, output: Dataset) -> None:
@@ -33,7 +31,7 @@ def check(values: IdentifyingValues, output: Dataset) -> None:
 def parsed_hits(values: IdentifyingValues, output: Dataset) -> list[str]:
     hits = []
     for path, elem in walk(output):
-        if elem.VR == "SQ" or elem.value is None or elem.keyword in _PIXEL_KEYWORDS:
+        if elem.VR == "SQ" or elem.value is None:
             continue
         if elem.VR in BINARY_VRS:
             found = isinstance(elem.value, bytes) and values.hits_in_bytes(elem.value)
@@ -48,9 +46,8 @@ def parsed_hits(values: IdentifyingValues, output: Dataset) -> list[str]:
 def byte_hits(values: IdentifyingValues, output: Dataset) -> list[str]:
     """Encode the output without its pixel data and search the bytes, in the declared character sets."""
     stripped = Dataset()
-    for elem in output:
-        if elem.keyword not in _PIXEL_KEYWORDS:
-            stripped.add(elem)
+    for elem in elements(output):
+        stripped.add(elem)
     meta = getattr(output, "file_meta", None)
     buffer = io.BytesIO()
     if meta is not None and "TransferSyntaxUID" in meta:
