@@ -11,10 +11,11 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from agent import __version__
 from agent.audit_log import public_key_path
@@ -23,8 +24,13 @@ from agent.client import Client
 from agent.clock import parse_utc, utc_iso
 from agent.config import DEFAULT_CONFIG_PATH, Config, defaults, load
 from agent.errors import AgentUnreachableError, ExitCode, ServiceGateError, UsageError
+from agent.fsutil import atomic_write
 from agent.protocol import EVENT_KINDS, PRIVACY_DISCLAIMER, SESSION_LEVELS, AccessLevel, SessionKind
 from agent.timeparse import local, parse_duration, parse_time
+from anonymizer.profile import Option, validate_options
+
+if TYPE_CHECKING:
+    from anonymizer.batch import BatchReport, Progress
 
 LEVELS = [level.value for level in AccessLevel]
 SESSION_LEVEL_NAMES = [level.value for level in SESSION_LEVELS]
@@ -94,6 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     event = sub.add_parser("event", help="report a scan or an error (the scanner software)")
     event.add_argument("kind", choices=EVENT_KINDS)
     event.add_argument("--detail", default="", help="short technical text; never patient data")
+
+    anon = sub.add_parser("anonymize", help="de-identify DICOM files before they leave (needs no running agent)")
+    anon.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                      help="DICOM files, or folders searched recursively")
+    anon.add_argument("--out", type=Path, required=True, metavar="DIR",
+                      help="output folder: DIR/<study>/<series>/<instance>.dcm, named by the new UIDs")
+    anon.add_argument("--option", action="append", default=[], metavar="NAME",
+                      help=f"a profile option, repeatable: {', '.join(o.value for o in Option)}")
+    anon.add_argument("--key-file", type=Path, metavar="FILE",
+                      help="the site's pseudonym key (default <state_dir>/keys/anonymizer.key, from agent.toml)")
+    anon.add_argument("--report", type=Path, metavar="FILE",
+                      help="write the batch report as JSON (keep it on the device)")
+    anon.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (default 1)")
+    anon.add_argument("--quiet", action="store_true", help="no progress line and no summary; refusals still shown")
     return parser
 
 
@@ -113,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             from agent.daemon import run  # only the daemon needs asyncio and the agent core
 
             return run(load_config(args.config, required=True))
+        if args.command == "anonymize":
+            return anonymize(args)  # a local job over the anonymizer library: no agent needed
         config = load_config(args.config, required=False)
         try:
             with Client(config.paths.control_socket) as client:
@@ -261,6 +283,112 @@ def format_status(status: dict[str, Any]) -> str:
     if status["examinations_blocked"]:
         lines.append("Examinations are BLOCKED while the full-access session is active.")
     return "\n".join(lines)
+
+
+# ---- anonymize ------------------------------------------------------------------------------------
+
+
+def anonymize(args: argparse.Namespace) -> int:
+    """De-identify files into --out; exit 0 when all were, 3 when some were refused (listed on stderr), 1 when
+    the batch had to stop (the output could not be written) or the report could not be written."""
+    from anonymizer.batch import collect_inputs, run_batch  # only this command needs pydicom
+    from anonymizer.errors import KeyFileError, ProfileError
+
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1 (one worker process per core is the most useful), not {args.jobs}")
+    try:
+        options = validate_options(args.option)
+    except ProfileError as exc:
+        raise UsageError(str(exc)) from None
+    out: Path = args.out
+    key_file: Path = args.key_file or load_config(args.config, required=False).paths.anonymizer_key
+    if args.report is not None and args.report.resolve().is_relative_to(out.resolve()):
+        raise UsageError(f"the report {args.report} would be inside the output folder {out}, which is meant to "
+                         "leave the device; the report names the input files, and file names can carry patient "
+                         "names. Write it somewhere else.")
+    inputs = collect_inputs(args.inputs)
+    if not inputs:
+        raise UsageError(f"no files found in {', '.join(map(str, args.inputs))}; give DICOM files, or folders "
+                         "that contain them.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the output folder {out}: {exc.strerror}. Choose another --out.") from None
+    line = ProgressLine(sys.stderr) if sys.stderr.isatty() and not args.quiet else None
+    try:
+        batch = run_batch(inputs, out, options=options, key_file=key_file, jobs=args.jobs, progress=line)
+    except KeyFileError as exc:
+        hint = "" if args.key_file else (
+            " The default key lives with the agent's state: run this as root or as the agent's service user, or "
+            "pass --key-file FILE (outside the output folder; the same key gives the same pseudonyms, a new key "
+            "gives new ones).")
+        raise UsageError(f"{exc}{hint}") from None
+    finally:
+        if line is not None:
+            line.close()
+    for result in batch.results:
+        if result.status == "refused":
+            print(f"servicegate: refused {result.source}: {result.reason}", file=sys.stderr)
+    if not args.quiet:
+        print(format_batch(batch, out))
+    failed = False
+    if batch.stopped:
+        failed = True
+        print(f"servicegate: stopped after {len(batch.results)} of {len(inputs)} files: {batch.stopped}. The files "
+              f"already in {out} are complete. Fix the cause (free space, permissions) and run the same command "
+              "again: the same inputs get the same names, so nothing is duplicated.", file=sys.stderr)
+    if args.report is not None:
+        try:  # 0600: the report lists input file names, which may carry patient names
+            atomic_write(args.report, (json.dumps(batch.to_dict(), indent=2) + "\n").encode(), mode=0o600)
+        except OSError as exc:
+            failed = True
+            print(f"servicegate: cannot write the report {args.report}: {exc.strerror}; the files were "
+                  "processed all the same (see above).", file=sys.stderr)
+    if failed:
+        return int(ExitCode.FAILED)
+    return int(ExitCode.PARTIAL) if batch.refused else 0
+
+
+def format_progress(progress: Progress) -> str:
+    rate = progress.mb_per_s
+    speed = f"{rate:.1f} MB/s" if rate is not None else "-- MB/s"
+    return f"{progress.done} of {progress.total} files, {speed}, {progress.refused} refused"
+
+
+def format_batch(batch: BatchReport, out: Path) -> str:
+    mb = batch.bytes_in / 1e6
+    rate = f", {mb / batch.elapsed_s:.1f} MB/s" if batch.elapsed_s > 0 else ""
+    text = (f"De-identified {batch.accepted} of {len(batch.results)} files ({mb:.1f} MB in {batch.elapsed_s:.1f} s"
+            f"{rate}) into {out}.")
+    if batch.refused:
+        text += f" {batch.refused} refused, each listed with its reason; nothing of them was written to {out}."
+        if any(r.quarantined for r in batch.results):
+            text += f" Each refusal is recorded in {batch.quarantine_dir}, which stays on this device."
+    return text
+
+
+class ProgressLine:
+    """One line on the terminal, redrawn in place: at most ten times a second, and always for the last file."""
+
+    INTERVAL_S = 0.1
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.drawn_at: float | None = None
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        last = progress.done == progress.total
+        if self.drawn_at is not None and not last and now - self.drawn_at < self.INTERVAL_S:
+            return
+        self.drawn_at = now
+        self.stream.write("\r" + format_progress(progress) + "\x1b[K")  # \x1b[K: clear what a longer line left
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.drawn_at is not None:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 if __name__ == "__main__":

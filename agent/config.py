@@ -51,6 +51,11 @@ class PathsConfig:
         """The audit log's Ed25519 key (0600); its public half sits beside it as `.pub`."""
         return self.state_dir / "keys" / "audit-signing.key"
 
+    @property
+    def anonymizer_key(self) -> Path:
+        """The site's secret for keyed UIDs and pseudonyms (0600): the agent and the CLI give the same ones."""
+        return self.state_dir / "keys" / "anonymizer.key"
+
 
 @dataclass(frozen=True)
 class ControlConfig:

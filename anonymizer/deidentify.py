@@ -41,7 +41,7 @@ from anonymizer.profile import BASIC_PROFILE_CODE, Option, RuleTable, action_for
 from anonymizer.pseudonyms import Pseudonymizer, is_well_known
 from anonymizer.values import (
     BINARY_VRS,
-    ID_KEYWORDS,
+    IDENTIFYING_KEYWORDS,
     PIXEL_TAGS,
     PLACEHOLDER,
     IdentifyingValues,
@@ -58,6 +58,11 @@ IMPLEMENTATION_VERSION = "SERVICEGATE_1"
 METHOD_TEXT = "ServiceGate PS3.15 E.1-1 2024b+2026c"
 
 _DATE_VRS = frozenset({"DA", "DT", "TM"})
+_LONG_TEXT_VRS = frozenset({"LT", "ST", "UT"})
+_FREE_TEXT_VRS = frozenset({"AE", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UT", "OB", "UN"})
+_CODE_KEYWORDS = frozenset({"CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion", "CodeMeaning",
+                            "LongCodeValue", "URNCodeValue", "ContextIdentifier", "ContextUID", "MappingResource",
+                            "MappingResourceUID", "MappingResourceName"})
 _DUMMY: dict[str, Any] = {
     "AE": "ANONYMOUS", "AS": "000Y", "CS": "REMOVED", "DA": "19000101", "DS": "0", "DT": "19000101000000",
     "FL": 0.0, "FD": 0.0, "IS": "0", "LO": PLACEHOLDER, "LT": PLACEHOLDER, "PN": "ANONYMOUS", "SH": PLACEHOLDER,
@@ -134,7 +139,7 @@ def identifying_values(dataset: Dataset, profile: Profile, table: RuleTable) -> 
             continue  # kept (no rule, or K under the options): an option retains it
         if elem.VR == "PN":
             found |= person_name_parts(elem.value)
-        elif elem.keyword in ID_KEYWORDS:
+        elif elem.keyword in IDENTIFYING_KEYWORDS:
             found |= {str(v) for v in _as_list(elem.value)}
         elif elem.VR == "UI" and "U" in code:
             found |= {str(v) for v in _as_list(elem.value) if not is_well_known(str(v))}
@@ -154,7 +159,10 @@ class _Walker:
         self.profile, self.table, self.values = profile, table, values
         self.patient_key, self.report = patient_key, report
 
-    def process(self, dataset: Dataset) -> None:
+    def process(self, dataset: Dataset, mode: str | None = None) -> None:
+        """Apply the table to one dataset level. `mode` is what an enclosing sequence's action asks of
+        the attributes the table does not list: "D" (a dummy sequence: their text becomes dummies), "C"
+        (a cleaned sequence: identifying values are scrubbed from their text), None (they stay)."""
         kept_blocks: set[tuple[int, int]] = set()
         for tag in list(dataset.keys()):
             if tag in PIXEL_TAGS:
@@ -172,7 +180,7 @@ class _Walker:
                     del dataset[tag]
                     self.report.private_removed += 1
                 continue
-            self._apply(dataset, elem)
+            self._apply(dataset, elem, mode)
         # A private creator stays only while an element of its block stays.
         for tag in list(dataset.keys()):
             if _is_creator(tag) and (BaseTag(tag).group, BaseTag(tag).element) not in kept_blocks:
@@ -186,18 +194,17 @@ class _Walker:
             return False
         return (tag.group, creator.value.strip(), tag.element & 0xFF) in self.profile.safe_private
 
-    def _apply(self, dataset: Dataset, elem: DataElement) -> None:
+    def _apply(self, dataset: Dataset, elem: DataElement, mode: str | None) -> None:
         rule = self.table.rule_for(int(elem.tag))
-        if rule is None:
-            if elem.VR == "SQ":
-                self._recurse(elem)
+        code = resolve(action_for(rule, self.profile.options)) if rule else addition_for(elem.tag, self.profile)
+        if code is None:
+            self._unlisted(dataset, elem, mode)
             return
-        code = resolve(action_for(rule, self.profile.options))
         self.report.actions[code] += 1
         if code == "X":
             del dataset[elem.tag]
         elif code == "K" or (code == "U*" and elem.VR == "SQ"):
-            self._recurse(elem)
+            self._recurse(elem, mode)
         elif code in ("U", "U*") and elem.VR == "UI":
             elem.value = _map(elem.value, self.profile.pseudonymizer.uid)
         elif elem.tag in (PATIENT_NAME, PATIENT_ID) and code in ("Z", "D", "U*"):
@@ -211,10 +218,27 @@ class _Walker:
         else:  # a code the table does not use; fail closed
             del dataset[elem.tag]
 
-    def _recurse(self, elem: DataElement) -> None:
+    def _recurse(self, elem: DataElement, mode: str | None) -> None:
         if elem.VR == "SQ" and elem.value is not None:
             for item in elem.value:
-                self.process(item)
+                self.process(item, mode)
+
+    def _unlisted(self, dataset: Dataset, elem: DataElement, mode: str | None) -> None:
+        """An attribute the table does not list. Long free text (LT, ST, UT) is removed; other values are
+        kept, except inside a sequence whose action was D or C, where free text is replaced or cleaned
+        too. Codes always stay: coded entries carry no names (Annex E)."""
+        if elem.VR == "SQ":
+            self._recurse(elem, mode)
+        elif elem.keyword in _CODE_KEYWORDS or elem.VR not in _FREE_TEXT_VRS:
+            return
+        elif mode is None:
+            if elem.VR in _LONG_TEXT_VRS:  # an addition: long free text the table does not list is removed
+                del dataset[elem.tag]
+                self.report.actions["X+"] += 1
+        elif mode == "D":
+            self._dummy(dataset, elem)
+        else:
+            self._clean(dataset, elem)
 
     def _pseudonym(self, tag: BaseTag) -> str:
         pseudonymizer = self.profile.pseudonymizer
@@ -223,7 +247,7 @@ class _Walker:
 
     def _dummy(self, dataset: Dataset, elem: DataElement) -> None:
         if elem.VR == "SQ":
-            self._recurse(elem)  # a dummy sequence: the same items, each processed by its own rules
+            self._recurse(elem, "D")  # a dummy sequence: the same structure, its text replaced by dummies
         elif elem.VR == "UI":
             elem.value = _map(elem.value, self.profile.pseudonymizer.uid)
         elif elem.VR in BINARY_VRS:
@@ -238,14 +262,15 @@ class _Walker:
 
         - dates and times under Retain Longitudinal Temporal Information with Modified Dates: shifted by
           the patient's keyed offset (whole days, so intervals stay true); an unparsable one is removed;
-        - sequences (code sequences, SR content, graphics): kept, every item processed by the table;
+        - sequences (code sequences, SR content, graphics): kept, every item processed by the table, and
+          the text of attributes the table does not list (an SR's Text Value) cleaned the same way;
         - person names: replaced by a dummy name;
         - text: kept, with every identifying value inside it replaced by "REMOVED";
         - binary values (overlay bits, graphics data): cannot be read for text, so they are removed;
         - numbers and codes: kept (they carry no names).
         """
         if elem.VR == "SQ":
-            self._recurse(elem)
+            self._recurse(elem, "C")
         elif elem.VR in _DATE_VRS and Option.RETAIN_LONG_MODIFIED_DATES in self.profile.options:
             try:
                 elem.value = _map(elem.value, lambda v: self.profile.pseudonymizer.shift_date(
@@ -259,6 +284,20 @@ class _Walker:
         elif (text := element_text(elem)) is not None:
             elem.value = scrub(text, self.values) if elem.VM <= 1 else \
                 _map(elem.value, lambda v: scrub(v, self.values))
+
+
+# ServiceGate's additions to Table E.1-1: free-text overlay attributes the table does not list, treated
+# like Overlay Comments (60xx,4000), which it does (the Annex asks the de-identifier to remove all
+# identifying information, and these are as free as the comments).
+_ADDITIONS: dict[int, tuple[str, str]] = {0x0022: ("X", "C"), 0x1500: ("X", "C")}  # Overlay Description, Label
+
+
+def addition_for(tag: BaseTag, profile: Profile) -> str | None:
+    """The action for one of ServiceGate's additions to the table, or None."""
+    if tag.group & 0xFF01 != 0x6000 or tag.element not in _ADDITIONS:
+        return None
+    basic, graphics = _ADDITIONS[tag.element]
+    return graphics if Option.CLEAN_GRAPHICS in profile.options else basic
 
 
 def resolve(code: str) -> str:

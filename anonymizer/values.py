@@ -7,6 +7,8 @@ or points to the patient or the original instances:
   prefix, suffix, in each of the alphabetic, ideographic and phonetic groups), and each whole group;
 - the patient's IDs: Patient ID, Other Patient IDs (and the IDs in Other Patient IDs Sequence),
   Study ID, Accession Number, and the Patient's Birth Date;
+- the patient's contact details (address, telephone numbers, telecom information) and the names and
+  addresses of the institution and department, when the profile removes them;
 - the original instance UIDs the profile replaces (Study, Series, SOP Instance, Frame of Reference,
   and every referenced instance UID).
 
@@ -34,8 +36,12 @@ from pydicom.tag import Tag
 SUBSTRING_MIN = 4  # shorter values only match a whole element value
 
 # Keywords whose (removed or replaced) values identify the patient, beyond person names and UIDs.
-ID_KEYWORDS = frozenset({"PatientID", "OtherPatientIDs", "StudyID", "AccessionNumber", "PatientBirthDate",
-                         "MedicalRecordLocator"})
+IDENTIFYING_KEYWORDS = frozenset({
+    "PatientID", "OtherPatientIDs", "StudyID", "AccessionNumber", "PatientBirthDate", "MedicalRecordLocator",
+    "PatientAddress", "PatientTelephoneNumbers", "PatientTelecomInformation", "InstitutionName",
+    "InstitutionAddress", "InstitutionalDepartmentName", "ReferringPhysicianAddress",
+    "ReferringPhysicianTelephoneNumbers", "PersonAddress", "PersonTelephoneNumbers",
+})
 TEXT_VRS = frozenset({"AE", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT",
                       "AS"})
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})

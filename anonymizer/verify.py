@@ -10,6 +10,8 @@ the value was found, never the value itself, so the reason can be logged and sho
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
+from pathlib import Path
 
 import pydicom
 from pydicom.charset import convert_encodings
@@ -55,11 +57,61 @@ def byte_hits(values: IdentifyingValues, output: Dataset) -> list[str]:
         pydicom.dcmwrite(buffer, stripped)
     else:
         pydicom.dcmwrite(buffer, stripped, implicit_vr=False, little_endian=True)
-    charsets = output.get("SpecificCharacterSet", "ISO_IR 6")
-    encodings = ["utf-8", "latin-1", *convert_encodings(list(charsets) if not isinstance(charsets, str)
-                                                        else [charsets])]
-    found = values.hits_in_bytes(buffer.getvalue(), dict.fromkeys(encodings))
+    encodings = charset_encodings(output)
+    found = values.hits_in_bytes(buffer.getvalue(), encodings)
     preamble = getattr(output, "preamble", None)
     if preamble:
         found |= values.hits_in_bytes(preamble, encodings)
     return ["encoded bytes"] if found else []
+
+
+def charset_encodings(output: Dataset) -> list[str]:
+    """The encodings text can have in the output's bytes: UTF-8, Latin-1 and every declared character set."""
+    charsets = output.get("SpecificCharacterSet", "ISO_IR 6")
+    declared = convert_encodings(list(charsets) if not isinstance(charsets, str) else [charsets])
+    return list(dict.fromkeys(["utf-8", "latin-1", *declared]))
+
+
+def file_hits(values: IdentifyingValues, path: Path, *, skip: Iterable[tuple[int, int]] = (),
+              encodings: Iterable[str] = ("utf-8",), chunk_bytes: int = 1024 * 1024) -> list[str]:
+    """Search a written file's bytes for `values`, outside the `skip` ranges (pixel data values, [start, end)).
+
+    The file is read one chunk at a time, each searched together with the end of the previous one (as
+    long as the longest encoded value), so a value split across two chunks is still found and memory does
+    not grow with the file. Returns the byte ranges holding a hit, never the values.
+    """
+    encodings = list(encodings)
+    lengths = [len(v.lower().encode(e)) for v in values.long for e in encodings if _encodable(v, e)]
+    overlap = max(lengths, default=1) - 1
+    size = path.stat().st_size
+    regions, position = [], 0
+    for start, end in sorted(skip):
+        if start > position:
+            regions.append((position, start))
+        position = max(position, end)
+    if position < size:
+        regions.append((position, size))
+    places = []
+    with open(path, "rb") as fh:
+        for start, end in regions:
+            fh.seek(start)
+            carry, offset = b"", start
+            while offset < end:
+                chunk = fh.read(min(chunk_bytes, end - offset))
+                if not chunk:
+                    break
+                window = carry + chunk
+                if values.hits_in_bytes(window, encodings):
+                    places.append(f"file bytes {offset - len(carry)}-{offset + len(chunk)}")
+                    break
+                offset += len(chunk)
+                carry = window[len(window) - overlap:] if overlap else b""
+    return places
+
+
+def _encodable(value: str, encoding: str) -> bool:
+    try:
+        value.lower().encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True

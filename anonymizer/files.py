@@ -1,0 +1,443 @@
+"""`deidentify_file`: one DICOM file in; one verified, de-identified file out, or a refusal. In constant memory.
+
+How a file goes through, and why each step is there:
+
+1. **Read** with `dcmread(defer_size=DEFER_BYTES)`: every value larger than that stays on disk, so the pixel
+   data of a 1 GB multi-frame file is never loaded (`deidentify` never touches it, see `values.PIXEL_TAGS`).
+   Input that is not DICOM, truncated or malformed is refused with a reason; it never raises.
+2. **De-identify** with the pure `deidentify`, which returns a copy in which the pixel data is still the
+   input's raw, deferred element: its position (`value_tell`) and length in the source file.
+3. **Write** a temporary file in the destination folder, in the input's transfer syntax: pydicom writes
+   the preamble (zeroed), the regenerated file meta and the elements before the pixel data; the pixel data
+   element's header is encoded here and its value is copied from the source file in `COPY_CHUNK_BYTES`
+   chunks; pydicom writes the elements after it (private groups such as 7FE1 and the Digital Signatures
+   Sequence, already de-identified) onto the same file. This is why memory does not grow with the file.
+   Encapsulated (compressed) pixel data has an undefined length: its items are walked, header by header,
+   to the sequence delimiter, and exactly that byte range is copied.
+4. **Verify** the written file before it gets its name, independently of `deidentify`: the identifying
+   values are recomputed from the *input*; the temporary file is parsed back and searched
+   (`verify.check`), and its raw bytes outside the pixel data values are searched in chunks
+   (`verify.file_hits`). Any hit deletes the temporary file and refuses the input.
+5. **Publish**: fsync the file, rename it to `OUT/<study>/<series>/<instance>.dcm` (named by the
+   de-identified UIDs: input file names often carry the patient's name), fsync the folder. A crash at any
+   point leaves nothing under the final name; only a hidden `.*.partial` file can remain after a hard kill.
+
+Refusal reasons name places and causes, never values, and never the file's path (which can carry a name):
+they go to stderr, the batch report and the quarantine record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import struct
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Literal, TypeVar
+
+import pydicom
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import BytesLengthException, InvalidDicomError
+from pydicom.filebase import DicomFileLike
+from pydicom.filewriter import write_data_element, write_dataset
+from pydicom.tag import BaseTag
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from anonymizer import verify
+from anonymizer.deidentify import Profile, deidentify, identifying_values
+from anonymizer.errors import Refused
+from anonymizer.profile import RuleTable
+from anonymizer.values import PIXEL_TAGS, IdentifyingValues
+
+DEFER_BYTES = 64 * 1024  # values larger than this stay on disk while the file is read
+COPY_CHUNK_BYTES = 1024 * 1024  # pixel data is copied, and the written file searched, in chunks of this size
+
+UNDEFINED_LENGTH = 0xFFFFFFFF
+_ITEM, _SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
+_BULK_VRS = frozenset({"OB", "OW", "OF", "OD", "UN"})
+_UID_NAME = re.compile(r"[0-9]+(\.[0-9]+)*")  # a UID is a safe file name; nothing else is used as one
+# Exceptions pydicom and the struct module raise on damaged input. TypeError and AttributeError are left
+# out on purpose: they mean a bug here, and a bug must be seen, not filed as a refused input.
+T = TypeVar("T")
+_MALFORMED = (ValueError, KeyError, IndexError, struct.error, OverflowError, UnicodeError, NotImplementedError,
+              BytesLengthException)
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What became of one input file. Holds no patient data (`source` is the site's own local path)."""
+
+    source: Path
+    status: Literal["accepted", "refused"]
+    output: Path | None  # OUT/<study>/<series>/<instance>.dcm when accepted
+    reason: str | None  # why it was refused: places and causes, never values
+    bytes_in: int
+    report: dict[str, Any] = field(default_factory=dict)  # Report.to_dict() when deidentify ran
+    quarantined: Path | None = None  # the quarantine record, when refused and a quarantine folder was given
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": str(self.source), "status": self.status,
+                "output": str(self.output) if self.output else None, "reason": self.reason,
+                "bytes_in": self.bytes_in, "report": self.report,
+                "quarantined": str(self.quarantined) if self.quarantined else None}
+
+
+def deidentify_file(src: Path, out_dir: Path, profile: Profile, *, quarantine_dir: Path | None = None) -> FileResult:
+    """De-identify the DICOM file `src` into `out_dir`, verified, or refuse it (and quarantine the refusal).
+
+    Never raises for bad input: a non-DICOM, truncated or malformed file, or one that must not leave, comes
+    back refused. Errors of the output side (disk full, no permission on `out_dir`) do raise OSError: they
+    are not a property of the input, and every following file would fail alike. The source file is only
+    ever opened for reading.
+    """
+    src = Path(src)
+    bytes_in = 0
+    report: dict[str, Any] = {}
+    try:
+        try:
+            state = os.stat(src)
+        except OSError as exc:
+            raise Refused(f"unreadable: {exc.strerror or type(exc).__name__}") from None
+        bytes_in = state.st_size
+        # A damaged value is the input's property: it is processed or refused, and the result says which.
+        # pydicom's per-value warnings would only flood a batch's stderr.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            source = _read(src, state.st_size)
+            out, deidentify_report = _phase("cannot be de-identified", lambda: deidentify(source, profile))
+            report = deidentify_report.to_dict()
+            values = _phase("cannot be de-identified",
+                            lambda: identifying_values(source, profile, RuleTable.load()))
+            output = _write_verified(src, state, out, values, out_dir)
+    except Refused as exc:
+        record = _quarantine(src, exc.reason, report, quarantine_dir) if quarantine_dir is not None else None
+        return FileResult(src, "refused", None, exc.reason, bytes_in, report, record)
+    return FileResult(src, "accepted", output, None, bytes_in, report, None)
+
+
+# ---- reading --------------------------------------------------------------------------------------
+
+def _read(src: Path, size: int) -> Dataset:
+    """The input, large values deferred; refused when it is not a complete, composite DICOM instance."""
+    try:
+        try:
+            dataset = pydicom.dcmread(src, defer_size=DEFER_BYTES)
+        except InvalidDicomError:
+            if not _starts_like_a_dataset(src):
+                raise Refused("not a DICOM file: no 'DICM' prefix after a 128-byte preamble, and the content "
+                              "does not start like a DICOM data set") from None
+            # A data set without the Part 10 header (older exports): readable, and it gets a header on output.
+            dataset = pydicom.dcmread(src, defer_size=DEFER_BYTES, force=True)
+    except EOFError as exc:
+        raise Refused(f"truncated: {_describe(exc)}") from None
+    except OSError as exc:
+        raise Refused(f"unreadable: {exc.strerror or type(exc).__name__}") from None
+    except _MALFORMED as exc:
+        raise Refused(f"unreadable: malformed DICOM ({_describe(exc)})") from None
+    _check_transfer_syntax(dataset)
+    _check_complete(dataset, size)
+    if not dataset.get("SOPClassUID") or not dataset.get("SOPInstanceUID"):
+        raise Refused("not a composite DICOM instance: no SOP Class UID or SOP Instance UID "
+                      "(a DICOMDIR, a bare data set or a damaged file); nothing to send")
+    # An image always has pixel data: without it, the file was cut exactly between two elements.
+    image = "Rows" in dataset or "Image Storage" in UID(str(dataset.SOPClassUID)).name
+    if image and not any(tag in dataset for tag in PIXEL_TAGS):
+        raise Refused("truncated: an image without pixel data")
+    return dataset
+
+
+def _starts_like_a_dataset(src: Path) -> bool:
+    with open(src, "rb") as fh:
+        head = fh.read(4)
+    # Group 0008 (or a file meta group 0002 without preamble), little or big endian.
+    return len(head) == 4 and head[:2] in (b"\x08\x00", b"\x02\x00", b"\x00\x08", b"\x00\x02")
+
+
+def _check_complete(dataset: Dataset, size: int) -> None:
+    """pydicom reads a file cut short without complaint (a deferred value is skipped by seeking, a cut
+    element header ends the data set): find the cut from the lengths instead."""
+    last_end: int | None = None
+    for tag in sorted(dataset.keys()):
+        elem = dataset.get_item(tag, keep_deferred=True)
+        if isinstance(elem, RawDataElement) and elem.length != UNDEFINED_LENGTH:
+            last_end = elem.value_tell + elem.length
+            if last_end > size:
+                raise Refused(f"truncated: element {BaseTag(tag)} needs {last_end - size} bytes more than "
+                              f"the file has")
+        else:
+            last_end = None  # a parsed sequence: its end is not known here
+    if last_end is not None and last_end < size:
+        raise Refused(f"truncated: the file ends inside an element header ({size - last_end} bytes after "
+                      f"the last complete element)")
+
+
+def _check_transfer_syntax(dataset: Dataset) -> None:
+    meta = dataset.file_meta
+    syntax = meta.get("TransferSyntaxUID")
+    if syntax == DeflatedExplicitVRLittleEndian:
+        raise Refused("Deflated Explicit VR Little Endian is not supported: its bytes cannot be searched as "
+                      "written; export the file uncompressed")
+    if syntax is not None and not UID(syntax).is_transfer_syntax:
+        raise Refused("unknown (private) transfer syntax: the file cannot be rewritten safely")
+    if syntax is None:  # a missing Transfer Syntax UID: the encoding pydicom detected, if that says all
+        pixels = dataset.get_item(0x7FE00010, keep_deferred=True)
+        if isinstance(pixels, RawDataElement) and pixels.length == UNDEFINED_LENGTH:
+            raise Refused("no Transfer Syntax UID and compressed pixel data: the compression is unknown")
+        implicit, little = dataset.original_encoding
+        meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                  ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+
+
+# ---- writing --------------------------------------------------------------------------------------
+
+def output_path(out_dir: Path, dataset: Dataset) -> Path:
+    """OUT/<study>/<series>/<instance>.dcm from the (de-identified) UIDs of `dataset`."""
+    study = _uid_name(dataset.get("StudyInstanceUID"), "unknown-study", "Study Instance UID")
+    series = _uid_name(dataset.get("SeriesInstanceUID"), "unknown-series", "Series Instance UID")
+    instance = _uid_name(dataset.get("SOPInstanceUID"), None, "SOP Instance UID")
+    return out_dir / study / series / f"{instance}.dcm"
+
+
+def _uid_name(value: object, missing: str | None, what: str) -> str:
+    text = str(value or "").strip("\0 ")
+    if not text and missing is not None:
+        return missing
+    if not _UID_NAME.fullmatch(text) or len(text) > 64:
+        raise Refused(f"the output's {what} is not a valid UID, so it cannot name the output file")
+    return text
+
+
+def _write_verified(src: Path, state: os.stat_result, out: Dataset, values: IdentifyingValues,
+                    out_dir: Path) -> Path:
+    """Write `out` to a temporary file next to its final name, verify it, then rename it into place."""
+    final = output_path(out_dir, out)
+    created = _make_dirs(final.parent)
+    descriptor, temp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial")
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(descriptor, "wb") as fh:
+            skip = _phase("cannot be written", lambda: _write(fh, out, src, state))
+            fh.flush()
+            os.fsync(fh.fileno())
+        _verify(temp, values, out, skip)
+        os.replace(temp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        raise
+    _fsync_dir(final.parent)
+    for directory in created:
+        _fsync_dir(directory.parent)
+    return final
+
+
+def _write(fh: BinaryIO, out: Dataset, src: Path, state: os.stat_result) -> list[tuple[int, int]]:
+    """Encode `out` into `fh`, pixel data values copied from `src`. Returns the byte ranges of those values."""
+    fp = DicomFileLike(fh)
+    tags = sorted(out.keys())
+    bulk = [tag for tag in tags if tag in PIXEL_TAGS]
+    first = bulk[0] if bulk else None
+    head = _part(out, [t for t in tags if first is None or t < first])
+    head.file_meta = out.file_meta
+    head.preamble = b"\0" * 128
+    pydicom.dcmwrite(fp, head, enforce_file_format=True)  # sets fp's encoding from the transfer syntax
+    if not bulk:
+        return []
+    charset = out.get("SpecificCharacterSet", "ISO_IR 6")
+    ranges: list[tuple[int, int]] = []
+    try:
+        source = open(src, "rb")  # noqa: SIM115 - the with below closes it; only opening is guarded
+    except OSError as exc:
+        raise Refused(f"unreadable: {exc.strerror or type(exc).__name__}") from None
+    with source:
+        for index, tag in enumerate(bulk):
+            ranges.append(_write_bulk(fp, fh, source, out.get_item(tag, keep_deferred=True)))
+            upto = bulk[index + 1] if index + 1 < len(bulk) else None
+            rest = [t for t in tags if t > tag and (upto is None or t < upto)]
+            if rest:  # the elements after the pixel data, in the same encoding and character set
+                write_dataset(fp, _part(out, rest), parent_encoding=charset)
+        now = os.fstat(source.fileno())
+    if (now.st_size, now.st_mtime_ns) != (state.st_size, state.st_mtime_ns):
+        raise Refused("the input file changed while it was being de-identified; send it again when it is complete")
+    return ranges
+
+
+def _part(out: Dataset, tags: list[BaseTag]) -> Dataset:
+    """Some of `out`'s elements, as they are (raw elements stay raw), with `out`'s original encoding."""
+    part = Dataset({tag: out.get_item(tag, keep_deferred=True) for tag in tags})
+    implicit, little = out.original_encoding
+    part.set_original_encoding(implicit, little, out.original_character_set)
+    return part
+
+
+def _write_bulk(fp: DicomFileLike, fh: BinaryIO, source: BinaryIO, elem: DataElement | RawDataElement,
+                ) -> tuple[int, int]:
+    """Write one pixel data element; return the byte range of its value in the output."""
+    if not isinstance(elem, RawDataElement):
+        # Changed in memory (a pixel-cleaning step): pydicom encodes it like any element.
+        if not isinstance(elem.value, bytes):
+            raise Refused(f"{elem.tag} is not a byte value (damaged pixel data)")
+        start = fh.tell()
+        write_data_element(fp, elem)
+        header = 8 if fp.is_implicit_VR else 12
+        return start + header, fh.tell()
+    # The input's own element: its value is still in the source file, at value_tell.
+    if elem.is_little_endian != fp.is_little_endian:
+        raise Refused(f"{elem.tag}: byte order differs from the transfer syntax (damaged file)")
+    if elem.length == UNDEFINED_LENGTH:
+        length = _encapsulated_length(source, elem.value_tell, elem.is_little_endian)
+    else:
+        length = elem.length
+    fp.write_tag(elem.tag)
+    if not fp.is_implicit_VR:
+        fp.write(_bulk_vr(elem).encode("ascii"))
+        fp.write_US(0)  # reserved
+    fp.write_UL(elem.length)
+    start = fh.tell()
+    _copy_range(source, fh, elem.value_tell, length)
+    return start, fh.tell()
+
+
+def _bulk_vr(elem: RawDataElement) -> str:
+    vr = elem.VR or {0x7FE00008: "OF", 0x7FE00009: "OD"}.get(elem.tag, "OB" if elem.length == UNDEFINED_LENGTH
+                                                              else "OW")
+    if vr not in _BULK_VRS:
+        raise Refused(f"{elem.tag} has the value representation {vr}, not one pixel data can have (damaged file)")
+    return vr
+
+
+def _encapsulated_length(source: BinaryIO, start: int, little: bool) -> int:
+    """Bytes from `start` to the end of the sequence delimiter of encapsulated pixel data (PS3.5 A.4),
+    found by reading only the item headers."""
+    header = struct.Struct("<HHL" if little else ">HHL")
+    source.seek(start)
+    position = start
+    while True:
+        raw = source.read(8)
+        if len(raw) < 8:
+            raise Refused("truncated: the file ends inside the compressed pixel data")
+        group, element, length = header.unpack(raw)
+        tag = group << 16 | element
+        position += 8
+        if tag == _SEQUENCE_DELIMITER:
+            return position - start
+        if tag != _ITEM or length == UNDEFINED_LENGTH:
+            raise Refused(f"damaged compressed pixel data: ({group:04X},{element:04X}) where an item "
+                          f"or the sequence delimiter belongs")
+        position += length
+        source.seek(position)
+
+
+def _copy_range(source: BinaryIO, target: BinaryIO, start: int, length: int) -> None:
+    """Copy `length` bytes of `source` from `start` to `target`, one chunk in memory at a time."""
+    source.seek(start)
+    remaining = length
+    while remaining:
+        chunk = source.read(min(COPY_CHUNK_BYTES, remaining))
+        if not chunk:
+            raise Refused("truncated: the file ends inside the pixel data")
+        target.write(chunk)
+        remaining -= len(chunk)
+
+
+# ---- verification and publishing ------------------------------------------------------------------
+
+def _verify(temp: Path, values: IdentifyingValues, out: Dataset, skip: list[tuple[int, int]]) -> None:
+    """The written file, parsed back and as bytes outside the pixel data, holds none of `values`."""
+    written = _phase("the written file does not read back",
+                     lambda: pydicom.dcmread(temp, defer_size=DEFER_BYTES))
+    verify.check(values, written)
+    for tag, (start, _) in zip([t for t in sorted(PIXEL_TAGS) if t in written], skip, strict=False):
+        elem = written.get_item(tag, keep_deferred=True)
+        if isinstance(elem, RawDataElement) and elem.value_tell != start:
+            raise Refused("the written file does not read back as written (pixel data out of place)")
+    places = verify.file_hits(values, temp, skip=skip, encodings=verify.charset_encodings(out))
+    if places:
+        raise Refused(f"verification found identifying values of the input in the written file at "
+                      f"{', '.join(places[:5])}")
+
+
+def _make_dirs(directory: Path) -> list[Path]:
+    """Create `directory` and missing parents (0700); return those created, outermost first."""
+    missing: list[Path] = []
+    current = directory
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another worker made it a moment ago
+            path.mkdir(mode=0o700)
+    return list(reversed(missing))
+
+
+def _fsync_dir(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _quarantine(src: Path, reason: str, report: dict[str, Any], quarantine_dir: Path) -> Path:
+    """Record a refusal: quarantine_dir/<sha256 of the absolute source path>.json, 0600.
+
+    The record holds the source path, the reason, the time and the report: no value from the file. The path
+    is the site's own and may carry a patient's name, which is acceptable on the device; quarantine records
+    are never uploaded, and the quarantine folder must never be inside the output folder that leaves.
+    """
+    absolute = str(src.absolute())
+    record = quarantine_dir / f"{hashlib.sha256(absolute.encode('utf-8', 'surrogateescape')).hexdigest()}.json"
+    created = _make_dirs(quarantine_dir)
+    body = json.dumps({"source": str(src), "reason": reason, "time": datetime.now(UTC).isoformat(),
+                       "report": report}, indent=2, ensure_ascii=False)
+    descriptor, temp_name = tempfile.mkstemp(dir=quarantine_dir, prefix=".", suffix=".partial")  # 0600
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8", errors="surrogateescape") as fh:
+            fh.write(body + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temp_name, record)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        raise
+    _fsync_dir(quarantine_dir)
+    for directory in created:
+        _fsync_dir(directory.parent)
+    return record
+
+
+# ---- small helpers --------------------------------------------------------------------------------
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|b'[^']*'")
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception for a refusal reason: its type and message, quoted parts (which may be values) cut."""
+    lines = str(exc).splitlines()
+    text = _QUOTED.sub("'...'", lines[0])[:160] if lines else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _phase(what: str, step: Callable[[], T]) -> T:
+    """Run `step`; damaged input it trips over becomes a refusal that says in which phase."""
+    try:
+        return step()
+    except EOFError as exc:
+        raise Refused(f"truncated: {_describe(exc)}") from None
+    except _MALFORMED as exc:
+        raise Refused(f"{what}: {_describe(exc)}") from None
