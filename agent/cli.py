@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="output folder: DIR/<study>/<series>/<instance>.dcm, named by the new UIDs")
     anon.add_argument("--option", action="append", default=[], metavar="NAME",
                       help=f"a profile option, repeatable: {', '.join(o.value for o in Option)}")
+    anon.add_argument("--pixel-rules", type=Path, metavar="FILE",
+                      help="Clean Pixel Data: a TOML file of [[rule]] tables (manufacturer, model, modality, rows, "
+                           "columns, rectangles); a matching image has its rectangles blanked and is sent despite "
+                           "burned-in text")
     anon.add_argument("--key-file", type=Path, metavar="FILE",
                       help="the site's pseudonym key (default <state_dir>/keys/anonymizer.key, from agent.toml)")
     anon.add_argument("--report", type=Path, metavar="FILE",
@@ -293,13 +297,19 @@ def anonymize(args: argparse.Namespace) -> int:
     the batch had to stop (the output could not be written) or the report could not be written."""
     from anonymizer.batch import collect_inputs, run_batch  # only this command needs pydicom
     from anonymizer.errors import KeyFileError, ProfileError
+    from anonymizer.pixels import load_rules
 
     if args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1 (one worker process per core is the most useful), not {args.jobs}")
     try:
         options = validate_options(args.option)
+        pixel_rules = load_rules(args.pixel_rules) if args.pixel_rules is not None else ()
     except ProfileError as exc:
         raise UsageError(str(exc)) from None
+    if Option.CLEAN_PIXEL_DATA in options and not pixel_rules:
+        raise UsageError("the option 'clean-pixel-data' needs --pixel-rules FILE: the rules say which rectangles of "
+                         "whose images to blank (see docs/deidentification.md). With --pixel-rules, the option is "
+                         "implied.")
     out: Path = args.out
     key_file: Path = args.key_file or load_config(args.config, required=False).paths.anonymizer_key
     if args.report is not None and args.report.resolve().is_relative_to(out.resolve()):
@@ -316,7 +326,8 @@ def anonymize(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot create the output folder {out}: {exc.strerror}. Choose another --out.") from None
     line = ProgressLine(sys.stderr) if sys.stderr.isatty() and not args.quiet else None
     try:
-        batch = run_batch(inputs, out, options=options, key_file=key_file, jobs=args.jobs, progress=line)
+        batch = run_batch(inputs, out, options=options, key_file=key_file, jobs=args.jobs, progress=line,
+                          pixel_rules=pixel_rules)
     except KeyFileError as exc:
         hint = "" if args.key_file else (
             " The default key lives with the agent's state: run this as root or as the agent's service user, or "

@@ -40,6 +40,7 @@ from typing import Any
 from anonymizer.deidentify import Profile
 from anonymizer.errors import KeyFileError
 from anonymizer.files import FileResult, deidentify_file
+from anonymizer.pixels import PixelRule
 from anonymizer.profile import Option
 from anonymizer.pseudonyms import Pseudonymizer
 
@@ -159,9 +160,10 @@ def default_quarantine_dir(out_dir: Path) -> Path:
 
 
 def run_batch(inputs: list[Path], out_dir: Path, *, options: frozenset[Option], key_file: Path, jobs: int = 1,
-              quarantine_dir: Path | None = None,
-              progress: Callable[[Progress], None] | None = None) -> BatchReport:
+              quarantine_dir: Path | None = None, progress: Callable[[Progress], None] | None = None,
+              pixel_rules: tuple[PixelRule, ...] = ()) -> BatchReport:
     """De-identify `inputs` (see `collect_inputs`) into `out_dir`; each refusal is recorded in the quarantine.
+    `pixel_rules` (from `pixels.load_rules`) clean the images they match and admit them despite burned-in text.
 
     Raises KeyFileError when the key file cannot be read or created, or lies inside `out_dir` (it
     would leave with the data and undo every pseudonym), and ValueError for `jobs` < 1 or a quarantine
@@ -179,7 +181,7 @@ def run_batch(inputs: list[Path], out_dir: Path, *, options: frozenset[Option], 
                            "is meant to leave the device; with the key, anyone could link the pseudonyms back to "
                            "patients. Keep the key outside the output folder.")
     # Created (or checked) here, once, before any worker starts: see the module docstring.
-    profile = Profile(Pseudonymizer.from_key_file(key_file, create=True), options)
+    profile = Profile(Pseudonymizer.from_key_file(key_file, create=True), options, pixel_rules=pixel_rules)
     quarantine = quarantine_dir if quarantine_dir is not None else default_quarantine_dir(out_dir)
     if quarantine.resolve().is_relative_to(out_dir):
         raise ValueError(f"the quarantine {quarantine} lies inside the output folder {out_dir}, which is meant to "
@@ -204,7 +206,7 @@ def run_batch(inputs: list[Path], out_dir: Path, *, options: frozenset[Option], 
                 batch.stop(exc)
                 work.appendleft((index, path))
     else:
-        _run_pool(work, out_dir, options, key_file, quarantine, jobs, batch)
+        _run_pool(work, out_dir, options, pixel_rules, key_file, quarantine, jobs, batch)
     return BatchReport(results=[r for r in batch.results if r is not None], started=started, finished=_utc_now(),
                        options=sorted(o.value for o in options), elapsed_s=batch.elapsed_s(),
                        quarantine_dir=quarantine, stopped=batch.stopped, not_done=[path for _, path in sorted(work)])
@@ -296,9 +298,9 @@ def _deidentify_one(path: Path, out_dir: Path, profile: Profile, quarantine: Pat
 _worker_profile: Profile | None = None
 
 
-def _init_worker(options: frozenset[Option], key_file: Path) -> None:
+def _init_worker(options: frozenset[Option], key_file: Path, pixel_rules: tuple[PixelRule, ...]) -> None:
     global _worker_profile
-    _worker_profile = Profile(Pseudonymizer.from_key_file(key_file, create=False), options)
+    _worker_profile = Profile(Pseudonymizer.from_key_file(key_file, create=False), options, pixel_rules=pixel_rules)
 
 
 def _work(path: Path, out_dir: Path, quarantine: Path) -> FileResult:
@@ -314,17 +316,18 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context(method)
 
 
-def _run_pool(pending: deque[tuple[int, Path]], out_dir: Path, options: frozenset[Option], key_file: Path,
+def _run_pool(pending: deque[tuple[int, Path]], out_dir: Path, options: frozenset[Option],
+              pixel_rules: tuple[PixelRule, ...], key_file: Path,
               quarantine: Path, jobs: int, batch: _Batch) -> None:
     """Run `pending` in a pool of `jobs` workers; what is left in `pending` afterwards was never tried."""
     while pending and batch.stopped is None:
-        suspects = _run_until_broken(pending, out_dir, options, key_file, quarantine, jobs, batch)
+        suspects = _run_until_broken(pending, out_dir, options, pixel_rules, key_file, quarantine, jobs, batch)
         for position, (index, path) in enumerate(suspects):  # one at a time, each alone in a fresh pool
             if batch.stopped is not None:
                 pending.extendleft(reversed(suspects[position:]))
                 break
             alone = deque([(index, path)])
-            if _run_until_broken(alone, out_dir, options, key_file, quarantine, 1, batch):
+            if _run_until_broken(alone, out_dir, options, pixel_rules, key_file, quarantine, 1, batch):
                 batch.record(index, _refused(path, "internal error: the worker process stopped while "
                                                    "de-identifying this file (a crash, or out of memory); the file "
                                                    "was not written. Please report this to ServiceGate support",
@@ -332,14 +335,15 @@ def _run_pool(pending: deque[tuple[int, Path]], out_dir: Path, options: frozense
             pending.extend(alone)  # still there only when the batch stopped on it
 
 
-def _run_until_broken(pending: deque[tuple[int, Path]], out_dir: Path, options: frozenset[Option], key_file: Path,
+def _run_until_broken(pending: deque[tuple[int, Path]], out_dir: Path, options: frozenset[Option],
+                      pixel_rules: tuple[PixelRule, ...], key_file: Path,
                       quarantine: Path, jobs: int, batch: _Batch) -> list[tuple[int, Path]]:
     """Run files from `pending` until it is empty, the batch stops, or the pool breaks; return the files
     lost in a break. After a stop, the files in flight are finished and the rest stay in `pending`."""
     in_flight: dict[Future[FileResult], tuple[int, Path]] = {}
     lost: list[tuple[int, Path]] = []
     executor = ProcessPoolExecutor(max_workers=jobs, mp_context=_pool_context(), initializer=_init_worker,
-                                   initargs=(options, key_file))
+                                   initargs=(options, key_file, pixel_rules))
     try:
         while in_flight or (pending and batch.stopped is None):
             while pending and batch.stopped is None and len(in_flight) < jobs * IN_FLIGHT_PER_JOB:

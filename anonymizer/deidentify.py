@@ -20,6 +20,12 @@ keeps every output valid for `dciodvfy`.
 
 The Patient's Name and Patient ID are not emptied but replaced by keyed pseudonyms, consistent
 across files and runs with the same site key (allowed: Z and D both permit a dummy value).
+
+Pixel data is never walked. When a configured pixel-cleaning rule (`anonymizer.pixels`) matches, the
+image is admitted despite burned-in text, the rule's byte plan is computed here (refusing what cannot be
+cleaned with certainty) and returned in the Report; a value held in memory is blanked in the copy, and a
+value still on disk is blanked by `anonymizer.files` while it is copied. Such a copy cannot be written
+with pydicom directly: a deferred value has no file to come from once the copy lost the input's name.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -37,6 +43,7 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
 from anonymizer.errors import Refused
+from anonymizer.pixels import PIXEL_DATA, BlankPlan, PixelRule, blank_bytes, blank_plan, matching_rule
 from anonymizer.profile import BASIC_PROFILE_CODE, Option, RuleTable, action_for, safe_private_list
 from anonymizer.pseudonyms import Pseudonymizer, is_well_known
 from anonymizer.values import (
@@ -79,6 +86,7 @@ class Profile:
     pseudonymizer: Pseudonymizer
     options: frozenset[Option] = frozenset()
     safe_private: frozenset[tuple[int, str, int]] = field(default_factory=lambda: safe_private_list())
+    pixel_rules: tuple[PixelRule, ...] = ()  # Clean Pixel Data: the first that matches an image is applied
 
 
 @dataclass
@@ -90,39 +98,62 @@ class Report:
     private_kept: int = 0
     safety_net: list[str] = field(default_factory=list)  # paths of elements the safety net removed
     options: list[str] = field(default_factory=list)
+    pixel_plan: BlankPlan | None = None  # the bytes a pixel-cleaning rule blanks; None when no rule applied
 
     def to_dict(self) -> dict[str, Any]:
         return {"actions": dict(sorted(self.actions.items())), "private_removed": self.private_removed,
-                "private_kept": self.private_kept, "safety_net": list(self.safety_net), "options": self.options}
+                "private_kept": self.private_kept, "safety_net": list(self.safety_net), "options": self.options,
+                "pixel_rule": self.pixel_plan.rule if self.pixel_plan else None}
 
 
 def deidentify(dataset: Dataset, profile: Profile) -> tuple[Dataset, Report]:
     """De-identify a copy of `dataset`. Raises Refused when the data must not leave at all."""
     with tolerant():
-        refuse_unsafe_content(dataset, profile)
+        rule = refuse_unsafe_content(dataset, profile)
+        plan = blank_plan(dataset, rule) if rule is not None else None
         table = RuleTable.load()
         values = identifying_values(dataset, profile, table)
         patient_key = _patient_key(dataset)
         out = copy.deepcopy(dataset)
-        report = Report(options=sorted(o.value for o in profile.options))
+        # Clean Pixel Data is recorded only where pixels were cleaned: the option alone cleans nothing.
+        options = (profile.options - {Option.CLEAN_PIXEL_DATA}) | ({Option.CLEAN_PIXEL_DATA} if plan else set())
+        report = Report(options=sorted(o.value for o in options), pixel_plan=plan)
         _Walker(profile, table, values, patient_key, report).process(out)
         _safety_net(out, values, report)
         _regenerate_file_meta(out)
-        _add_method_attributes(out, profile)
+        if plan is not None:
+            _blank_in_memory(out, plan)
+            out.BurnedInAnnotation = "NO"  # PS3.15 E.3.1
+        _add_method_attributes(out, frozenset(options))
     return out, report
 
 
-def refuse_unsafe_content(dataset: Dataset, profile: Profile) -> None:
-    """Burned-in text and encapsulated documents cannot be cleaned by attribute rules: refuse them."""
+def refuse_unsafe_content(dataset: Dataset, profile: Profile) -> PixelRule | None:
+    """Burned-in text and encapsulated documents cannot be cleaned by attribute rules: refuse them, unless a
+    configured pixel-cleaning rule matches the image. Returns that rule (it is applied whenever it matches)."""
     if "EncapsulatedDocument" in dataset:
         raise Refused("an encapsulated document (PDF, CDA, ...) can carry patient data in its content; "
                       "it is never sent")
+    rule = matching_rule(dataset, profile.pixel_rules)
+    if rule is not None:
+        return rule
     burned = str(dataset.get("BurnedInAnnotation", "")).upper()
     if burned == "YES":
         raise Refused("Burned In Annotation is YES: patient data may be written into the pixels")
     if not burned and _commonly_burned_in(dataset):
         raise Refused(f"no Burned In Annotation attribute, and {_kind(dataset)} images commonly carry burned-in "
                       f"text; configure a pixel-cleaning rule for this device to send them")
+    return None
+
+
+def _blank_in_memory(dataset: Dataset, plan: BlankPlan) -> None:
+    """Blank a pixel data value that is held in memory; one still on disk is blanked while it is copied."""
+    elem = dataset.get_item(PIXEL_DATA, keep_deferred=True)
+    if isinstance(elem, RawDataElement):
+        if elem.value is not None:
+            dataset[PIXEL_DATA] = elem._replace(value=blank_bytes(elem.value, plan))
+    elif elem is not None and isinstance(elem.value, bytes):
+        elem.value = blank_bytes(elem.value, plan)
 
 
 # ---- identifying values ---------------------------------------------------------------------------
@@ -361,20 +392,20 @@ def _regenerate_file_meta(dataset: Dataset) -> None:
         dataset.filename = None  # the original file name may contain the patient's name
 
 
-def _add_method_attributes(dataset: Dataset, profile: Profile) -> None:
+def _add_method_attributes(dataset: Dataset, options: frozenset[Option]) -> None:
     dataset.PatientIdentityRemoved = "YES"
     dataset.DeidentificationMethod = METHOD_TEXT
     codes = []
-    for value, meaning in [BASIC_PROFILE_CODE, *sorted((o.code, o.meaning) for o in profile.options)]:
+    for value, meaning in [BASIC_PROFILE_CODE, *sorted((o.code, o.meaning) for o in options)]:
         item = Dataset()
         item.CodeValue = value
         item.CodingSchemeDesignator = "DCM"
         item.CodeMeaning = meaning
         codes.append(item)
     dataset.DeidentificationMethodCodeSequence = Sequence(codes)
-    if Option.RETAIN_LONG_FULL_DATES in profile.options:
+    if Option.RETAIN_LONG_FULL_DATES in options:
         dataset.LongitudinalTemporalInformationModified = "UNMODIFIED"
-    elif Option.RETAIN_LONG_MODIFIED_DATES in profile.options:
+    elif Option.RETAIN_LONG_MODIFIED_DATES in options:
         dataset.LongitudinalTemporalInformationModified = "MODIFIED"
     else:
         dataset.LongitudinalTemporalInformationModified = "REMOVED"

@@ -13,7 +13,9 @@ How a file goes through, and why each step is there:
    chunks; pydicom writes the elements after it (private groups such as 7FE1 and the Digital Signatures
    Sequence, already de-identified) onto the same file. This is why memory does not grow with the file.
    Encapsulated (compressed) pixel data has an undefined length: its items are walked, header by header,
-   to the sequence delimiter, and exactly that byte range is copied.
+   to the sequence delimiter, and exactly that byte range is copied. When a pixel-cleaning rule applied
+   (Clean Pixel Data, `anonymizer.pixels`), each chunk has the rule's rectangles zeroed as it passes, in
+   every frame; the plan is a few numbers per frame, so memory stays constant here too.
 4. **Verify** the written file before it gets its name, independently of `deidentify`: the identifying
    values are recomputed from the *input*; the temporary file is parsed back and searched
    (`verify.check`), and its raw bytes outside the pixel data values are searched in chunks
@@ -60,6 +62,7 @@ from pydicom.uid import (
 from anonymizer import verify
 from anonymizer.deidentify import Profile, deidentify, identifying_values
 from anonymizer.errors import Refused
+from anonymizer.pixels import PIXEL_DATA, BlankPlan
 from anonymizer.profile import RuleTable
 from anonymizer.values import PIXEL_TAGS, IdentifyingValues
 
@@ -122,7 +125,7 @@ def deidentify_file(src: Path, out_dir: Path, profile: Profile, *, quarantine_di
             report = deidentify_report.to_dict()
             values = _phase("cannot be de-identified",
                             lambda: identifying_values(source, profile, RuleTable.load()))
-            output = _write_verified(src, state, out, values, out_dir)
+            output = _write_verified(src, state, out, values, out_dir, deidentify_report.pixel_plan)
     except Refused as exc:
         record = _quarantine(src, exc.reason, report, quarantine_dir) if quarantine_dir is not None else None
         return FileResult(src, "refused", None, exc.reason, bytes_in, report, record)
@@ -222,7 +225,7 @@ def _uid_name(value: object, missing: str | None, what: str) -> str:
 
 
 def _write_verified(src: Path, state: os.stat_result, out: Dataset, values: IdentifyingValues,
-                    out_dir: Path) -> Path:
+                    out_dir: Path, plan: BlankPlan | None = None) -> Path:
     """Write `out` to a temporary file next to its final name, verify it, then rename it into place."""
     final = output_path(out_dir, out)
     created = _make_dirs(final.parent)
@@ -230,7 +233,7 @@ def _write_verified(src: Path, state: os.stat_result, out: Dataset, values: Iden
     temp = Path(temp_name)
     try:
         with os.fdopen(descriptor, "wb") as fh:
-            skip = _phase("cannot be written", lambda: _write(fh, out, src, state))
+            skip = _phase("cannot be written", lambda: _write(fh, out, src, state, plan))
             fh.flush()
             os.fsync(fh.fileno())
         _verify(temp, values, out, skip)
@@ -245,8 +248,10 @@ def _write_verified(src: Path, state: os.stat_result, out: Dataset, values: Iden
     return final
 
 
-def _write(fh: BinaryIO, out: Dataset, src: Path, state: os.stat_result) -> list[tuple[int, int]]:
-    """Encode `out` into `fh`, pixel data values copied from `src`. Returns the byte ranges of those values."""
+def _write(fh: BinaryIO, out: Dataset, src: Path, state: os.stat_result,
+           plan: BlankPlan | None = None) -> list[tuple[int, int]]:
+    """Encode `out` into `fh`, pixel data values copied from `src` (Pixel Data blanked by `plan`, if given).
+    Returns the byte ranges of those values."""
     fp = DicomFileLike(fh)
     tags = sorted(out.keys())
     bulk = [tag for tag in tags if tag in PIXEL_TAGS]
@@ -265,7 +270,8 @@ def _write(fh: BinaryIO, out: Dataset, src: Path, state: os.stat_result) -> list
         raise Refused(f"unreadable: {exc.strerror or type(exc).__name__}") from None
     with source:
         for index, tag in enumerate(bulk):
-            ranges.append(_write_bulk(fp, fh, source, out.get_item(tag, keep_deferred=True)))
+            ranges.append(_write_bulk(fp, fh, source, out.get_item(tag, keep_deferred=True),
+                                      plan if tag == PIXEL_DATA else None))
             upto = bulk[index + 1] if index + 1 < len(bulk) else None
             rest = [t for t in tags if t > tag and (upto is None or t < upto)]
             if rest:  # the elements after the pixel data, in the same encoding and character set
@@ -285,10 +291,10 @@ def _part(out: Dataset, tags: list[BaseTag]) -> Dataset:
 
 
 def _write_bulk(fp: DicomFileLike, fh: BinaryIO, source: BinaryIO, elem: DataElement | RawDataElement,
-                ) -> tuple[int, int]:
-    """Write one pixel data element; return the byte range of its value in the output."""
+                plan: BlankPlan | None = None) -> tuple[int, int]:
+    """Write one pixel data element, `plan`'s bytes zeroed; return the byte range of its value in the output."""
     if not isinstance(elem, RawDataElement):
-        # Changed in memory (a pixel-cleaning step): pydicom encodes it like any element.
+        # Changed in memory (`deidentify` blanked it already): pydicom encodes it like any element.
         if not isinstance(elem.value, bytes):
             raise Refused(f"{elem.tag} is not a byte value (damaged pixel data)")
         start = fh.tell()
@@ -299,6 +305,8 @@ def _write_bulk(fp: DicomFileLike, fh: BinaryIO, source: BinaryIO, elem: DataEle
     if elem.is_little_endian != fp.is_little_endian:
         raise Refused(f"{elem.tag}: byte order differs from the transfer syntax (damaged file)")
     if elem.length == UNDEFINED_LENGTH:
+        if plan is not None:  # blank_plan refuses compressed data; this is only a second lock
+            raise Refused("Clean Pixel Data needs uncompressed pixel data")
         length = _encapsulated_length(source, elem.value_tell, elem.is_little_endian)
     else:
         length = elem.length
@@ -308,7 +316,10 @@ def _write_bulk(fp: DicomFileLike, fh: BinaryIO, source: BinaryIO, elem: DataEle
         fp.write_US(0)  # reserved
     fp.write_UL(elem.length)
     start = fh.tell()
-    _copy_range(source, fh, elem.value_tell, length)
+    if plan is None:
+        _copy_range(source, fh, elem.value_tell, length)
+    else:
+        _copy_blanked(source, fh, elem.value_tell, length, plan)
     return start, fh.tell()
 
 
@@ -344,13 +355,19 @@ def _encapsulated_length(source: BinaryIO, start: int, little: bool) -> int:
 
 def _copy_range(source: BinaryIO, target: BinaryIO, start: int, length: int) -> None:
     """Copy `length` bytes of `source` from `start` to `target`, one chunk in memory at a time."""
+    _copy_blanked(source, target, start, length, None)
+
+
+def _copy_blanked(source: BinaryIO, target: BinaryIO, start: int, length: int, plan: BlankPlan | None) -> None:
+    """`_copy_range`, zeroing the bytes `plan` names (offsets within the copied range) in each chunk as it
+    passes; a range may span two chunks, and `plan.apply` clips it to each."""
     source.seek(start)
     remaining = length
     while remaining:
         chunk = source.read(min(COPY_CHUNK_BYTES, remaining))
         if not chunk:
             raise Refused("truncated: the file ends inside the pixel data")
-        target.write(chunk)
+        target.write(plan.apply(chunk, length - remaining) if plan is not None else chunk)
         remaining -= len(chunk)
 
 

@@ -329,6 +329,8 @@ def _cell(text: str) -> str:
 
 def markdown() -> str:
     """docs/deidentification.md: which attribute gets which action under which options."""
+    from anonymizer.pixels import CLEAN_PIXEL_DATA_DOCS  # here: pixels needs pydicom, this module does not
+
     table = RuleTable.load()
     columns = [o for o in Option if o.column]
     out = [
@@ -416,14 +418,16 @@ def markdown() -> str:
         "  (and UTF-8 and Latin-1). Any hit refuses the file; the reason names where, never the value.",
         "- **Refused outright**: Burned In Annotation = YES; images without that attribute from modalities and",
         "  SOP classes that commonly carry burned-in text (US, IVUS, visible light, secondary capture, screen and",
-        "  document captures); any encapsulated document (PDF, CDA). A configured pixel-cleaning rule will",
-        "  admit such images (a later part of this work).",
+        "  document captures); any encapsulated document (PDF, CDA). An image that a configured pixel-cleaning",
+        "  rule matches is admitted and cleaned (see Clean Pixel Data below); nothing admits a document.",
         "- The file meta information is regenerated from the de-identified dataset, and the 128-byte preamble",
         "  is zeroed. Private blocks are removed, except attributes on the safe-private list under Retain Safe",
         "  Private (their creator element stays with them).",
         "- Added to every output: Patient Identity Removed = YES, De-identification Method, De-identification",
         "  Method Code Sequence (113100 and one code per option), and Longitudinal Temporal Information",
         "  Modified (REMOVED, UNMODIFIED or MODIFIED).",
+        "",
+        *CLEAN_PIXEL_DATA_DOCS,
         "",
         "## Options",
         "",
