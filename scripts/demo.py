@@ -19,10 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import pydicom
+from pydicom.data import get_testdata_file
+
 from agent.client import Client
 from agent.errors import AgentUnreachableError
 
-STEPS = 13
+STEPS = 14
 
 
 class Demo:
@@ -71,6 +74,18 @@ class Demo:
         # "Session 12345678: ..." is the first line the CLI prints for a session
         return output.split()[1].rstrip(":")
 
+    def anonymize(self) -> None:
+        """De-identify a CT image (pydicom's bundled sample) the way anything bound for the portal will be."""
+        self.step("A CT image is de-identified before it could leave: patient attributes before and after.")
+        source = Path(get_testdata_file("CT_small.dcm", download=False) or "")
+        out = self.workdir / "deidentified"
+        self.sg("anonymize", str(source), "--out", str(out), "--report", str(self.workdir / "anonymize.json"))
+        after = next(out.rglob("*.dcm"))
+        before_ds, after_ds = pydicom.dcmread(source), pydicom.dcmread(after)
+        for keyword in ("PatientName", "PatientID", "PatientBirthDate", "StudyInstanceUID", "InstitutionName"):
+            print(f"    {keyword:18} {str(before_ds.get(keyword, '')):52.52} -> {str(after_ds.get(keyword, ''))}")
+        print(f"    written as {after.relative_to(self.workdir)} (named by the new UIDs, not the input's name)")
+
     def run(self) -> None:
         self.step("Start the agent in a temporary folder (no root, nothing listens on the network).")
         agent = self.start_agent()
@@ -105,6 +120,7 @@ class Demo:
             self.sg("audit", "export", "--format", "csv")
             self.step("The audit log's hash chain and signed checkpoints are intact.")
             self.sg("audit", "verify")
+            self.anonymize()
         finally:
             self.step("Stop the agent cleanly (SIGTERM), as systemd would.")
             agent.send_signal(signal.SIGTERM)

@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pydicom
+from pydicom.data import get_testdata_file
+
 from agent.audit_verify import export, verify
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,3 +33,12 @@ def test_demo_walks_the_story_and_leaves_an_intact_audit_log(tmp_path: Path) -> 
     assert [(d["engineer_name"], d["level"]) for d in confirmed] == [("Sam Sample", "full")]
     assert details("kill")[0]["ended_sessions"] == [confirmed[0]["session_id"]]
     assert records[-1]["event"] == "agent_stopped"
+
+    # the de-identification step: one output, verified, named by its new UIDs, without the patient's data
+    outputs = list((tmp_path / "deidentified").rglob("*.dcm"))
+    assert len(outputs) == 1
+    original = pydicom.dcmread(get_testdata_file("CT_small.dcm", download=False))
+    result = pydicom.dcmread(outputs[0])
+    assert result.PatientIdentityRemoved == "YES"
+    assert str(original.PatientName) not in outputs[0].read_bytes().decode("latin-1")
+    assert outputs[0].stem == result.SOPInstanceUID != original.SOPInstanceUID
