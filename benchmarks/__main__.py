@@ -8,10 +8,16 @@ in the same run on the same files and socket:
 - control API `status` round trip (real daemon)     vs  a bare asyncio JSON-lines echo on a Unix socket
 
 Prints a Markdown table; docs/performance.md keeps the figures with the command and the machine.
+
+`python -m benchmarks` runs everything: the agent's figures above (a few seconds) and then the anonymizer against
+its peers (`benchmarks.anonymizer_bench`: what each leaks, and speed on generated corpora; about five minutes, and
+the first run creates the peers' venv `.bench-venv/`). `--only agent`, `--only anonymizer` (leaks and speed) or
+`--only leaks` runs one part.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import json
@@ -151,7 +157,24 @@ def bench_control(root: Path) -> list[tuple[str, str, str, str]]:
     ]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=("agent", "anonymizer", "leaks"),
+                        help="run one part: the agent's hot paths, the anonymizer vs its peers (leaks and speed), "
+                             "or the anonymizer's leak comparison alone")
+    args = parser.parse_args(argv)
+    if args.only in (None, "agent"):
+        bench_agent()
+    if args.only in (None, "anonymizer", "leaks"):
+        from benchmarks import anonymizer_bench
+
+        print(flush=True)
+        command = "python -m benchmarks" + (f" --only {args.only}" if args.only else "")
+        return anonymizer_bench.main(("leaks",) if args.only == "leaks" else ("leaks", "speed"), command)
+    return 0
+
+
+def bench_agent() -> None:
     with tempfile.TemporaryDirectory(prefix="sg-bench-") as tmp:
         root = Path(tmp)
         (root / "audit-bench").mkdir()
@@ -163,7 +186,6 @@ def main() -> int:
     print("|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    return 0
 
 
 if __name__ == "__main__":
