@@ -48,10 +48,12 @@ from anonymizer.profile import BASIC_PROFILE_CODE, Option, RuleTable, action_for
 from anonymizer.pseudonyms import Pseudonymizer, is_well_known
 from anonymizer.values import (
     BINARY_VRS,
+    CODE_KEYWORDS,
     IDENTIFYING_KEYWORDS,
     PIXEL_TAGS,
     PLACEHOLDER,
     IdentifyingValues,
+    element_hits,
     element_text,
     elements,
     person_name_parts,
@@ -67,9 +69,7 @@ METHOD_TEXT = "ServiceGate PS3.15 E.1-1 2024b+2026c"
 _DATE_VRS = frozenset({"DA", "DT", "TM"})
 _LONG_TEXT_VRS = frozenset({"LT", "ST", "UT"})
 _FREE_TEXT_VRS = frozenset({"AE", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UT", "OB", "UN"})
-_CODE_KEYWORDS = frozenset({"CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion", "CodeMeaning",
-                            "LongCodeValue", "URNCodeValue", "ContextIdentifier", "ContextUID", "MappingResource",
-                            "MappingResourceUID", "MappingResourceName"})
+
 _DUMMY: dict[str, Any] = {
     "AE": "ANONYMOUS", "AS": "000Y", "CS": "REMOVED", "DA": "19000101", "DS": "0", "DT": "19000101000000",
     "FL": 0.0, "FD": 0.0, "IS": "0", "LO": PLACEHOLDER, "LT": PLACEHOLDER, "PN": "ANONYMOUS", "SH": PLACEHOLDER,
@@ -119,7 +119,8 @@ def deidentify(dataset: Dataset, profile: Profile) -> tuple[Dataset, Report]:
         options = (profile.options - {Option.CLEAN_PIXEL_DATA}) | ({Option.CLEAN_PIXEL_DATA} if plan else set())
         report = Report(options=sorted(o.value for o in options), pixel_plan=plan)
         _Walker(profile, table, values, patient_key, report).process(out)
-        _safety_net(out, values, report)
+        _safety_net(out, values, report, profile)
+        _drop_orphan_overlays(out)
         _regenerate_file_meta(out)
         if plan is not None:
             _blank_in_memory(out, plan)
@@ -234,14 +235,19 @@ class _Walker:
         self.report.actions[code] += 1
         if code == "X":
             del dataset[elem.tag]
-        elif code == "K" or (code == "U*" and elem.VR == "SQ"):
+        elif code == "K":
             self._recurse(elem, mode)
+        elif elem.VR == "SQ" and code in ("Z", "D", "U*"):
+            # A dummy sequence rather than an empty one: some IODs require items wherever the sequence is
+            # present, so emptying it can make the file invalid. Its UIDs are replaced by their own rules
+            # and every free-text value in it becomes a dummy, so it holds nothing of the original.
+            self._recurse(elem, "D")
         elif code in ("U", "U*") and elem.VR == "UI":
             elem.value = _map(elem.value, self.profile.pseudonymizer.uid)
         elif elem.tag in (PATIENT_NAME, PATIENT_ID) and code in ("Z", "D", "U*"):
             elem.value = self._pseudonym(elem.tag)
         elif code in ("Z", "U*"):
-            elem.value = Sequence([]) if elem.VR == "SQ" else elem.empty_value
+            elem.value = elem.empty_value
         elif code == "D":
             self._dummy(dataset, elem)
         elif code == "C":
@@ -260,7 +266,7 @@ class _Walker:
         too. Codes always stay: coded entries carry no names (Annex E)."""
         if elem.VR == "SQ":
             self._recurse(elem, mode)
-        elif elem.keyword in _CODE_KEYWORDS or elem.VR not in _FREE_TEXT_VRS:
+        elif elem.keyword in CODE_KEYWORDS or elem.VR not in _FREE_TEXT_VRS:
             return
         elif mode is None:
             if elem.VR in _LONG_TEXT_VRS:  # an addition: long free text the table does not list is removed
@@ -343,11 +349,14 @@ def resolve(code: str) -> str:
 
 # ---- safety net, file meta, method attributes -----------------------------------------------------
 
-def _safety_net(dataset: Dataset, values: IdentifyingValues, report: Report) -> None:
-    """Remove any element still holding an identifying value, wherever it is."""
+def _safety_net(dataset: Dataset, values: IdentifyingValues, report: Report, profile: Profile) -> None:
+    """Take the identifying content out of any element that still holds an identifying value, wherever it
+    is: text is scrubbed, names become ANONYMOUS, UIDs are replaced like U, binary values are removed.
+    The element itself stays where it can, so a Type 1 or 2 attribute (Manufacturer, say) keeps the file
+    valid; `values.element_hits` decides what holds a value."""
     if not values:
         return
-    doomed: list[tuple[Dataset, BaseTag, str]] = []
+    doomed: list[tuple[Dataset, DataElement, str]] = []
 
     def visit(ds: Dataset, path: str) -> None:
         for elem in elements(ds):
@@ -355,22 +364,39 @@ def _safety_net(dataset: Dataset, values: IdentifyingValues, report: Report) -> 
             if elem.VR == "SQ":
                 for index, item in enumerate(elem.value or []):
                     visit(item, f"{here}[{index}]>")
-            elif _holds(elem, values):
-                doomed.append((ds, elem.tag, here))
+            elif not (ds is dataset and _is_pseudonym(elem)) and element_hits(elem, values):
+                doomed.append((ds, elem, here))
 
     visit(dataset, "")
-    for ds, tag, path in doomed:
-        del ds[tag]
+    for ds, elem, path in doomed:
         report.safety_net.append(path)
+        if elem.VR == "PN":
+            elem.value = _DUMMY["PN"]
+        elif elem.VR == "UI":
+            elem.value = _map(elem.value, profile.pseudonymizer.uid)
+        elif elem.VR in BINARY_VRS or (text := element_text(elem)) is None:
+            del ds[elem.tag]
+        else:
+            cleaned = _map(elem.value, lambda v: scrub(v, values)) if elem.VM > 1 else scrub(text, values)
+            elem.value = cleaned
+            if element_hits(elem, values):  # a short value that is the whole text: nothing of it can stay
+                elem.value = PLACEHOLDER
 
 
-def _holds(elem: DataElement, values: IdentifyingValues) -> bool:
-    if elem.value is None:
-        return False
-    if elem.VR in BINARY_VRS:
-        return isinstance(elem.value, bytes) and bool(values.hits_in_bytes(elem.value))
-    text = element_text(elem)
-    return text is not None and bool(values.hits_in_text(text))
+def _is_pseudonym(elem: DataElement) -> bool:
+    """The patient's keyed pseudonyms, which `deidentify` itself set: made of a fixed prefix and HMAC digits."""
+    return elem.tag in (PATIENT_NAME, PATIENT_ID) and str(elem.value).startswith(("ANONYMOUS^", "SG-"))
+
+
+def _drop_orphan_overlays(dataset: Dataset) -> None:
+    """An overlay whose Overlay Data (60xx,3000) was removed is removed whole: its other attributes would
+    describe a missing overlay (a Type 1 error in the Overlay Plane module)."""
+    present = list(dataset.keys())
+    for group in range(0x6000, 0x6020, 2):
+        tags = [tag for tag in present if BaseTag(tag).group == group]
+        if tags and Tag(group, 0x3000) not in dataset:
+            for tag in tags:
+                del dataset[tag]
 
 
 def _regenerate_file_meta(dataset: Dataset) -> None:

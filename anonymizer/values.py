@@ -12,11 +12,14 @@ or points to the patient or the original instances:
 - the original instance UIDs the profile replaces (Study, Series, SOP Instance, Frame of Reference,
   and every referenced instance UID).
 
-Values of 4 characters or more are searched as substrings (case-insensitive for text); shorter
-ones (a patient named "Li", a study ID "7") only match an element whose whole value is equal, so
-they do not make every file fail. A value an option retains (for example the UIDs under Retain
+Values of 4 characters or more (6 digits or more for a number) are searched as substrings
+(case-insensitive for text); shorter ones (a patient named "Li", a study ID "7") only match an element
+of name or ID text whose whole value, or one of whose name components, is equal, so they do not make
+every file fail. Numbers, dates, times and code strings are not searched (`element_hits`).
+A value an option retains (for example the UIDs under Retain
 UIDs, the birth date under Retain Longitudinal Temporal Information with Full Dates) is not an
-identifying value. These sets are used twice: by the safety net inside `deidentify` and by the
+identifying value, and neither is a dummy word (ANONYMOUS, REMOVED, UNKNOWN...), which names nobody.
+These sets are used twice: by the safety net inside `deidentify` and by the
 independent verification pass before anything leaves.
 """
 
@@ -34,6 +37,15 @@ from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 
 SUBSTRING_MIN = 4  # shorter values only match a whole element value
+# Words that name nobody: the dummies ServiceGate writes itself, and what test and already de-identified
+# inputs say instead of a name. Searched as bytes they would refuse files for a code meaning ("Test ...").
+DUMMY_WORDS = frozenset({"ANONYMOUS", "ANONYMIZED", "ANONYMISED", "ANON", "REMOVED", "UNKNOWN", "TEST",
+                         "PATIENT", "PHANTOM", "DEMO"})
+# Coded entries carry no names (Annex E); searching them would remove "DCM" because a patient is called so.
+CODE_KEYWORDS = frozenset({"CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion", "CodeMeaning",
+                           "LongCodeValue", "URNCodeValue", "ContextIdentifier", "ContextUID", "MappingResource",
+                           "MappingResourceUID", "MappingResourceName"})
+NUMBER_SUBSTRING_MIN = 6
 
 # Keywords whose (removed or replaced) values identify the patient, beyond person names and UIDs.
 IDENTIFYING_KEYWORDS = frozenset({
@@ -45,6 +57,8 @@ IDENTIFYING_KEYWORDS = frozenset({
 TEXT_VRS = frozenset({"AE", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT",
                       "AS"})
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+SEARCHED_VRS = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UI", "UR", "UT"})
+NAME_AND_ID_VRS = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 PLACEHOLDER = "REMOVED"
 
 
@@ -61,9 +75,9 @@ class IdentifyingValues:
 
     @classmethod
     def of(cls, values: Iterable[str]) -> IdentifyingValues:
-        cleaned = {v.strip() for v in values if v and v.strip()}
-        return cls(long=frozenset(v for v in cleaned if len(v) >= SUBSTRING_MIN),
-                   short=frozenset(v for v in cleaned if len(v) < SUBSTRING_MIN))
+        cleaned = {v.strip() for v in values if v and v.strip() and v.strip().upper() not in DUMMY_WORDS}
+        return cls(long=frozenset(v for v in cleaned if _searchable(v)),
+                   short=frozenset(v for v in cleaned if not _searchable(v)))
 
     def __or__(self, other: IdentifyingValues) -> IdentifyingValues:
         return IdentifyingValues(self.long | other.long, self.short | other.short)
@@ -98,6 +112,30 @@ class IdentifyingValues:
                     found.add(value)
                     break
         return found
+
+
+def element_hits(elem: DataElement, values: IdentifyingValues) -> set[str]:
+    """The identifying values one element holds. Only values that can carry a name or an ID are searched:
+    text (substrings of long values; whole values and name components of short ones in name and ID text)
+    and binary values (long values only). Numbers, dates, times and code strings are not: they are handled
+    by the table, and a Study ID "1" must not take every Instance Number "1" with it."""
+    if elem.value is None or elem.VR == "SQ" or elem.keyword in CODE_KEYWORDS:
+        return set()
+    if elem.VR in BINARY_VRS:
+        return values.hits_in_bytes(elem.value) if isinstance(elem.value, bytes) else set()
+    if elem.VR not in SEARCHED_VRS:
+        return set()
+    text = element_text(elem)
+    if text is None:
+        return set()
+    found = values.hits_in_text(text)
+    return found if elem.VR in NAME_AND_ID_VRS else found & values.long
+
+
+def _searchable(value: str) -> bool:
+    """Searched as a substring: 4 characters or more, or 6 digits or more for a number (a 4-digit Study ID
+    would otherwise be found inside every decimal value and every UID)."""
+    return len(value) >= (NUMBER_SUBSTRING_MIN if value.isdigit() else SUBSTRING_MIN)
 
 
 def person_name_parts(value: object) -> set[str]:

@@ -18,7 +18,7 @@ from pydicom.charset import convert_encodings
 from pydicom.dataset import Dataset, FileMetaDataset
 
 from anonymizer.errors import Refused
-from anonymizer.values import BINARY_VRS, IdentifyingValues, element_text, elements, tolerant, walk
+from anonymizer.values import IdentifyingValues, element_hits, elements, tolerant, walk
 
 
 def check(values: IdentifyingValues, output: Dataset) -> None:
@@ -33,14 +33,7 @@ def check(values: IdentifyingValues, output: Dataset) -> None:
 def parsed_hits(values: IdentifyingValues, output: Dataset) -> list[str]:
     hits = []
     for path, elem in walk(output):
-        if elem.VR == "SQ" or elem.value is None:
-            continue
-        if elem.VR in BINARY_VRS:
-            found = isinstance(elem.value, bytes) and values.hits_in_bytes(elem.value)
-        else:
-            text = element_text(elem)
-            found = text is not None and values.hits_in_text(text)
-        if found:
+        if element_hits(elem, values):
             hits.append(path)
     return hits
 
