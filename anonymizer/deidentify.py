@@ -173,7 +173,7 @@ def identifying_values(dataset: Dataset, profile: Profile, table: RuleTable) -> 
             found |= person_name_parts(elem.value)
         elif elem.keyword in IDENTIFYING_KEYWORDS:
             found |= {str(v) for v in _as_list(elem.value)}
-        elif elem.VR == "UI" and "U" in code:
+        elif elem.VR == "UI" and "U" in code and Option.RETAIN_UIDS not in profile.options:
             found |= {str(v) for v in _as_list(elem.value) if not is_well_known(str(v))}
     return IdentifyingValues.of(found)
 

@@ -125,6 +125,8 @@ def element_hits(elem: DataElement, values: IdentifyingValues) -> set[str]:
         return values.hits_in_bytes(elem.value) if isinstance(elem.value, bytes) else set()
     if elem.VR not in SEARCHED_VRS:
         return set()
+    if elem.VR == "UI":  # a UID is one value, not text: "1.2.3.4.5" must not match inside "1.2.3.4.5.0"
+        return {str(v).strip() for v in _values(elem.value)} & (values.long | values.short)
     text = element_text(elem)
     if text is None:
         return set()

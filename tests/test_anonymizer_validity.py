@@ -36,10 +36,9 @@ PYDICOM_FILES = [
     "CT_small.dcm",
     "MR_small.dcm",
     "rtplan.dcm",
-    # rtdose.dcm: accepted, but dciodvfy (dicom3tools 1.00~20220618) aborts on the *input* itself
-    # (assertion `bitsallocated <= bytesinword*8u` in attrothr.cc: 32-bit dose grid in OW). Kept in the list:
-    # the case skips while the tool cannot read the input, and runs by itself once a fixed dicom3tools can.
-    "rtdose.dcm",
+    # Not rtdose.dcm: it is accepted, but dciodvfy (dicom3tools 1.00~20220618) aborts on the *input* itself
+    # (assertion `bitsallocated <= bytesinword*8u` in attrothr.cc: a 32-bit dose grid), so it cannot judge
+    # the output either. Its de-identification is covered by tests/test_anonymizer_deidentify.py.
     "rtstruct.dcm",
     "test-SR.dcm",
     "reportsi.dcm",
@@ -210,8 +209,6 @@ def test_deidentified_output_has_no_new_dciodvfy_errors(source: str, profile_nam
     require_dciodvfy()
     src = source_path(source, planted_dir)
     before = validate_input(src)
-    if before.returncode < 0 and not before.iods:
-        pytest.skip(f"dciodvfy cannot validate the input itself ({before.describe()})")
     assert before.completed, f"dciodvfy did not complete on the input {source}: {before.describe()}"
 
     result = deidentify_file(src, tmp_path / "out", Profile(Pseudonymizer(KEY), PROFILES[profile_name]))
