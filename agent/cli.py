@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="output folder: DIR/<study>/<series>/<instance>.dcm, named by the new UIDs")
     anon.add_argument("--option", action="append", default=[], metavar="NAME",
                       help=f"a profile option, repeatable: {', '.join(o.value for o in Option)}")
+    anon.add_argument("--safe-private", type=Path, metavar="FILE",
+                      help="more safe private attributes, kept under --option retain-safe-private: a CSV with the "
+                           "columns of the standard's list (Data Element, Private Creator, VR, VM, Meaning)")
     anon.add_argument("--pixel-rules", type=Path, metavar="FILE",
                       help="Clean Pixel Data: a TOML file of [[rule]] tables (manufacturer, model, modality, rows, "
                            "columns, rectangles); a matching image has its rectangles blanked and is sent despite "
@@ -298,12 +301,14 @@ def anonymize(args: argparse.Namespace) -> int:
     from anonymizer.batch import collect_inputs, run_batch  # only this command needs pydicom
     from anonymizer.errors import KeyFileError, ProfileError
     from anonymizer.pixels import load_rules
+    from anonymizer.profile import read_safe_private
 
     if args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1 (one worker process per core is the most useful), not {args.jobs}")
     try:
         options = validate_options(args.option)
         pixel_rules = load_rules(args.pixel_rules) if args.pixel_rules is not None else ()
+        safe_private = read_safe_private(args.safe_private) if args.safe_private is not None else ()
     except ProfileError as exc:
         raise UsageError(str(exc)) from None
     if Option.CLEAN_PIXEL_DATA in options and not pixel_rules:
@@ -327,7 +332,7 @@ def anonymize(args: argparse.Namespace) -> int:
     line = ProgressLine(sys.stderr) if sys.stderr.isatty() and not args.quiet else None
     try:
         batch = run_batch(inputs, out, options=options, key_file=key_file, jobs=args.jobs, progress=line,
-                          pixel_rules=pixel_rules)
+                          pixel_rules=pixel_rules, safe_private=safe_private)
     except KeyFileError as exc:
         hint = "" if args.key_file else (
             " The default key lives with the agent's state: run this as root or as the agent's service user, or "

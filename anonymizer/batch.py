@@ -8,9 +8,9 @@ raises OSError only for that, and every following file would fail the same way, 
 and says why, listing the files it never tried.
 
 Why processes and not threads: de-identification is pure Python over pydicom and holds the GIL, so
-threads would not use a second core. Each worker builds its Profile once, in the pool's initializer,
-from the options and the key file; the parent creates the key file before the pool starts, so two
-workers on a fresh install never race to create two different keys.
+threads would not use a second core. The parent builds the Profile once (creating the key file on a
+fresh install, so no two workers race to create two different keys) and hands it to every worker in
+the pool's initializer.
 
 Why a worker crash is handled the way it is: when a worker dies, the pool is broken and every file in
 flight fails alike, so the pool cannot say which file killed it. Those files are then retried one at a
@@ -41,7 +41,7 @@ from anonymizer.deidentify import Profile
 from anonymizer.errors import KeyFileError
 from anonymizer.files import FileResult, deidentify_file
 from anonymizer.pixels import PixelRule
-from anonymizer.profile import Option
+from anonymizer.profile import Option, SafePrivate, safe_private_list
 from anonymizer.pseudonyms import Pseudonymizer
 
 # Files handed to the pool ahead of the workers: enough to keep every worker busy, few enough that a
@@ -161,9 +161,10 @@ def default_quarantine_dir(out_dir: Path) -> Path:
 
 def run_batch(inputs: list[Path], out_dir: Path, *, options: frozenset[Option], key_file: Path, jobs: int = 1,
               quarantine_dir: Path | None = None, progress: Callable[[Progress], None] | None = None,
-              pixel_rules: tuple[PixelRule, ...] = ()) -> BatchReport:
+              pixel_rules: tuple[PixelRule, ...] = (), safe_private: tuple[SafePrivate, ...] = ()) -> BatchReport:
     """De-identify `inputs` (see `collect_inputs`) into `out_dir`; each refusal is recorded in the quarantine.
-    `pixel_rules` (from `pixels.load_rules`) clean the images they match and admit them despite burned-in text.
+    `pixel_rules` (from `pixels.load_rules`) clean the images they match and admit them despite burned-in text;
+    `safe_private` extends the standard's safe private attributes (kept under Retain Safe Private).
 
     Raises KeyFileError when the key file cannot be read or created, or lies inside `out_dir` (it
     would leave with the data and undo every pseudonym), and ValueError for `jobs` < 1 or a quarantine
@@ -181,7 +182,8 @@ def run_batch(inputs: list[Path], out_dir: Path, *, options: frozenset[Option], 
                            "is meant to leave the device; with the key, anyone could link the pseudonyms back to "
                            "patients. Keep the key outside the output folder.")
     # Created (or checked) here, once, before any worker starts: see the module docstring.
-    profile = Profile(Pseudonymizer.from_key_file(key_file, create=True), options, pixel_rules=pixel_rules)
+    profile = Profile(Pseudonymizer.from_key_file(key_file, create=True), options, pixel_rules=pixel_rules,
+                      safe_private=safe_private_list(safe_private))
     quarantine = quarantine_dir if quarantine_dir is not None else default_quarantine_dir(out_dir)
     if quarantine.resolve().is_relative_to(out_dir):
         raise ValueError(f"the quarantine {quarantine} lies inside the output folder {out_dir}, which is meant to "
@@ -206,7 +208,7 @@ def run_batch(inputs: list[Path], out_dir: Path, *, options: frozenset[Option], 
                 batch.stop(exc)
                 work.appendleft((index, path))
     else:
-        _run_pool(work, out_dir, options, pixel_rules, key_file, quarantine, jobs, batch)
+        _run_pool(work, out_dir, profile, quarantine, jobs, batch)
     return BatchReport(results=[r for r in batch.results if r is not None], started=started, finished=_utc_now(),
                        options=sorted(o.value for o in options), elapsed_s=batch.elapsed_s(),
                        quarantine_dir=quarantine, stopped=batch.stopped, not_done=[path for _, path in sorted(work)])
@@ -298,9 +300,9 @@ def _deidentify_one(path: Path, out_dir: Path, profile: Profile, quarantine: Pat
 _worker_profile: Profile | None = None
 
 
-def _init_worker(options: frozenset[Option], key_file: Path, pixel_rules: tuple[PixelRule, ...]) -> None:
+def _init_worker(profile: Profile) -> None:
     global _worker_profile
-    _worker_profile = Profile(Pseudonymizer.from_key_file(key_file, create=False), options, pixel_rules=pixel_rules)
+    _worker_profile = profile
 
 
 def _work(path: Path, out_dir: Path, quarantine: Path) -> FileResult:
@@ -316,18 +318,17 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context(method)
 
 
-def _run_pool(pending: deque[tuple[int, Path]], out_dir: Path, options: frozenset[Option],
-              pixel_rules: tuple[PixelRule, ...], key_file: Path,
+def _run_pool(pending: deque[tuple[int, Path]], out_dir: Path, profile: Profile,
               quarantine: Path, jobs: int, batch: _Batch) -> None:
     """Run `pending` in a pool of `jobs` workers; what is left in `pending` afterwards was never tried."""
     while pending and batch.stopped is None:
-        suspects = _run_until_broken(pending, out_dir, options, pixel_rules, key_file, quarantine, jobs, batch)
+        suspects = _run_until_broken(pending, out_dir, profile, quarantine, jobs, batch)
         for position, (index, path) in enumerate(suspects):  # one at a time, each alone in a fresh pool
             if batch.stopped is not None:
                 pending.extendleft(reversed(suspects[position:]))
                 break
             alone = deque([(index, path)])
-            if _run_until_broken(alone, out_dir, options, pixel_rules, key_file, quarantine, 1, batch):
+            if _run_until_broken(alone, out_dir, profile, quarantine, 1, batch):
                 batch.record(index, _refused(path, "internal error: the worker process stopped while "
                                                    "de-identifying this file (a crash, or out of memory); the file "
                                                    "was not written. Please report this to ServiceGate support",
@@ -335,15 +336,14 @@ def _run_pool(pending: deque[tuple[int, Path]], out_dir: Path, options: frozense
             pending.extend(alone)  # still there only when the batch stopped on it
 
 
-def _run_until_broken(pending: deque[tuple[int, Path]], out_dir: Path, options: frozenset[Option],
-                      pixel_rules: tuple[PixelRule, ...], key_file: Path,
+def _run_until_broken(pending: deque[tuple[int, Path]], out_dir: Path, profile: Profile,
                       quarantine: Path, jobs: int, batch: _Batch) -> list[tuple[int, Path]]:
     """Run files from `pending` until it is empty, the batch stops, or the pool breaks; return the files
     lost in a break. After a stop, the files in flight are finished and the rest stay in `pending`."""
     in_flight: dict[Future[FileResult], tuple[int, Path]] = {}
     lost: list[tuple[int, Path]] = []
     executor = ProcessPoolExecutor(max_workers=jobs, mp_context=_pool_context(), initializer=_init_worker,
-                                   initargs=(options, key_file, pixel_rules))
+                                   initargs=(profile,))
     try:
         while in_flight or (pending and batch.stopped is None):
             while pending and batch.stopped is None and len(in_flight) < jobs * IN_FLIGHT_PER_JOB:

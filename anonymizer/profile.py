@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import resources
+from pathlib import Path
 from types import MappingProxyType
 
 from anonymizer.errors import ProfileError
@@ -306,6 +307,18 @@ def parse_safe_private(text_rows: Iterable[Mapping[str, str]]) -> list[SafePriva
         parsed.append(SafePrivate(group=group, creator=creator, element=low, vr=(row.get("VR") or "").strip(),
                                   meaning=(row.get("Meaning") or "").strip()))
     return parsed
+
+
+def read_safe_private(path: Path) -> tuple[SafePrivate, ...]:
+    """A site's own safe private attributes: a CSV file with the columns of Table E.3.10-1."""
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            return tuple(parse_safe_private(csv.DictReader(handle)))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ProfileError(f"{path}: cannot read the safe private list ({exc}); give a CSV file with the columns "
+                           "Data Element, Private Creator, VR, VM, Meaning") from None
+    except ProfileError as exc:
+        raise ProfileError(f"{path}: {exc}") from None
 
 
 @functools.cache

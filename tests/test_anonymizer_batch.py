@@ -392,3 +392,32 @@ def test_the_cli_says_why_it_stopped_and_exits_1(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     assert json.loads((tmp_path / "report.json").read_text())["not_done"] == [str(p) for p in
                                                                                collect_inputs([folder])[1:]]
+
+
+def test_a_sites_safe_private_list_extends_the_standards(tmp_path: Path) -> None:
+    source = tmp_path / "in" / "ct.dcm"
+    source.parent.mkdir()
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm", download=False))
+    block = ds.private_block(0x0041, "SITE SCANNER 1", create=True)
+    block.add_new(0x10, "DS", "2.5")  # a dose factor the site knows to be safe
+    ds.save_as(source)
+    listing = tmp_path / "safe.csv"
+    listing.write_text('Data Element,Private Creator,VR,VM,Meaning\n"(0041,xx10)",SITE SCANNER 1,DS,1,Dose factor\n')
+    key = tmp_path / "site.key"
+
+    def private_value(out: Path) -> object:
+        result = pydicom.dcmread(next(out.rglob("*.dcm")))
+        return result.get((0x0041, 0x1010)).value if (0x0041, 0x1010) in result else None
+
+    kept = cli(source, "--out", tmp_path / "kept", "--option", "retain-safe-private", "--safe-private", listing,
+               "--key-file", key, "--quiet")
+    assert kept.returncode == 0, kept.stderr
+    assert private_value(tmp_path / "kept") == "2.5"
+    plain = cli(source, "--out", tmp_path / "plain", "--option", "retain-safe-private", "--key-file", key, "--quiet")
+    assert plain.returncode == 0, plain.stderr
+    assert private_value(tmp_path / "plain") is None  # not on the standard's list
+    listing.write_text("Data Element,Private Creator,VR,VM,Meaning\n(0040,xx10),X,DS,1,even group\n")
+    bad = cli(source, "--out", tmp_path / "bad", "--safe-private", listing, "--key-file", key, "--quiet")
+    assert bad.returncode == 2
+    assert "safe.csv" in bad.stderr
+    assert "Traceback" not in bad.stderr
