@@ -22,7 +22,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn
@@ -280,3 +280,19 @@ class Client:
                 # connections): the agent hangs up after it.
                 connection.close()
             _raise_error(message)
+
+
+def wait_for_agent(socket_path: Path, *, timeout_s: float = 30, alive: Callable[[], bool] = lambda: True) -> bool:
+    """Wait until an agent answers on `socket_path` (True), or `alive()` turns False (False: the process
+    that was to start it has exited). Raises AgentUnreachableError when nobody answered in `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not alive():
+            return False
+        try:
+            with Client(socket_path, timeout_s=2) as client:
+                client.connect()
+            return True
+        except AgentUnreachableError:
+            time.sleep(0.05)  # a real process coming up; polled, as its readiness has no other signal here
+    raise AgentUnreachableError(f"no agent answered on {socket_path} within {timeout_s:.0f} s")

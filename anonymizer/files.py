@@ -125,7 +125,7 @@ def deidentify_file(src: Path, out_dir: Path, profile: Profile, *, quarantine_di
             values = _phase("cannot be de-identified",
                             lambda: identifying_values(source, profile, RuleTable.load()))
             out, deidentify_report = _phase("cannot be de-identified",
-                                            lambda: deidentify(source, profile, in_place=True))
+                                            lambda: deidentify(source, profile, in_place=True, values=values))
             report = deidentify_report.to_dict()
             output = _write_verified(src, state, out, values, out_dir, deidentify_report.pixel_plan)
     except Refused as exc:

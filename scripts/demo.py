@@ -16,13 +16,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pydicom
 from pydicom.data import get_testdata_file
 
-from agent.client import Client
+from agent.client import wait_for_agent
 from agent.errors import AgentUnreachableError
 
 STEPS = 14
@@ -57,18 +56,13 @@ class Demo:
         log = (self.workdir / "agent.log").open("wb")
         agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(self.config), "run"],
                                  stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if agent.poll() is not None:
-                raise SystemExit(f"demo: the agent stopped at start; see {self.workdir / 'agent.log'}")
-            try:
-                with Client(self.socket, timeout_s=2) as client:
-                    client.connect()
+        try:
+            if wait_for_agent(self.socket, alive=lambda: agent.poll() is None):
                 return agent
-            except AgentUnreachableError:
-                time.sleep(0.1)
-        agent.kill()
-        raise SystemExit("demo: the agent did not answer within 30 s")
+        except AgentUnreachableError:
+            agent.kill()
+            raise SystemExit("demo: the agent did not answer within 30 s") from None
+        raise SystemExit(f"demo: the agent stopped at start; see {self.workdir / 'agent.log'}")
 
     def session_id(self, output: str) -> str:
         # "Session 12345678: ..." is the first line the CLI prints for a session

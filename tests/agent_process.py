@@ -7,11 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from agent.client import Client
+from agent.client import wait_for_agent
 from agent.errors import AgentUnreachableError
 
 
@@ -34,17 +33,13 @@ class AgentProcess:
     def start(self) -> AgentProcess:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(self.command(), stdout=log, stderr=log, env=self.env)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"agent exited with {self.process.returncode}:\n{self.log.read_text()}")
-            try:
-                with Client(self.socket, timeout_s=2) as client:
-                    client.connect()
+        process = self.process
+        try:
+            if wait_for_agent(self.socket, alive=lambda: process.poll() is None):
                 return self
-            except AgentUnreachableError:
-                time.sleep(0.05)  # waiting for a real process to come up, not for a timeout under test
-        raise RuntimeError(f"agent did not answer within 30 s:\n{self.log.read_text()}")
+        except AgentUnreachableError:
+            raise RuntimeError(f"agent did not answer within 30 s:\n{self.log.read_text()}") from None
+        raise RuntimeError(f"agent exited with {process.returncode}:\n{self.log.read_text()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.process is None:

@@ -337,8 +337,8 @@ def test_a_leak_left_by_deidentify_is_refused_by_verification(tmp_path: Path, mo
     planted = write_planted_file(src, 1)
     family = pydicom.dcmread(src).PatientName.family_name
 
-    def leaky(dataset: Dataset, profile: Profile, *, in_place: bool = False) -> tuple[Dataset, Any]:
-        out, report = deidentify(dataset, profile, in_place=in_place)
+    def leaky(dataset: Dataset, profile: Profile, **kwargs: Any) -> tuple[Dataset, Any]:
+        out, report = deidentify(dataset, profile, **kwargs)
         out.Manufacturer = f"{family} Medical"
         return out, report
 
@@ -365,8 +365,8 @@ def test_the_raw_byte_search_alone_finds_a_leak_after_the_pixel_data(tmp_path: P
     write_planted_file(src, 2)
     family = pydicom.dcmread(src).PatientName.family_name
 
-    def leaky(dataset: Dataset, profile: Profile, *, in_place: bool = False) -> tuple[Dataset, Any]:
-        out, report = deidentify(dataset, profile, in_place=in_place)
+    def leaky(dataset: Dataset, profile: Profile, **kwargs: Any) -> tuple[Dataset, Any]:
+        out, report = deidentify(dataset, profile, **kwargs)
         out.private_block(0x7FE1, "LEAKY 1.0", create=True).add_new(0x10, "LO", family)
         return out, report
 
