@@ -39,7 +39,7 @@ from typing import Any
 
 from anonymizer.deidentify import Profile
 from anonymizer.errors import KeyFileError
-from anonymizer.files import FileResult, deidentify_file
+from anonymizer.files import FileResult, deidentify_file, fsync_folders, output_folders
 from anonymizer.pixels import PixelRule
 from anonymizer.profile import Option, SafePrivate, safe_private_list
 from anonymizer.pseudonyms import Pseudonymizer
@@ -209,6 +209,13 @@ def run_batch(inputs: list[Path], out_dir: Path, *, options: frozenset[Option], 
                 work.appendleft((index, path))
     else:
         _run_pool(work, out_dir, profile, quarantine, jobs, batch)
+    # Each output was on disk before it got its name; one fsync per folder now makes the names durable
+    # (rather than one per file: see deidentify_file's `sync_folders`).
+    try:
+        fsync_folders(folder for result in batch.results if result is not None and result.output is not None
+                      for folder in output_folders(out_dir, result.output))
+    except OSError as exc:
+        batch.stop(exc)
     return BatchReport(results=[r for r in batch.results if r is not None], started=started, finished=_utc_now(),
                        options=sorted(o.value for o in options), elapsed_s=batch.elapsed_s(),
                        quarantine_dir=quarantine, stopped=batch.stopped, not_done=[path for _, path in sorted(work)])
@@ -283,7 +290,7 @@ def _deidentify_one(path: Path, out_dir: Path, profile: Profile, quarantine: Pat
     may quote a value from the file, and reasons go to stderr and the report.
     """
     try:
-        return deidentify_file(path, out_dir, profile, quarantine_dir=quarantine)
+        return deidentify_file(path, out_dir, profile, quarantine_dir=quarantine, sync_folders=False)
     except OSError:
         raise  # the output side failed: the batch stops (see run_batch)
     except Exception as exc:  # one file's bug must not stop the batch; it is reported, not hidden

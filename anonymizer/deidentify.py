@@ -35,7 +35,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -48,17 +48,22 @@ from anonymizer.profile import BASIC_PROFILE_CODE, Option, RuleTable, action_for
 from anonymizer.pseudonyms import Pseudonymizer, is_well_known
 from anonymizer.values import (
     BINARY_VRS,
-    CODE_KEYWORDS,
-    IDENTIFYING_KEYWORDS,
+    CODE_TAGS,
+    IDENTIFYING_TAGS,
     PIXEL_TAGS,
     PLACEHOLDER,
+    Element,
     IdentifyingValues,
     element_hits,
     element_text,
+    element_values,
     elements,
+    encodings_of,
     person_name_parts,
+    resolved,
     scrub,
     tolerant,
+    vr_of,
     walk,
 )
 
@@ -164,21 +169,27 @@ def _blank_in_memory(dataset: Dataset, plan: BlankPlan) -> None:
 # ---- identifying values ---------------------------------------------------------------------------
 
 def identifying_values(dataset: Dataset, profile: Profile, table: RuleTable) -> IdentifyingValues:
-    """The identifying values of `dataset` under `profile` (definition in `anonymizer.values`)."""
+    """The identifying values of `dataset` under `profile` (definition in `anonymizer.values`), read
+    from the raw values: nothing but sequences is converted."""
     found: set[str] = set()
-    for _, elem in walk(dataset):
-        if elem.tag.is_private or elem.value is None or elem.VR == "SQ":
+    encodings: dict[int, list[str]] = {}  # per dataset (item), computed once
+    for _, ds, elem in walk(dataset):
+        if elem.tag.is_private or elem.value is None:
             continue
         rule = table.rule_for(int(elem.tag))
         code = action_for(rule, profile.options) if rule else None
         if code is None or code.replace("/", "").strip("K") == "":
             continue  # kept (no rule, or K under the options): an option retains it
-        if elem.VR == "PN":
-            found |= person_name_parts(elem.value)
-        elif elem.keyword in IDENTIFYING_KEYWORDS:
-            found |= {str(v) for v in _as_list(elem.value)}
-        elif elem.VR == "UI" and "U" in code and Option.RETAIN_UIDS not in profile.options:
-            found |= {str(v) for v in _as_list(elem.value) if not is_well_known(str(v))}
+        vr = vr_of(elem)
+        if vr == "PN" or elem.tag in IDENTIFYING_TAGS or (vr == "UI" and "U" in code and
+                                                          Option.RETAIN_UIDS not in profile.options):
+            given = element_values(elem, encodings.setdefault(id(ds), encodings_of(ds)))
+            if vr == "PN":
+                found |= person_name_parts(given)
+            elif vr == "UI":
+                found |= {v for v in given if not is_well_known(v)}
+            else:
+                found |= set(given)
     return IdentifyingValues.of(found)
 
 
@@ -198,25 +209,26 @@ class _Walker:
     def process(self, dataset: Dataset, mode: str | None = None) -> None:
         """Apply the table to one dataset level. `mode` is what an enclosing sequence's action asks of
         the attributes the table does not list: "D" (a dummy sequence: their text becomes dummies), "C"
-        (a cleaned sequence: identifying values are scrubbed from their text), None (they stay)."""
+        (a cleaned sequence: identifying values are scrubbed from their text), None (they stay).
+        An element that is removed or kept as it is stays raw (never converted): see `anonymizer.values`."""
         kept_blocks: set[tuple[int, int]] = set()
+        encodings = encodings_of(dataset)
         for tag in list(dataset.keys()):
             if tag in PIXEL_TAGS:
                 continue  # kept as it is, never loaded: pixel cleaning acts on it separately
-            elem = dataset[tag]
-            if elem.tag.element == 0x0000:  # group lengths: retired, and stale once anything changes
+            if tag.element == 0x0000:  # group lengths: retired, and stale once anything changes
                 del dataset[tag]
                 continue
-            if elem.tag.is_private:
-                if self._keep_private(dataset, elem.tag):
-                    kept_blocks.add((elem.tag.group, elem.tag.element >> 8))
+            if tag.is_private:
+                if self._keep_private(dataset, tag):
+                    kept_blocks.add((tag.group, tag.element >> 8))
                     self.report.private_kept += 1
                     continue
-                if not _is_creator(elem.tag):
+                if not _is_creator(tag):
                     del dataset[tag]
                     self.report.private_removed += 1
                 continue
-            self._apply(dataset, elem, mode)
+            self._apply(dataset, tag, mode, encodings)
         # A private creator stays only while an element of its block stays.
         for tag in list(dataset.keys()):
             if _is_creator(tag) and (BaseTag(tag).group, BaseTag(tag).element) not in kept_blocks:
@@ -230,71 +242,82 @@ class _Walker:
             return False
         return (tag.group, creator.value.strip(), tag.element & 0xFF) in self.profile.safe_private
 
-    def _apply(self, dataset: Dataset, elem: DataElement, mode: str | None) -> None:
-        rule = self.table.rule_for(int(elem.tag))
-        code = resolve(action_for(rule, self.profile.options)) if rule else addition_for(elem.tag, self.profile)
+    def _apply(self, dataset: Dataset, tag: BaseTag, mode: str | None, encodings: list[str]) -> None:
+        rule = self.table.rule_for(int(tag))
+        code = resolve(action_for(rule, self.profile.options)) if rule else addition_for(tag, self.profile)
+        if code == "X":
+            self.report.actions[code] += 1
+            del dataset[tag]
+            return
+        elem = resolved(dataset, tag)
         if code is None:
-            self._unlisted(dataset, elem, mode)
+            self._unlisted(dataset, elem, mode, encodings)
             return
         self.report.actions[code] += 1
-        if code == "X":
-            del dataset[elem.tag]
-        elif code == "K":
+        vr = vr_of(elem)
+        if code == "K":
             self._recurse(elem, mode)
-        elif elem.VR == "SQ" and code in ("Z", "D", "U*"):
+        elif vr == "SQ" and code in ("Z", "D", "U*"):
             # A dummy sequence rather than an empty one: some IODs require items wherever the sequence is
             # present, so emptying it can make the file invalid. Its UIDs are replaced by their own rules
             # and every free-text value in it becomes a dummy, so it holds nothing of the original.
             self._recurse(elem, "D")
-        elif code in ("U", "U*") and elem.VR == "UI":
-            elem.value = _map(elem.value, self.profile.pseudonymizer.uid)
-        elif elem.tag in (PATIENT_NAME, PATIENT_ID) and code in ("Z", "D", "U*"):
-            elem.value = self._pseudonym(elem.tag)
+        elif code in ("U", "U*") and vr == "UI":
+            self._replace_uids(dataset, elem, encodings)
+        elif tag in (PATIENT_NAME, PATIENT_ID) and code in ("Z", "D", "U*"):
+            dataset[tag] = DataElement(tag, vr, self._pseudonym(tag))
         elif code in ("Z", "U*"):
-            elem.value = elem.empty_value
+            dataset[tag] = DataElement(tag, vr, empty_value_for_VR(vr))
         elif code == "D":
-            self._dummy(dataset, elem)
+            self._dummy(dataset, elem, encodings)
         elif code == "C":
-            self._clean(dataset, elem)
+            self._clean(dataset, dataset[tag])
         else:  # a code the table does not use; fail closed
-            del dataset[elem.tag]
+            del dataset[tag]
 
-    def _recurse(self, elem: DataElement, mode: str | None) -> None:
-        if elem.VR == "SQ" and elem.value is not None:
+    def _recurse(self, elem: Element, mode: str | None) -> None:
+        if isinstance(elem, DataElement) and elem.VR == "SQ" and elem.value is not None:
             for item in elem.value:
                 self.process(item, mode)
 
-    def _unlisted(self, dataset: Dataset, elem: DataElement, mode: str | None) -> None:
+    def _unlisted(self, dataset: Dataset, elem: Element, mode: str | None, encodings: list[str]) -> None:
         """An attribute the table does not list. Long free text (LT, ST, UT) is removed; other values are
         kept, except inside a sequence whose action was D or C, where free text is replaced or cleaned
         too. Codes always stay: coded entries carry no names (Annex E)."""
-        if elem.VR == "SQ":
+        vr = vr_of(elem)
+        if vr == "SQ":
             self._recurse(elem, mode)
-        elif elem.keyword in CODE_KEYWORDS or elem.VR not in _FREE_TEXT_VRS:
+        elif elem.tag in CODE_TAGS or vr not in _FREE_TEXT_VRS:
             return
         elif mode is None:
-            if elem.VR in _LONG_TEXT_VRS:  # an addition: long free text the table does not list is removed
+            if vr in _LONG_TEXT_VRS:  # an addition: long free text the table does not list is removed
                 del dataset[elem.tag]
                 self.report.actions["X+"] += 1
         elif mode == "D":
-            self._dummy(dataset, elem)
+            self._dummy(dataset, elem, encodings)
         else:
-            self._clean(dataset, elem)
+            self._clean(dataset, dataset[elem.tag])
 
     def _pseudonym(self, tag: BaseTag) -> str:
         pseudonymizer = self.profile.pseudonymizer
         return pseudonymizer.patient_name(self.patient_key) if tag == PATIENT_NAME else \
             pseudonymizer.patient_id(self.patient_key)
 
-    def _dummy(self, dataset: Dataset, elem: DataElement) -> None:
-        if elem.VR == "SQ":
+    def _replace_uids(self, dataset: Dataset, elem: Element, encodings: list[str]) -> None:
+        """Every UID of the element replaced by its keyed UID (well-known UIDs stay, see `Pseudonymizer.uid`)."""
+        uids = [self.profile.pseudonymizer.uid(v) if v else v for v in element_values(elem, encodings)]
+        dataset[elem.tag] = DataElement(elem.tag, "UI", uids if len(uids) != 1 else uids[0])
+
+    def _dummy(self, dataset: Dataset, elem: Element, encodings: list[str]) -> None:
+        vr = vr_of(elem)
+        if vr == "SQ":
             self._recurse(elem, "D")  # a dummy sequence: the same structure, its text replaced by dummies
-        elif elem.VR == "UI":
-            elem.value = _map(elem.value, self.profile.pseudonymizer.uid)
-        elif elem.VR in BINARY_VRS:
-            elem.value = b"\x00\x00"
-        elif elem.VR in _DUMMY:
-            elem.value = _DUMMY[elem.VR]
+        elif vr == "UI":
+            self._replace_uids(dataset, elem, encodings)
+        elif vr in BINARY_VRS:
+            dataset[elem.tag] = DataElement(elem.tag, vr, b"\x00\x00")
+        elif vr in _DUMMY:
+            dataset[elem.tag] = DataElement(elem.tag, vr, _DUMMY[vr])
         else:
             del dataset[elem.tag]
 
@@ -360,26 +383,28 @@ def _safety_net(dataset: Dataset, values: IdentifyingValues, report: Report, pro
     valid; `values.element_hits` decides what holds a value."""
     if not values:
         return
-    doomed: list[tuple[Dataset, DataElement, str]] = []
+    doomed: list[tuple[Dataset, BaseTag, str]] = []
 
     def visit(ds: Dataset, path: str) -> None:
+        encodings = encodings_of(ds)
         for elem in elements(ds):
             here = f"{path}{elem.tag}"
             if elem.VR == "SQ":
                 for index, item in enumerate(elem.value or []):
                     visit(item, f"{here}[{index}]>")
-            elif not (ds is dataset and _is_pseudonym(elem)) and element_hits(elem, values):
-                doomed.append((ds, elem, here))
+            elif element_hits(elem, values, encodings) and not (ds is dataset and _is_pseudonym(ds[elem.tag])):
+                doomed.append((ds, elem.tag, here))
 
     visit(dataset, "")
-    for ds, elem, path in doomed:
+    for ds, tag, path in doomed:
         report.safety_net.append(path)
+        elem = ds[tag]
         if elem.VR == "PN":
             elem.value = _DUMMY["PN"]
         elif elem.VR == "UI":
             elem.value = _map(elem.value, profile.pseudonymizer.uid)
         elif elem.VR in BINARY_VRS or (text := element_text(elem)) is None:
-            del ds[elem.tag]
+            del ds[tag]
         else:
             cleaned = _map(elem.value, lambda v: scrub(v, values)) if elem.VM > 1 else scrub(text, values)
             elem.value = cleaned
@@ -395,12 +420,11 @@ def _is_pseudonym(elem: DataElement) -> bool:
 def _drop_orphan_overlays(dataset: Dataset) -> None:
     """An overlay whose Overlay Data (60xx,3000) was removed is removed whole: its other attributes would
     describe a missing overlay (a Type 1 error in the Overlay Plane module)."""
-    present = list(dataset.keys())
-    for group in range(0x6000, 0x6020, 2):
-        tags = [tag for tag in present if BaseTag(tag).group == group]
-        if tags and Tag(group, 0x3000) not in dataset:
-            for tag in tags:
-                del dataset[tag]
+    tags = dataset.keys()  # (iterating the Dataset itself would convert every element)
+    overlays = [tag for tag in tags if 0x6000 <= tag.group < 0x6020 and tag.group % 2 == 0]
+    for tag in overlays:
+        if Tag(tag.group, 0x3000) not in dataset:
+            del dataset[tag]
 
 
 def _regenerate_file_meta(dataset: Dataset) -> None:

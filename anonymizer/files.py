@@ -8,21 +8,25 @@ How a file goes through, and why each step is there:
 2. **De-identify** with the pure `deidentify`, which returns a copy in which the pixel data is still the
    input's raw, deferred element: its position (`value_tell`) and length in the source file.
 3. **Write** a temporary file in the destination folder, in the input's transfer syntax: pydicom writes
-   the preamble (zeroed), the regenerated file meta and the elements before the pixel data; the pixel data
-   element's header is encoded here and its value is copied from the source file in `COPY_CHUNK_BYTES`
-   chunks; pydicom writes the elements after it (private groups such as 7FE1 and the Digital Signatures
-   Sequence, already de-identified) onto the same file. This is why memory does not grow with the file.
+   the preamble (zeroed), the regenerated file meta and the elements before the pixel data (an element the
+   de-identification left as it was is written from its raw bytes, never decoded); the pixel data
+   element's header is encoded here and its value is copied from the source file inside the kernel
+   (`copy_file_range`; in `COPY_CHUNK_BYTES` chunks through memory where the file systems cannot); pydicom
+   writes the elements after it (private groups such as 7FE1 and the Digital Signatures Sequence, already
+   de-identified) onto the same file. This is why memory does not grow with the file.
    Encapsulated (compressed) pixel data has an undefined length: its items are walked, header by header,
    to the sequence delimiter, and exactly that byte range is copied. When a pixel-cleaning rule applied
    (Clean Pixel Data, `anonymizer.pixels`), each chunk has the rule's rectangles zeroed as it passes, in
    every frame; the plan is a few numbers per frame, so memory stays constant here too.
 4. **Verify** the written file before it gets its name, independently of `deidentify`: the identifying
    values are recomputed from the *input*; the temporary file is parsed back and searched
-   (`verify.check`), and its raw bytes outside the pixel data values are searched in chunks
-   (`verify.file_hits`). Any hit deletes the temporary file and refuses the input.
-5. **Publish**: fsync the file, rename it to `OUT/<study>/<series>/<instance>.dcm` (named by the
-   de-identified UIDs: input file names often carry the patient's name), fsync the folder. A crash at any
-   point leaves nothing under the final name; only a hidden `.*.partial` file can remain after a hard kill.
+   (`verify.parsed_hits`), and its raw bytes outside the pixel data values are searched in chunks
+   (`verify.file_hits`). Any hit deletes the temporary file and refuses the input. The disk is already
+   writing the file meanwhile (write-back is started before the verification).
+5. **Publish**: fdatasync the file (its bytes are on disk), rename it to `OUT/<study>/<series>/<instance>.dcm`
+   (named by the de-identified UIDs: input file names often carry the patient's name), fsync its folders
+   (a batch does that once per folder, at its end). A crash at any point leaves nothing under the final
+   name; only a hidden `.*.partial` file can remain after a hard kill.
 
 Refusal reasons name places and causes, never values, and never the file's path (which can carry a name):
 they go to stderr, the batch report and the quarantine record.
@@ -31,6 +35,7 @@ they go to stderr, the batch report and the quarantine record.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -38,7 +43,7 @@ import re
 import struct
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,6 +75,8 @@ DEFER_BYTES = 64 * 1024  # values larger than this stay on disk while the file i
 COPY_CHUNK_BYTES = 1024 * 1024  # pixel data is copied, and the written file searched, in chunks of this size
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
+# copy_file_range cannot copy between these files (other file systems, an old kernel): copy through memory.
+_NO_COPY_FILE_RANGE = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF})
 _ITEM, _SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
 _BULK_VRS = frozenset({"OB", "OW", "OF", "OD", "UN"})
 _UID_NAME = re.compile(r"[0-9]+(\.[0-9]+)*")  # a UID is a safe file name; nothing else is used as one
@@ -99,8 +106,13 @@ class FileResult:
                 "quarantined": str(self.quarantined) if self.quarantined else None}
 
 
-def deidentify_file(src: Path, out_dir: Path, profile: Profile, *, quarantine_dir: Path | None = None) -> FileResult:
+def deidentify_file(src: Path, out_dir: Path, profile: Profile, *, quarantine_dir: Path | None = None,
+                    sync_folders: bool = True) -> FileResult:
     """De-identify the DICOM file `src` into `out_dir`, verified, or refuse it (and quarantine the refusal).
+
+    The output file is on disk before it gets its name. Its folders are fsynced too, so that the name is
+    durable when this returns, unless `sync_folders` is False: a batch does that once per folder at its
+    end (`output_folders`), which spares a disk flush per file and changes nothing about partial files.
 
     Never raises for bad input: a non-DICOM, truncated or malformed file, or one that must not leave, comes
     back refused. Errors of the output side (disk full, no permission on `out_dir`) do raise OSError: they
@@ -128,6 +140,9 @@ def deidentify_file(src: Path, out_dir: Path, profile: Profile, *, quarantine_di
                                             lambda: deidentify(source, profile, in_place=True, values=values))
             report = deidentify_report.to_dict()
             output = _write_verified(src, state, out, values, out_dir, deidentify_report.pixel_plan)
+            if sync_folders:
+                for folder in output_folders(out_dir, output):
+                    _fsync_dir(folder)
     except Refused as exc:
         record = _quarantine(src, exc.reason, report, quarantine_dir) if quarantine_dir is not None else None
         return FileResult(src, "refused", None, exc.reason, bytes_in, report, record)
@@ -230,24 +245,33 @@ def _write_verified(src: Path, state: os.stat_result, out: Dataset, values: Iden
                     out_dir: Path, plan: BlankPlan | None = None) -> Path:
     """Write `out` to a temporary file next to its final name, verify it, then rename it into place."""
     final = output_path(out_dir, out)
-    created = _make_dirs(final.parent)
+    _make_dirs(final.parent)
     descriptor, temp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial")
     temp = Path(temp_name)
     try:
         with os.fdopen(descriptor, "wb") as fh:
             skip = _phase("cannot be written", lambda: _write(fh, out, src, state, plan))
             fh.flush()
-            os.fsync(fh.fileno())
-        _verify(temp, values, out, skip)
+            # Start writing it to disk now, so the disk works while the file is verified; fdatasync below
+            # then waits only for what is left. (DONTNEED starts write-back; dirty pages stay cached.)
+            os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+            _verify(temp, values, out, skip)
+            os.fdatasync(fh.fileno())
         os.replace(temp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
         raise
-    _fsync_dir(final.parent)
-    for directory in created:
-        _fsync_dir(directory.parent)
     return final
+
+
+def output_folders(out_dir: Path, output: Path) -> list[Path]:
+    """The folders whose entries name `output` (`OUT/<study>/<series>/`, `OUT/<study>/`, `OUT/`): fsynced,
+    they make its name durable."""
+    folders = [output.parent]
+    while folders[-1] != out_dir and folders[-1].parent != folders[-1] and folders[-1].is_relative_to(out_dir):
+        folders.append(folders[-1].parent)
+    return folders
 
 
 def _write(fh: BinaryIO, out: Dataset, src: Path, state: os.stat_result,
@@ -356,8 +380,22 @@ def _encapsulated_length(source: BinaryIO, start: int, little: bool) -> int:
 
 
 def _copy_range(source: BinaryIO, target: BinaryIO, start: int, length: int) -> None:
-    """Copy `length` bytes of `source` from `start` to `target`, one chunk in memory at a time."""
-    _copy_blanked(source, target, start, length, None)
+    """Copy `length` bytes of `source` from `start` to `target` inside the kernel (`copy_file_range`: the bytes
+    never pass through this process), or one chunk in memory at a time where the file systems cannot."""
+    target.flush()
+    copied = 0
+    try:
+        while copied < length:
+            count = os.copy_file_range(source.fileno(), target.fileno(), length - copied, start + copied)
+            if count == 0:
+                raise Refused("truncated: the file ends inside the pixel data")
+            copied += count
+    except OSError as exc:
+        if exc.errno not in _NO_COPY_FILE_RANGE:
+            raise
+        target.seek(0, os.SEEK_END)
+        _copy_blanked(source, target, start + copied, length - copied, None)
+    target.seek(0, os.SEEK_END)  # the buffered file object learns where the descriptor now is
 
 
 def _copy_blanked(source: BinaryIO, target: BinaryIO, start: int, length: int, plan: BlankPlan | None) -> None:
@@ -406,6 +444,12 @@ def _make_dirs(directory: Path) -> list[Path]:
         with contextlib.suppress(FileExistsError):  # another worker made it a moment ago
             path.mkdir(mode=0o700)
     return list(reversed(missing))
+
+
+def fsync_folders(folders: Iterable[Path]) -> None:
+    """fsync each folder once (see `output_folders`)."""
+    for folder in dict.fromkeys(folders):
+        _fsync_dir(folder)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -21,6 +21,12 @@ UIDs, the birth date under Retain Longitudinal Temporal Information with Full Da
 identifying value, and neither is a dummy word (ANONYMOUS, REMOVED, UNKNOWN...), which names nobody.
 These sets are used twice: by the safety net inside `deidentify` and by the
 independent verification pass before anything leaves.
+
+Elements are searched as pydicom read them: a value is decoded here, from its raw bytes in the dataset's
+character sets, only when it can hold a name or an ID (`element_hits`). pydicom's own conversion of every
+value (validation, MultiValue and PersonName objects) costs more than all the rest of de-identifying a
+file, and most values are numbers, codes and dates that are never searched. `walk` and `elements` convert
+only sequences (to reach their items) and elements whose VR the raw form does not tell (`resolved`).
 """
 
 from __future__ import annotations
@@ -30,11 +36,17 @@ import re
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cache, cached_property
 
-from pydicom.dataelem import DataElement
+from pydicom.charset import decode_bytes, default_encoding
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
+from pydicom.valuerep import TEXT_VR_DELIMS
+
+Element = DataElement | RawDataElement  # as a dataset holds it: raw until something converts it
 
 SUBSTRING_MIN = 4  # shorter values only match a whole element value
 # Words that name nobody: the dummies ServiceGate writes itself, and what test and already de-identified
@@ -60,6 +72,17 @@ BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 SEARCHED_VRS = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UI", "UR", "UT"})
 NAME_AND_ID_VRS = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 PLACEHOLDER = "REMOVED"
+# Text VRs whose bytes are in the dataset's character sets; the others are in the default repertoire.
+CHARSET_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
+_SINGLE_VALUED = frozenset({"LT", "ST", "UT", "UR"})
+
+
+def _tags(keywords: Iterable[str]) -> frozenset[int]:
+    return frozenset(t for k in keywords if (t := tag_for_keyword(k)) is not None)
+
+
+CODE_TAGS = _tags(CODE_KEYWORDS)
+IDENTIFYING_TAGS = _tags(IDENTIFYING_KEYWORDS)
 
 
 @dataclass(frozen=True)
@@ -84,54 +107,120 @@ class IdentifyingValues:
 
     def pattern(self) -> re.Pattern[str] | None:
         """One case-insensitive alternation of the long values, longest first."""
+        return self._pattern
+
+    @cached_property
+    def _pattern(self) -> re.Pattern[str] | None:
         if not self.long:
             return None
         ordered = sorted(self.long, key=len, reverse=True)
         return re.compile("|".join(re.escape(v) for v in ordered), re.IGNORECASE)
 
+    @cached_property
+    def _lowered(self) -> tuple[tuple[str, str], ...]:
+        return tuple((v, v.lower()) for v in self.long)
+
     def hits_in_text(self, text: str) -> set[str]:
-        found = {v for v in self.long if v.lower() in text.lower()}
-        stripped = text.strip()
-        found |= {v for v in self.short if stripped == v}
-        for part in re.split(r"[\\^=]", stripped):
-            if part in self.short:
-                found.add(part)
+        lowered = text.lower()
+        found = {v for v, low in self._lowered if low in lowered}
+        if self.short:
+            stripped = text.strip()
+            if stripped in self.short:
+                found.add(stripped)
+            for part in re.split(r"[\\^=]", stripped):
+                if part in self.short:
+                    found.add(part)
         return found
 
     def hits_in_bytes(self, data: bytes, encodings: Iterable[str] = ("utf-8",)) -> set[str]:
         """Long values only: a short value inside arbitrary bytes is noise, not evidence."""
+        if not self.long:
+            return set()
         lowered = data.lower()
-        found: set[str] = set()
-        for value in self.long:
-            for encoding in encodings:
-                try:
-                    needle = value.lower().encode(encoding)
-                except (UnicodeEncodeError, LookupError):
-                    continue
-                if needle and needle in lowered:
-                    found.add(value)
-                    break
-        return found
+        return {value for value, needles in self._needles(tuple(encodings)) if any(n in lowered for n in needles)}
+
+    def _needles(self, encodings: tuple[str, ...]) -> list[tuple[str, list[bytes]]]:
+        """Each long value, lower-cased, in every encoding it can be written in (computed once per set)."""
+        cached: dict[tuple[str, ...], list[tuple[str, list[bytes]]]] = self.__dict__.setdefault("_needle_cache", {})
+        if encodings not in cached:
+            cached[encodings] = [(value, [n for e in encodings if (n := _encoded(value.lower(), e))])
+                                 for value in self.long]
+        return cached[encodings]
 
 
-def element_hits(elem: DataElement, values: IdentifyingValues) -> set[str]:
+def _encoded(text: str, encoding: str) -> bytes:
+    try:
+        return text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return b""
+
+
+def element_hits(elem: Element, values: IdentifyingValues, encodings: list[str] | None = None) -> set[str]:
     """The identifying values one element holds. Only values that can carry a name or an ID are searched:
     text (substrings of long values; whole values and name components of short ones in name and ID text)
     and binary values (long values only). Numbers, dates, times and code strings are not: they are handled
-    by the table, and a Study ID "1" must not take every Instance Number "1" with it."""
-    if elem.value is None or elem.VR == "SQ" or elem.keyword in CODE_KEYWORDS:
+    by the table, and a Study ID "1" must not take every Instance Number "1" with it. A raw element's text
+    is decoded in `encodings`, the character sets of its dataset (`encodings_of`)."""
+    vr = vr_of(elem)
+    if elem.value is None or vr == "SQ" or elem.tag in CODE_TAGS:
         return set()
-    if elem.VR in BINARY_VRS:
+    if vr in BINARY_VRS:
         return values.hits_in_bytes(elem.value) if isinstance(elem.value, bytes) else set()
-    if elem.VR not in SEARCHED_VRS:
+    if vr not in SEARCHED_VRS:
         return set()
-    if elem.VR == "UI":  # a UID is one value, not text: "1.2.3.4.5" must not match inside "1.2.3.4.5.0"
-        return {str(v).strip() for v in _values(elem.value)} & (values.long | values.short)
-    text = element_text(elem)
+    text = element_text(elem, encodings)
     if text is None:
         return set()
+    if vr == "UI":  # a UID is one value, not text: "1.2.3.4.5" must not match inside "1.2.3.4.5.0"
+        return {v.strip("\0 ") for v in text.split("\\")} & (values.long | values.short)
     found = values.hits_in_text(text)
-    return found if elem.VR in NAME_AND_ID_VRS else found & values.long
+    return found if vr in NAME_AND_ID_VRS else found & values.long
+
+
+def vr_of(elem: Element) -> str:
+    """The element's VR. A raw element read in implicit VR has none: the dictionary's is taken (`resolved`
+    converts the elements whose VR the dictionary cannot tell)."""
+    if isinstance(elem, RawDataElement) and elem.VR in (None, "UN"):
+        return _dictionary_vr(int(elem.tag)) or "UN"
+    return str(elem.VR)
+
+
+@cache
+def _dictionary_vr(tag: int) -> str | None:
+    """The dictionary VR of a standard tag; None for a private, unknown or ambiguous one ("US or SS")."""
+    if BaseTag(tag).is_private:
+        return None
+    try:
+        vr = str(dictionary_VR(tag))
+    except KeyError:
+        return None
+    return None if " or " in vr else vr
+
+
+def resolved(dataset: Dataset, tag: BaseTag) -> Element:
+    """The element at `tag`, left raw when its VR and value can be read from the raw form; converted by
+    pydicom when it is a sequence (to reach its items), when its VR is not known from the raw form (private
+    or unknown tags read in implicit VR or as UN, ambiguous VRs) or when its value is still on disk."""
+    elem = dataset.get_item(tag)
+    if isinstance(elem, RawDataElement):
+        known = elem.VR not in (None, "UN") or _dictionary_vr(int(elem.tag)) is not None
+        if not known or vr_of(elem) == "SQ" or (elem.value is None and elem.length):
+            return dataset[tag]
+    return elem
+
+
+def encodings_of(dataset: Dataset) -> list[str]:
+    """The character sets a raw text value of `dataset` is decoded in: the ones pydicom would use."""
+    charset = dataset.original_character_set or dataset._character_set
+    return [charset] if isinstance(charset, str) else list(charset)
+
+
+def element_values(elem: Element, encodings: list[str] | None = None) -> list[str]:
+    """The element's values as text (a PN's whole names), raw ones decoded; [] for no value or a non-text VR."""
+    text = element_text(elem, encodings)
+    if not text:
+        return []
+    return [text] if vr_of(elem) in _SINGLE_VALUED else text.split("\\")
 
 
 def _searchable(value: str) -> bool:
@@ -151,11 +240,25 @@ def person_name_parts(value: object) -> set[str]:
     return parts
 
 
-def element_text(elem: DataElement) -> str | None:
-    """The value as text, for text VRs; None for binary values, sequences and numbers."""
-    if elem.VR not in TEXT_VRS or elem.value is None:
+def element_text(elem: Element, encodings: list[str] | None = None) -> str | None:
+    """The value as text, for text VRs; None for binary values, sequences and numbers. Several values are
+    joined by backslashes; a raw value is decoded in `encodings` (default: the default repertoire) and
+    stripped of its padding like pydicom strips each value."""
+    vr = vr_of(elem)
+    if vr not in TEXT_VRS or elem.value is None:
         return None
-    return "\\".join(str(v) for v in _values(elem.value))
+    if isinstance(elem, DataElement):
+        return "\\".join(str(v) for v in _values(elem.value))
+    raw = elem.value
+    if not isinstance(raw, bytes):
+        return None
+    if vr in CHARSET_VRS:
+        text = decode_bytes(raw, encodings or [default_encoding], TEXT_VR_DELIMS)
+    else:
+        text = raw.decode(default_encoding)
+    if vr in _SINGLE_VALUED:
+        return text.rstrip(" \0")
+    return "\\".join(v.strip(" \0") if vr != "PN" else v.rstrip(" \0") for v in text.split("\\"))
 
 
 def scrub(text: str, values: IdentifyingValues) -> str:
@@ -181,25 +284,26 @@ def tolerant() -> Iterator[None]:
 PIXEL_TAGS = frozenset({Tag(0x7FE0, 0x0008), Tag(0x7FE0, 0x0009), Tag(0x7FE0, 0x0010)})
 
 
-def elements(dataset: Dataset) -> Iterator[DataElement]:
-    """The elements of one dataset level, pixel data left out without being loaded."""
+def elements(dataset: Dataset) -> Iterator[Element]:
+    """The elements of one dataset level as `resolved` gives them, pixel data left out without being loaded."""
     for tag in list(dataset.keys()):
         if tag not in PIXEL_TAGS:
-            yield dataset[tag]
+            yield resolved(dataset, tag)
 
 
-def walk(dataset: Dataset, path: str = "") -> Iterator[tuple[str, DataElement]]:
-    """Every element at every depth (file meta first when present), with a readable path; no pixel data."""
+def walk(dataset: Dataset, path: str = "") -> Iterator[tuple[str, Dataset, Element]]:
+    """Every element at every depth (file meta first when present), with the dataset that holds it and the
+    readable path of that dataset (`f"{path}{elem.tag}"` names the element; formatted only where needed);
+    no pixel data. Sequences are converted, so their items can be walked."""
     meta = getattr(dataset, "file_meta", None)
     if meta is not None and not path:
-        for elem in meta:
-            yield f"meta{elem.tag}", elem
+        for elem in elements(meta):
+            yield "meta", meta, elem
     for elem in elements(dataset):
-        here = f"{path}{elem.tag}"
-        yield here, elem
+        yield path, dataset, elem
         if elem.VR == "SQ" and elem.value is not None:
             for index, item in enumerate(elem.value):
-                yield from walk(item, f"{here}[{index}]>")
+                yield from walk(item, f"{path}{elem.tag}[{index}]>")
 
 
 def _values(value: object) -> list[object]:

@@ -18,7 +18,7 @@ from pydicom.charset import convert_encodings
 from pydicom.dataset import Dataset, FileMetaDataset
 
 from anonymizer.errors import Refused
-from anonymizer.values import IdentifyingValues, element_hits, elements, tolerant, walk
+from anonymizer.values import PIXEL_TAGS, IdentifyingValues, element_hits, encodings_of, tolerant, walk
 
 
 def check(values: IdentifyingValues, output: Dataset) -> None:
@@ -32,17 +32,20 @@ def check(values: IdentifyingValues, output: Dataset) -> None:
 
 def parsed_hits(values: IdentifyingValues, output: Dataset) -> list[str]:
     hits = []
-    for path, elem in walk(output):
-        if element_hits(elem, values):
-            hits.append(path)
+    encodings: dict[int, list[str]] = {}  # per dataset (item), computed once
+    for path, ds, elem in walk(output):
+        if element_hits(elem, values, encodings.setdefault(id(ds), encodings_of(ds))):
+            hits.append(f"{path}{elem.tag}")
     return hits
 
 
 def byte_hits(values: IdentifyingValues, output: Dataset) -> list[str]:
     """Encode the output without its pixel data and search the bytes, in the declared character sets."""
-    stripped = Dataset()
-    for elem in elements(output):
-        stripped.add(elem)
+    tags = output.keys()  # (iterating a Dataset itself would convert every element)
+    stripped = Dataset({tag: output.get_item(tag) for tag in tags if tag not in PIXEL_TAGS})
+    implicit, little = output.original_encoding
+    if implicit is not None and little is not None:
+        stripped.set_original_encoding(implicit, little, output.original_character_set)
     meta = getattr(output, "file_meta", None)
     buffer = io.BytesIO()
     if meta is not None and "TransferSyntaxUID" in meta:

@@ -335,7 +335,24 @@ def _tools(runner: Path, key_file: Path) -> list[tuple[str, list[str] | None]]:
     tools.append(("cp -r", ["cp", "-r", "IN", "OUT"]))
     # ServiceGate fsyncs every output before it names it; the peers and cp leave their writes in the page cache.
     tools.append(("cp -r, then sync", ["sh", "-c", 'cp -r "$0" "$1" && sync', "IN", "OUT"]))
+    # The I/O alone of what ServiceGate must do: each file copied and on disk before the next.
+    tools.append((COPY_FSYNC, [sys.executable, "-c", _COPY_FSYNC, "IN", "OUT"]))
     return tools
+
+
+COPY_FSYNC = "copy, fdatasync each file"
+_COPY_FSYNC = """
+import os, shutil, sys
+src, dst = sys.argv[1:3]
+for folder, _, names in os.walk(src):
+    target = os.path.join(dst, os.path.relpath(folder, src))
+    os.makedirs(target, exist_ok=True)
+    for name in sorted(names):
+        out = shutil.copyfile(os.path.join(folder, name), os.path.join(target, name))  # sendfile: in the kernel
+        fd = os.open(out, os.O_RDONLY)
+        os.fdatasync(fd)
+        os.close(fd)
+"""
 
 
 def _outcome(tool: str, manifest: Path, n_inputs: int, rc: int) -> tuple[int, int]:
@@ -344,7 +361,7 @@ def _outcome(tool: str, manifest: Path, n_inputs: int, rc: int) -> tuple[int, in
     if tool.startswith(SERVICEGATE):
         report = json.loads(manifest.read_text())
         return int(report["accepted"]), int(report["refused"])
-    if tool.startswith("cp -r"):
+    if tool.startswith("cp -r") or tool == COPY_FSYNC:
         return (n_inputs, 0) if rc == 0 else (0, n_inputs)
     files = peers.read_manifest(manifest) if manifest.exists() else []
     failed = sum(1 for f in files if f["output"] is None)
