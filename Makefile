@@ -43,6 +43,7 @@ bench: $(STAMP)
 
 docs: $(STAMP)
 	$(PY) -m agent.config --markdown > docs/configuration.md
+	$(PY) -m anonymizer.docs --peers docs/peer-comparison.md > docs/deidentification.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

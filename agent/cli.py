@@ -106,20 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
                       help="DICOM files, or folders searched recursively")
     anon.add_argument("--out", type=Path, required=True, metavar="DIR",
                       help="output folder: DIR/<study>/<series>/<instance>.dcm, named by the new UIDs")
-    anon.add_argument("--option", action="append", default=[], metavar="NAME",
-                      help=f"a profile option, repeatable: {', '.join(o.value for o in Option)}")
+    anon.add_argument("--option", action="append", metavar="NAME",
+                      help=f"a profile option, repeatable: {', '.join(o.value for o in Option)} "
+                           "(default: [anonymizer] options in agent.toml)")
     anon.add_argument("--safe-private", type=Path, metavar="FILE",
                       help="more safe private attributes, kept under --option retain-safe-private: a CSV with the "
-                           "columns of the standard's list (Data Element, Private Creator, VR, VM, Meaning)")
+                           "columns of the standard's list (Data Element, Private Creator, VR, VM, Meaning) "
+                           "(default: [anonymizer] safe_private)")
     anon.add_argument("--pixel-rules", type=Path, metavar="FILE",
                       help="Clean Pixel Data: a TOML file of [[rule]] tables (manufacturer, model, modality, rows, "
                            "columns, rectangles); a matching image has its rectangles blanked and is sent despite "
-                           "burned-in text")
+                           "burned-in text (default: [anonymizer] pixel_rules)")
     anon.add_argument("--key-file", type=Path, metavar="FILE",
                       help="the site's pseudonym key (default <state_dir>/keys/anonymizer.key, from agent.toml)")
     anon.add_argument("--report", type=Path, metavar="FILE",
                       help="write the batch report as JSON (keep it on the device)")
-    anon.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (default 1)")
+    anon.add_argument("--jobs", type=int, metavar="N", help="worker processes (default: [anonymizer] jobs, 1)")
     anon.add_argument("--quiet", action="store_true", help="no progress line and no summary; refusals still shown")
     return parser
 
@@ -303,20 +305,32 @@ def anonymize(args: argparse.Namespace) -> int:
     from anonymizer.pixels import load_rules
     from anonymizer.profile import read_safe_private
 
-    if args.jobs < 1:
-        raise UsageError(f"--jobs must be at least 1 (one worker process per core is the most useful), not {args.jobs}")
+    config = load_config(args.config, required=False)
+    settings = config.anonymizer
+    jobs = args.jobs if args.jobs is not None else settings.jobs
+    if jobs < 1:
+        raise UsageError(f"--jobs must be at least 1 (one worker process per core is the most useful), not {jobs}")
+    # Each setting from the command line when given there, else from agent.toml; an error names its source.
+    section = f"{config.source or 'the built-in configuration'}: [anonymizer]"
+    given = {"options": args.option is not None, "safe_private": args.safe_private is not None,
+             "pixel_rules": args.pixel_rules is not None}
+    rules_file = args.pixel_rules if given["pixel_rules"] else settings.pixel_rules
+    private_file = args.safe_private if given["safe_private"] else settings.safe_private
     try:
-        options = validate_options(args.option)
-        pixel_rules = load_rules(args.pixel_rules) if args.pixel_rules is not None else ()
-        safe_private = read_safe_private(args.safe_private) if args.safe_private is not None else ()
+        what = "--option" if given["options"] else f"{section} options"
+        options = validate_options(args.option if given["options"] else list(settings.options))
+        what = "--pixel-rules" if given["pixel_rules"] else f"{section} pixel_rules"
+        pixel_rules = load_rules(rules_file) if rules_file != Path("") else ()
+        what = "--safe-private" if given["safe_private"] else f"{section} safe_private"
+        safe_private = read_safe_private(private_file) if private_file != Path("") else ()
     except ProfileError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"{what}: {exc}") from None
     if Option.CLEAN_PIXEL_DATA in options and not pixel_rules:
         raise UsageError("the option 'clean-pixel-data' needs --pixel-rules FILE: the rules say which rectangles of "
                          "whose images to blank (see docs/deidentification.md). With --pixel-rules, the option is "
                          "implied.")
     out: Path = args.out
-    key_file: Path = args.key_file or load_config(args.config, required=False).paths.anonymizer_key
+    key_file: Path = args.key_file or config.paths.anonymizer_key
     if args.report is not None and args.report.resolve().is_relative_to(out.resolve()):
         raise UsageError(f"the report {args.report} would be inside the output folder {out}, which is meant to "
                          "leave the device; the report names the input files, and file names can carry patient "
@@ -331,7 +345,7 @@ def anonymize(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot create the output folder {out}: {exc.strerror}. Choose another --out.") from None
     line = ProgressLine(sys.stderr) if sys.stderr.isatty() and not args.quiet else None
     try:
-        batch = run_batch(inputs, out, options=options, key_file=key_file, jobs=args.jobs, progress=line,
+        batch = run_batch(inputs, out, options=options, key_file=key_file, jobs=jobs, progress=line,
                           pixel_rules=pixel_rules, safe_private=safe_private)
     except KeyFileError as exc:
         hint = "" if args.key_file else (

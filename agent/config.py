@@ -11,6 +11,8 @@ Later issues add their sections as new dataclasses and a field on `Config`.
 from __future__ import annotations
 
 import difflib
+import inspect
+import json
 import sys
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -105,6 +107,26 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class AnonymizerConfig:
+    """DICOM de-identification before anything leaves (`servicegate anonymize`; its command-line options
+    override these). The pseudonym key is `<state_dir>/keys/anonymizer.key`. Option names, the safe private
+    CSV and the pixel-rule format are described in docs/deidentification.md; they are checked when the
+    anonymizer first uses them, with a message naming this section."""
+
+    options: tuple[str, ...] = setting((), "Profile options added to the Basic profile, e.g. "
+                                           '["retain-safe-private", "clean-descriptors"]. Empty: Basic only.',
+                                       may_be_empty=True)
+    safe_private: Path = setting(Path(""), "A CSV of the site's own safe private attributes, kept under "
+                                           "retain-safe-private besides the standard's list. Empty: none.",
+                                 may_be_empty=True)
+    pixel_rules: Path = setting(Path(""), "A TOML file of Clean Pixel Data rules (rectangles blanked per "
+                                          "manufacturer, model, modality and image size). Empty: none.",
+                                may_be_empty=True)
+    jobs: int = setting(1, "Worker processes. 1 leaves the other cores to the scanner's own software.",
+                        minimum=1, maximum=64)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration. `source` is the file it came from (None: built-in defaults)."""
 
@@ -113,6 +135,7 @@ class Config:
     sessions: SessionsConfig = field(default_factory=SessionsConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    anonymizer: AnonymizerConfig = field(default_factory=AnonymizerConfig)
     source: Path | None = field(default=None, compare=False)
 
 
@@ -195,6 +218,13 @@ def _value(where: str, key: str, kind: Any, meta: Any, value: Any, base: Path) -
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise ConfigError(f"{where}: {key} = {value} is out of range; {_allowed(meta)}.")
         return value
+    if kind == tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{where}: {key} = {value!r} is not a list of names; write it like "
+                              f'["first", "second"] (an empty list: []).')
+        if len(set(value)) != len(value):
+            raise ConfigError(f"{where}: {key} = {value!r} names something twice; list each once.")
+        return tuple(value)
     if kind is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: {key} = {value!r} is not text; write it as a quoted string.")
@@ -221,6 +251,8 @@ def _allowed(meta: Any) -> str:
 
 
 def _allowed_in_docs(kind: Any, meta: Any) -> str:
+    if kind == tuple[str, ...]:
+        return "a list of text, may be empty"
     if kind is Path:
         rule = "a path, may be empty" if meta["may_be_empty"] else "a path"
         return f"{rule} of at most {meta['max_bytes']} bytes" if meta["max_bytes"] else rule
@@ -248,16 +280,18 @@ def markdown() -> str:
         "",
     ]
     for name, cls in SECTIONS.items():
-        lines += [f"## [{name}]", "", (cls.__doc__ or "").strip(), "",
+        lines += [f"## [{name}]", "", inspect.cleandoc(cls.__doc__ or ""), "",
                   "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
         hints = get_type_hints(cls)
         for f in fields(cls):
             kind = hints[f.name]
             default = f.default if f.default is not MISSING else ""
-            shown = f'"{"" if default == Path("") else default}"' if kind in (str, Path) else str(default)
+            shown = f'"{"" if default == Path("") else default}"' if kind in (str, Path) else \
+                json.dumps(list(default)) if kind == tuple[str, ...] else str(default)
             meta = f.metadata
             allowed = _allowed_in_docs(kind, meta)
-            lines.append(f"| `{f.name}` | {kind.__name__.lower()} | `{shown}` | {allowed} | {meta['help']} |")
+            name = "list" if kind == tuple[str, ...] else kind.__name__.lower()
+            lines.append(f"| `{f.name}` | {name} | `{shown}` | {allowed} | {meta['help']} |")
         lines.append("")
     return "\n".join(lines)
 

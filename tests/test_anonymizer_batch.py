@@ -421,3 +421,42 @@ def test_a_sites_safe_private_list_extends_the_standards(tmp_path: Path) -> None
     assert bad.returncode == 2
     assert "safe.csv" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_agent_toml_sets_the_anonymizer_defaults_and_the_command_line_overrides_them(tmp_path: Path) -> None:
+    source = tmp_path / "in" / "ct.dcm"
+    source.parent.mkdir()
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm", download=False))
+    ds.private_block(0x0041, "SITE SCANNER 1", create=True).add_new(0x10, "DS", "2.5")
+    ds.save_as(source)
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "safe.csv").write_text("Data Element,Private Creator,VR,VM,Meaning\n"
+                                                '"(0041,xx10)",SITE SCANNER 1,DS,1,Dose factor\n')
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[paths]\nstate_dir = "{tmp_path / "state"}"\n[anonymizer]\n'
+                      'options = ["retain-safe-private", "retain-uids"]\nsafe_private = "site/safe.csv"\njobs = 2\n')
+
+    def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "agent.cli", "--config", str(config), "anonymize", str(source),
+                               *map(str, args)], cwd=REPO, text=True, capture_output=True, timeout=300)
+
+    def written(out: Path) -> pydicom.Dataset:
+        return pydicom.dcmread(next(out.rglob("*.dcm")))
+
+    from_config = run("--out", tmp_path / "a", "--report", tmp_path / "a.json", "--quiet")
+    assert from_config.returncode == 0, from_config.stderr
+    result = written(tmp_path / "a")
+    assert result[0x0041, 0x1010].value == "2.5"  # safe_private, relative to agent.toml, under retain-safe-private
+    assert result.SOPInstanceUID == ds.SOPInstanceUID  # retain-uids
+    assert json.loads((tmp_path / "a.json").read_text())["options"] == ["retain-safe-private", "retain-uids"]
+    overridden = run("--out", tmp_path / "b", "--option", "retain-safe-private", "--quiet")  # no retain-uids now
+    assert overridden.returncode == 0, overridden.stderr
+    assert written(tmp_path / "b").SOPInstanceUID != ds.SOPInstanceUID
+    assert written(tmp_path / "b")[0x0041, 0x1010].value == "2.5"
+
+    config.write_text(config.read_text().replace('"retain-uids"', '"retain-uid"'))
+    bad = run("--out", tmp_path / "c")
+    assert bad.returncode == 2
+    assert f"{config}: [anonymizer] options" in bad.stderr
+    assert "did you mean 'retain-uids'" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -25,7 +25,6 @@ from anonymizer.profile import (
     RuleTable,
     SafePrivate,
     action_for,
-    markdown,
     parse_safe_private,
     safe_private_list,
     validate_options,
@@ -314,31 +313,3 @@ def test_error_tree_and_refused_reason() -> None:
     assert isinstance(refused, AnonymizerError)
     assert (refused.reason, str(refused)) == ("Burned In Annotation is YES", "Burned In Annotation is YES")
     assert issubclass(ProfileError, AnonymizerError)
-
-
-# --- the generated documentation -------------------------------------------------------------------
-
-
-def test_docs_deidentification_md_is_up_to_date() -> None:
-    assert (ROOT / "docs" / "deidentification.md").read_text() == markdown(), (
-        "docs/deidentification.md is stale: run .venv/bin/python -m anonymizer.profile --markdown "
-        "> docs/deidentification.md")
-
-
-def test_the_module_prints_the_markdown() -> None:
-    done = subprocess.run([sys.executable, "-m", "anonymizer.profile", "--markdown"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60, check=True)
-    assert done.stdout == markdown()
-
-
-def test_the_markdown_covers_every_rule_option_and_safe_private_attribute(table: RuleTable) -> None:
-    text = markdown()
-    assert "\n## How combined codes are resolved\n" in text
-    assert profile.TABLE_SOURCES in text
-    assert all(f"| `{o.value}` | {o.code} | {o.meaning} |" in text for o in Option)
-    rows = [line for line in text.splitlines() if line.startswith("| (")]
-    assert len(rows) == len(table.rules)
-    assert sum(row.split(" | ")[0].endswith("†") for row in rows) == 35
-    assert "| (0008,0018) | SOP Instance UID | `SOPInstanceUID` | U |  | K |" in text
-    assert "| 7053 | Philips PET Private Group | (7053,xx00) | DS |" in text
-    assert "Table E.3.10-1, DICOM 2023b" in text

@@ -41,6 +41,18 @@ def test_values_and_relative_paths(tmp_path: Path) -> None:
     assert config.source == tmp_path / "agent.toml"
 
 
+def test_the_anonymizer_section(tmp_path: Path) -> None:
+    assert defaults().anonymizer.options == ()
+    assert defaults().anonymizer.jobs == 1
+    config = load(write(tmp_path, '[anonymizer]\noptions = ["retain-uids", "clean-descriptors"]\n'
+                                  'safe_private = "site/safe.csv"\npixel_rules = "/etc/servicegate/pixels.toml"\n'
+                                  "jobs = 2\n"))
+    assert config.anonymizer.options == ("retain-uids", "clean-descriptors")
+    assert config.anonymizer.safe_private == tmp_path / "site" / "safe.csv"
+    assert config.anonymizer.pixel_rules == Path("/etc/servicegate/pixels.toml")
+    assert config.anonymizer.jobs == 2
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("[sesions]\n", ["unknown section [sesions]", "did you mean 'sessions'", "Allowed sections"]),
     ("[sessions]\nidle_timeout = 5\n", ["unknown key [sessions] idle_timeout", "did you mean 'idle_timeout_min'"]),
@@ -56,6 +68,11 @@ def test_values_and_relative_paths(tmp_path: Path) -> None:
     ('[paths]\ncontrol_socket = ""\n', ["[paths] control_socket is empty"]),
     (f'[paths]\ncontrol_socket = "/{"s" * 120}.sock"\n', ["bytes long; a socket path may have at most 107"]),
     ("[paths\n", ["not valid TOML"]),
+    ('[anonymizer]\noptions = "retain-uids"\n', ["[anonymizer] options = 'retain-uids' is not a list of names",
+                                                 '["first", "second"]']),
+    ('[anonymizer]\noptions = ["retain-uids", 3]\n', ["is not a list of names"]),
+    ('[anonymizer]\noptions = ["retain-uids", "retain-uids"]\n', ["names something twice"]),
+    ("[anonymizer]\njobs = 0\n", ["[anonymizer] jobs = 0 is out of range", "from 1 to 64"]),
 ])
 def test_bad_configuration_names_file_key_value_and_what_is_allowed(tmp_path: Path, text: str,
                                                                     expected: list[str]) -> None:
