@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 import traceback
 from collections import deque
@@ -44,9 +45,12 @@ from anonymizer.pixels import PixelRule
 from anonymizer.profile import Option, SafePrivate, safe_private_list
 from anonymizer.pseudonyms import Pseudonymizer
 
-# Files handed to the pool ahead of the workers: enough to keep every worker busy, few enough that a
+# Tasks handed to the pool ahead of the workers: enough to keep every worker busy, few enough that a
 # worker crash leaves only a handful of suspects to retry one by one (see the module docstring).
-IN_FLIGHT_PER_JOB = 4
+IN_FLIGHT_PER_JOB = 2
+# Files per task, at most: fewer round trips between the parent and the workers (a small file takes a few
+# milliseconds, about what a round trip costs); one file a task when there are few files.
+MAX_FILES_PER_TASK = 8
 
 
 @dataclass(frozen=True)
@@ -312,17 +316,29 @@ def _init_worker(profile: Profile) -> None:
     _worker_profile = profile
 
 
-def _work(path: Path, out_dir: Path, quarantine: Path) -> FileResult:
+def _work(paths: list[Path], out_dir: Path, quarantine: Path) -> tuple[list[FileResult], OSError | None]:
+    """De-identify `paths` in order; stop at the first output error and return it with the results so far."""
     if _worker_profile is None:  # the initializer always runs first; this keeps mypy and a misuse honest
         raise RuntimeError("the worker has no profile: _init_worker did not run")
-    return _deidentify_one(path, out_dir, _worker_profile, quarantine)
+    results = []
+    for path in paths:
+        try:
+            results.append(_deidentify_one(path, out_dir, _worker_profile, quarantine))
+        except OSError as exc:
+            return results, exc
+    return results, None
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
-    # Not "fork": forking a process that may run threads can deadlock a child on a lock held by another
-    # thread. forkserver starts workers from a clean single-threaded server; spawn where it does not exist.
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    return multiprocessing.get_context(method)
+    """"fork" when this process runs no other thread (the `servicegate anonymize` command): the workers start
+    at once, with pydicom already imported. Forking a process that runs threads (the agent daemon) can
+    deadlock a child on a lock another thread held, so then forkserver, which starts workers from a clean
+    single-threaded server; spawn where neither exists. (ProcessPoolExecutor forks all its workers before it
+    starts a thread of its own when the method is fork.)"""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
 def _run_pool(pending: deque[tuple[int, Path]], out_dir: Path, profile: Profile,
@@ -347,31 +363,38 @@ def _run_until_broken(pending: deque[tuple[int, Path]], out_dir: Path, profile: 
                       quarantine: Path, jobs: int, batch: _Batch) -> list[tuple[int, Path]]:
     """Run files from `pending` until it is empty, the batch stops, or the pool breaks; return the files
     lost in a break. After a stop, the files in flight are finished and the rest stay in `pending`."""
-    in_flight: dict[Future[FileResult], tuple[int, Path]] = {}
+    in_flight: dict[Future[tuple[list[FileResult], OSError | None]], list[tuple[int, Path]]] = {}
     lost: list[tuple[int, Path]] = []
     executor = ProcessPoolExecutor(max_workers=jobs, mp_context=_pool_context(), initializer=_init_worker,
                                    initargs=(profile,))
     try:
         while in_flight or (pending and batch.stopped is None):
+            size = max(1, min(MAX_FILES_PER_TASK, len(pending) // (jobs * IN_FLIGHT_PER_JOB * 2)))
             while pending and batch.stopped is None and len(in_flight) < jobs * IN_FLIGHT_PER_JOB:
-                index, path = pending.popleft()
-                in_flight[executor.submit(_work, path, out_dir, quarantine)] = (index, path)
+                task = [pending.popleft() for _ in range(min(size, len(pending)))]
+                in_flight[executor.submit(_work, [path for _, path in task], out_dir, quarantine)] = task
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
-                index, path = in_flight.pop(future)
+                task = in_flight.pop(future)
                 try:
-                    batch.record(index, future.result())
+                    results, error = future.result()
                 except BrokenProcessPool:
-                    lost.append((index, path))
-                except OSError as exc:
-                    batch.stop(exc)
-                    pending.appendleft((index, path))
-                except Exception as exc:  # the result did not come back (say, it would not unpickle)
-                    batch.record(index, _refused(path, f"internal error: {type(exc).__name__} while returning "
-                                                       "the result; the file may not have been written. Please "
-                                                       "report this to ServiceGate support", _size(path)))
+                    lost.extend(task)
+                    continue
+                except Exception as exc:  # the results did not come back (say, they would not unpickle)
+                    for index, path in task:
+                        batch.record(index, _refused(path, f"internal error: {type(exc).__name__} while returning "
+                                                           "the result; the file may not have been written. Please "
+                                                           "report this to ServiceGate support", _size(path)))
+                    continue
+                for (index, _), result in zip(task, results, strict=False):
+                    batch.record(index, result)
+                if error is not None:
+                    batch.stop(error)
+                    pending.extendleft(reversed(task[len(results):]))
             if lost:
-                lost.extend(in_flight.values())
+                for task in in_flight.values():
+                    lost.extend(task)
                 return sorted(lost)
         return []
     finally:

@@ -174,13 +174,13 @@ def identifying_values(dataset: Dataset, profile: Profile, table: RuleTable) -> 
     found: set[str] = set()
     encodings: dict[int, list[str]] = {}  # per dataset (item), computed once
     for _, ds, elem in walk(dataset):
-        if elem.tag.is_private or elem.value is None:
-            continue
+        vr = vr_of(elem)
+        if (vr not in ("PN", "UI") and elem.tag not in IDENTIFYING_TAGS) or elem.tag.is_private or elem.value is None:
+            continue  # only names, the identifying attributes and UIDs give identifying values
         rule = table.rule_for(int(elem.tag))
         code = action_for(rule, profile.options) if rule else None
         if code is None or code.replace("/", "").strip("K") == "":
             continue  # kept (no rule, or K under the options): an option retains it
-        vr = vr_of(elem)
         if vr == "PN" or elem.tag in IDENTIFYING_TAGS or (vr == "UI" and "U" in code and
                                                           Option.RETAIN_UIDS not in profile.options):
             given = element_values(elem, encodings.setdefault(id(ds), encodings_of(ds)))
@@ -388,12 +388,11 @@ def _safety_net(dataset: Dataset, values: IdentifyingValues, report: Report, pro
     def visit(ds: Dataset, path: str) -> None:
         encodings = encodings_of(ds)
         for elem in elements(ds):
-            here = f"{path}{elem.tag}"
             if elem.VR == "SQ":
                 for index, item in enumerate(elem.value or []):
-                    visit(item, f"{here}[{index}]>")
+                    visit(item, f"{path}{elem.tag}[{index}]>")
             elif element_hits(elem, values, encodings) and not (ds is dataset and _is_pseudonym(ds[elem.tag])):
-                doomed.append((ds, elem.tag, here))
+                doomed.append((ds, elem.tag, f"{path}{elem.tag}"))
 
     visit(dataset, "")
     for ds, tag, path in doomed:

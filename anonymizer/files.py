@@ -44,17 +44,19 @@ import struct
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypeVar
 
 import pydicom
+from pydicom.charset import default_encoding
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
-from pydicom.filebase import DicomFileLike
-from pydicom.filewriter import write_data_element, write_dataset
+from pydicom.filebase import DicomBytesIO, DicomFileLike, DicomIO
+from pydicom.filewriter import write_data_element, write_dataset, write_file_meta_info
 from pydicom.tag import BaseTag
 from pydicom.uid import (
     UID,
@@ -63,6 +65,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 from anonymizer import verify
 from anonymizer.deidentify import Profile, deidentify, identifying_values
@@ -72,12 +75,13 @@ from anonymizer.profile import RuleTable
 from anonymizer.values import PIXEL_TAGS, IdentifyingValues
 
 DEFER_BYTES = 64 * 1024  # values larger than this stay on disk while the file is read
-COPY_CHUNK_BYTES = 1024 * 1024  # pixel data is copied, and the written file searched, in chunks of this size
+COPY_CHUNK_BYTES = 1024 * 1024
+FSYNC_THREADS = 8  # pixel data is copied, and the written file searched, in chunks of this size
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
 # copy_file_range cannot copy between these files (other file systems, an old kernel): copy through memory.
 _NO_COPY_FILE_RANGE = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF})
-_ITEM, _SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
+_ITEM, _ITEM_DELIMITER, _SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _BULK_VRS = frozenset({"OB", "OW", "OF", "OD", "UN"})
 _UID_NAME = re.compile(r"[0-9]+(\.[0-9]+)*")  # a UID is a safe file name; nothing else is used as one
 # Exceptions pydicom and the struct module raise on damaged input. TypeError and AttributeError are left
@@ -282,13 +286,14 @@ def _write(fh: BinaryIO, out: Dataset, src: Path, state: os.stat_result,
     tags = sorted(out.keys())
     bulk = [tag for tag in tags if tag in PIXEL_TAGS]
     first = bulk[0] if bulk else None
-    head = _part(out, [t for t in tags if first is None or t < first])
-    head.file_meta = out.file_meta
-    head.preamble = b"\0" * 128
-    pydicom.dcmwrite(fp, head, enforce_file_format=True)  # sets fp's encoding from the transfer syntax
+    fp.write(b"\0" * 128 + b"DICM")  # the preamble, zeroed: the input's may carry anything
+    write_file_meta_info(fp, out.file_meta, enforce_standard=True)
+    syntax = UID(out.file_meta.TransferSyntaxUID)
+    fp.is_implicit_VR, fp.is_little_endian = syntax.is_implicit_VR, syntax.is_little_endian
+    charset = out.get("SpecificCharacterSet", default_encoding)
+    _encode(fp, _part(out, [t for t in tags if first is None or t < first]), charset)
     if not bulk:
         return []
-    charset = out.get("SpecificCharacterSet", "ISO_IR 6")
     ranges: list[tuple[int, int]] = []
     try:
         source = open(src, "rb")  # noqa: SIM115 - the with below closes it; only opening is guarded
@@ -301,11 +306,84 @@ def _write(fh: BinaryIO, out: Dataset, src: Path, state: os.stat_result,
             upto = bulk[index + 1] if index + 1 < len(bulk) else None
             rest = [t for t in tags if t > tag and (upto is None or t < upto)]
             if rest:  # the elements after the pixel data, in the same encoding and character set
-                write_dataset(fp, _part(out, rest), parent_encoding=charset)
+                _encode(fp, _part(out, rest), charset)
         now = os.fstat(source.fileno())
     if (now.st_size, now.st_mtime_ns) != (state.st_size, state.st_mtime_ns):
         raise Refused("the input file changed while it was being de-identified; send it again when it is complete")
     return ranges
+
+
+def _encode(fp: DicomIO, dataset: Dataset, parent_charset: str | list[str]) -> None:
+    """pydicom's `write_dataset`, with a shorter path for what de-identification leaves: an element still in
+    its raw form (kept or never touched) is written as the bytes it was read as, without pydicom's checks
+    and buffering per element; the bytes are the same as pydicom's. When the dataset's encoding or character
+    set is not the output's, pydicom's own re-encoding is used."""
+    if dataset.original_encoding != (fp.is_implicit_VR, fp.is_little_endian) or \
+            dataset.original_character_set != dataset._character_set:
+        write_dataset(fp, dataset, parent_encoding=parent_charset)
+        return
+    charset = dataset.get("SpecificCharacterSet", parent_charset)
+    for tag in sorted(dataset.keys()):
+        if tag.element == 0 and tag.group > 6:
+            continue  # group lengths are retired (PS3.5 7.2), and pydicom leaves them out too
+        elem = dataset.get_item(tag)
+        if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes) and \
+                elem.length != UNDEFINED_LENGTH and (fp.is_implicit_VR or len(elem.VR or "") == 2):
+            _write_raw(fp, elem)
+        elif isinstance(elem, DataElement) and elem.VR == "SQ":
+            _write_sequence(fp, elem, charset)
+        else:
+            write_data_element(fp, elem, charset)
+
+
+def _write_sequence(fp: DicomIO, elem: DataElement, charset: str | list[str]) -> None:
+    """A sequence and its items, with the lengths pydicom would give them: undefined where they were read so,
+    else counted (in a buffer for the sequence, by seeking back for an item), as pydicom's writer does."""
+    fp.write_tag(elem.tag)
+    if not fp.is_implicit_VR:
+        fp.write(b"SQ\0\0")
+    if elem.is_undefined_length:
+        fp.write_UL(UNDEFINED_LENGTH)
+        _write_items(fp, elem.value, charset)
+        fp.write_tag(_SEQUENCE_DELIMITER)
+        fp.write_UL(0)
+        return
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = fp.is_little_endian, fp.is_implicit_VR
+    _write_items(buffer, elem.value, charset)
+    fp.write_UL(buffer.tell())
+    fp.write(buffer.getvalue())
+
+
+def _write_items(fp: DicomIO, items: Iterable[Dataset], charset: str | list[str]) -> None:
+    for item in items:
+        fp.write_tag(_ITEM)
+        length_at = fp.tell()
+        fp.write_UL(UNDEFINED_LENGTH)
+        _encode(fp, item, charset)
+        if getattr(item, "is_undefined_length_sequence_item", False):
+            fp.write_tag(_ITEM_DELIMITER)
+            fp.write_UL(0)
+        else:
+            end = fp.tell()
+            fp.seek(length_at)
+            fp.write_UL(end - length_at - 4)
+            fp.seek(end)
+
+
+def _write_raw(fp: DicomIO, elem: RawDataElement) -> None:
+    value = elem.value
+    assert value is not None
+    fp.write_tag(elem.tag)
+    if fp.is_implicit_VR:
+        fp.write_UL(len(value))
+    elif elem.VR in EXPLICIT_VR_LENGTH_32:
+        fp.write(str(elem.VR).encode("ascii") + b"\0\0")
+        fp.write_UL(len(value))
+    else:
+        fp.write(str(elem.VR).encode("ascii"))
+        fp.write_US(len(value))
+    fp.write(value)
 
 
 def _part(out: Dataset, tags: list[BaseTag]) -> Dataset:
@@ -447,9 +525,10 @@ def _make_dirs(directory: Path) -> list[Path]:
 
 
 def fsync_folders(folders: Iterable[Path]) -> None:
-    """fsync each folder once (see `output_folders`)."""
-    for folder in dict.fromkeys(folders):
-        _fsync_dir(folder)
+    """fsync each folder once (see `output_folders`), several at a time: the file system commits the waiting
+    ones together, so a thousand folders cost a few disk flushes, not a thousand."""
+    with ThreadPoolExecutor(max_workers=FSYNC_THREADS) as pool:
+        list(pool.map(_fsync_dir, dict.fromkeys(folders)))  # list(): the first error is raised here
 
 
 def _fsync_dir(directory: Path) -> None:

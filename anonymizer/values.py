@@ -201,10 +201,10 @@ def resolved(dataset: Dataset, tag: BaseTag) -> Element:
     """The element at `tag`, left raw when its VR and value can be read from the raw form; converted by
     pydicom when it is a sequence (to reach its items), when its VR is not known from the raw form (private
     or unknown tags read in implicit VR or as UN, ambiguous VRs) or when its value is still on disk."""
-    elem = dataset.get_item(tag)
+    elem = dataset.get_item(tag)  # (a raw value still on disk is read, and the element converted, here)
     if isinstance(elem, RawDataElement):
-        known = elem.VR not in (None, "UN") or _dictionary_vr(int(elem.tag)) is not None
-        if not known or vr_of(elem) == "SQ" or (elem.value is None and elem.length):
+        vr = elem.VR if elem.VR not in (None, "UN") else _dictionary_vr(tag)
+        if vr is None or vr == "SQ":
             return dataset[tag]
     return elem
 

@@ -318,12 +318,14 @@ def test_run_batch_refuses_one_file_that_breaks_and_goes_on(tmp_path: Path, monk
     json.dumps(as_dict)  # serialisable as it is
 
 
-def _crash_on_poison(path: Path, out_dir: Path, quarantine: Path) -> Any:
+_REAL_WORK = anonymizer.batch._work  # taken before any test patches it (a forked worker inherits the patch)
+
+
+def _crash_on_poison(paths: list[Path], out_dir: Path, quarantine: Path) -> Any:
     """Stands in for anonymizer.batch._work in the worker processes: dies outright on a file named poison*."""
-    if path.name.startswith("poison"):
+    if any(path.name.startswith("poison") for path in paths):
         os._exit(70)
-    return anonymizer.batch._deidentify_one(path, out_dir, anonymizer.batch._worker_profile,  # type: ignore[arg-type]
-                                            quarantine)
+    return _REAL_WORK(paths, out_dir, quarantine)
 
 
 def test_a_worker_that_dies_costs_only_its_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
