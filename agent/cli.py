@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from agent import __version__
-from agent.audit_log import public_key_path
-from agent.audit_verify import export, to_csv, verify
 from agent.client import Client
 from agent.clock import parse_utc, utc_iso
 from agent.config import DEFAULT_CONFIG_PATH, Config, defaults, load
@@ -210,12 +208,16 @@ def audit_command(args: argparse.Namespace, verify_log: Callable[[], dict[str, A
     until = utc_iso(parse_time(args.until)) if args.until else None
     records = export_log(since, until)
     as_json = args.json or args.format == "json"
+    from agent.audit_verify import to_csv  # the audit modules need cryptography: loaded by the commands that use them
     sys.stdout.write(json.dumps(records, indent=2) + "\n" if as_json else to_csv(records))
     return 0
 
 
 def audit_from_files(args: argparse.Namespace, config: Config) -> int:
     """`audit verify|export` while the agent is down: the same checks, straight from the files."""
+    from agent.audit_log import public_key_path
+    from agent.audit_verify import export, verify
+
     audit_dir = config.paths.audit_dir
     key = public_key_path(config.paths.audit_signing_key)
     print(f"servicegate: the agent is not running; reading the audit log from {audit_dir}", file=sys.stderr)

@@ -54,6 +54,7 @@ from anonymizer.values import (
     PLACEHOLDER,
     Element,
     IdentifyingValues,
+    cached_encodings,
     element_hits,
     element_text,
     element_values,
@@ -183,7 +184,7 @@ def identifying_values(dataset: Dataset, profile: Profile, table: RuleTable) -> 
             continue  # kept (no rule, or K under the options): an option retains it
         if vr == "PN" or elem.tag in IDENTIFYING_TAGS or (vr == "UI" and "U" in code and
                                                           Option.RETAIN_UIDS not in profile.options):
-            given = element_values(elem, encodings.setdefault(id(ds), encodings_of(ds)))
+            given = element_values(elem, cached_encodings(encodings, ds))
             if vr == "PN":
                 found |= person_name_parts(given)
             elif vr == "UI":
@@ -213,7 +214,7 @@ class _Walker:
         An element that is removed or kept as it is stays raw (never converted): see `anonymizer.values`."""
         kept_blocks: set[tuple[int, int]] = set()
         encodings = encodings_of(dataset)
-        for tag in list(dataset.keys()):
+        for tag, held in list(dataset.items()):
             if tag in PIXEL_TAGS:
                 continue  # kept as it is, never loaded: pixel cleaning acts on it separately
             if tag.element == 0x0000:  # group lengths: retired, and stale once anything changes
@@ -228,7 +229,7 @@ class _Walker:
                     del dataset[tag]
                     self.report.private_removed += 1
                 continue
-            self._apply(dataset, tag, mode, encodings)
+            self._apply(dataset, tag, held, mode, encodings)
         # A private creator stays only while an element of its block stays.
         for tag in list(dataset.keys()):
             if _is_creator(tag) and (BaseTag(tag).group, BaseTag(tag).element) not in kept_blocks:
@@ -242,14 +243,14 @@ class _Walker:
             return False
         return (tag.group, creator.value.strip(), tag.element & 0xFF) in self.profile.safe_private
 
-    def _apply(self, dataset: Dataset, tag: BaseTag, mode: str | None, encodings: list[str]) -> None:
+    def _apply(self, dataset: Dataset, tag: BaseTag, held: Element, mode: str | None, encodings: list[str]) -> None:
         rule = self.table.rule_for(int(tag))
         code = resolve(action_for(rule, self.profile.options)) if rule else addition_for(tag, self.profile)
         if code == "X":
             self.report.actions[code] += 1
             del dataset[tag]
             return
-        elem = resolved(dataset, tag)
+        elem = resolved(dataset, tag, held)
         if code is None:
             self._unlisted(dataset, elem, mode, encodings)
             return

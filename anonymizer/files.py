@@ -323,10 +323,11 @@ def _encode(fp: DicomIO, dataset: Dataset, parent_charset: str | list[str]) -> N
         write_dataset(fp, dataset, parent_encoding=parent_charset)
         return
     charset = dataset.get("SpecificCharacterSet", parent_charset)
-    for tag in sorted(dataset.keys()):
+    for tag, elem in sorted(dataset.items(), key=lambda item: item[0]):
         if tag.element == 0 and tag.group > 6:
             continue  # group lengths are retired (PS3.5 7.2), and pydicom leaves them out too
-        elem = dataset.get_item(tag)
+        if isinstance(elem, RawDataElement) and elem.value is None:
+            elem = dataset.get_item(tag)  # a value still on disk (over DEFER_BYTES): read now
         if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes) and \
                 elem.length != UNDEFINED_LENGTH and (fp.is_implicit_VR or len(elem.VR or "") == 2):
             _write_raw(fp, elem)

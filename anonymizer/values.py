@@ -197,16 +197,26 @@ def _dictionary_vr(tag: int) -> str | None:
     return None if " or " in vr else vr
 
 
-def resolved(dataset: Dataset, tag: BaseTag) -> Element:
-    """The element at `tag`, left raw when its VR and value can be read from the raw form; converted by
-    pydicom when it is a sequence (to reach its items), when its VR is not known from the raw form (private
-    or unknown tags read in implicit VR or as UN, ambiguous VRs) or when its value is still on disk."""
-    elem = dataset.get_item(tag)  # (a raw value still on disk is read, and the element converted, here)
+def resolved(dataset: Dataset, tag: BaseTag, elem: Element | None = None) -> Element:
+    """The element at `tag` (`elem`, when the caller has it as the dataset holds it), left raw when its VR and
+    value can be read from the raw form; converted by pydicom when it is a sequence (to reach its items),
+    when its VR is not known from the raw form (private or unknown tags read in implicit VR or as UN,
+    ambiguous VRs) or when its value is still on disk."""
+    if elem is None:
+        elem = dataset.get_item(tag, keep_deferred=True)
     if isinstance(elem, RawDataElement):
         vr = elem.VR if elem.VR not in (None, "UN") else _dictionary_vr(tag)
-        if vr is None or vr == "SQ":
+        if vr is None or vr == "SQ" or elem.value is None:
             return dataset[tag]
     return elem
+
+
+def cached_encodings(cache: dict[int, list[str]], dataset: Dataset) -> list[str]:
+    """`encodings_of(dataset)`, computed once per dataset (item) of one walk: `cache` lives as long as the walk."""
+    found = cache.get(id(dataset))
+    if found is None:
+        found = cache[id(dataset)] = encodings_of(dataset)
+    return found
 
 
 def encodings_of(dataset: Dataset) -> list[str]:
@@ -286,9 +296,9 @@ PIXEL_TAGS = frozenset({Tag(0x7FE0, 0x0008), Tag(0x7FE0, 0x0009), Tag(0x7FE0, 0x
 
 def elements(dataset: Dataset) -> Iterator[Element]:
     """The elements of one dataset level as `resolved` gives them, pixel data left out without being loaded."""
-    for tag in list(dataset.keys()):
+    for tag, elem in list(dataset.items()):  # as held: raw elements stay raw (iterating the Dataset converts)
         if tag not in PIXEL_TAGS:
-            yield resolved(dataset, tag)
+            yield resolved(dataset, tag, elem)
 
 
 def walk(dataset: Dataset, path: str = "") -> Iterator[tuple[str, Dataset, Element]]:

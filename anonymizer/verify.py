@@ -18,7 +18,7 @@ from pydicom.charset import convert_encodings
 from pydicom.dataset import Dataset, FileMetaDataset
 
 from anonymizer.errors import Refused
-from anonymizer.values import PIXEL_TAGS, IdentifyingValues, element_hits, encodings_of, tolerant, walk
+from anonymizer.values import PIXEL_TAGS, IdentifyingValues, cached_encodings, element_hits, tolerant, walk
 
 
 def check(values: IdentifyingValues, output: Dataset) -> None:
@@ -34,7 +34,7 @@ def parsed_hits(values: IdentifyingValues, output: Dataset) -> list[str]:
     hits = []
     encodings: dict[int, list[str]] = {}  # per dataset (item), computed once
     for path, ds, elem in walk(output):
-        if element_hits(elem, values, encodings.setdefault(id(ds), encodings_of(ds))):
+        if element_hits(elem, values, cached_encodings(encodings, ds)):
             hits.append(f"{path}{elem.tag}")
     return hits
 

@@ -220,6 +220,26 @@ def test_elements_after_the_pixel_data_are_written_in_the_input_encoding(tmp_pat
     assert b"Featherstonehaugh" not in result.output.read_bytes()
 
 
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian])
+def test_a_large_kept_value_that_stayed_on_disk_is_written_whole(tmp_path: Path, syntax: UID) -> None:
+    """A palette lookup table of 128 KiB (over DEFER_BYTES, so not read with the header) that no rule
+    removes: it is read when written, byte for byte, in the input's encoding."""
+    ds = _image(syntax)
+    table = bytes(range(256)) * 512
+    assert len(table) > files.DEFER_BYTES
+    ds.add_new(0x00281201, "OW", table)  # Red Palette Color Lookup Table Data: not in Table E.1-1, kept
+    ds.add_new(0x7FE00010, "OW", b"\0" * (256 * 256 * 2))
+    src = tmp_path / "palette.dcm"
+    pydicom.dcmwrite(src, ds, implicit_vr=syntax == ImplicitVRLittleEndian,
+                     little_endian=syntax != ExplicitVRBigEndian)
+
+    result = deidentify_file(src, tmp_path / "out", PROFILE)
+
+    assert result.status == "accepted", result.reason
+    assert result.output is not None
+    assert pydicom.dcmread(result.output)[0x00281201].value == table
+
+
 # ---- refusals -------------------------------------------------------------------------------------
 
 def _cut(src: Path, target: Path, where: Callable[[RawDataElement], int]) -> Path:
