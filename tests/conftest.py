@@ -23,9 +23,27 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", help="run the tests marked slow (CI=true runs them anyway)")
+
+
+def _run_slow(config: pytest.Config) -> bool:
+    return os.environ.get("CI") == "true" or bool(config.getoption("--slow"))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return "slow tests: " + ("run" if _run_slow(config) else "deselected (they run in CI, or with --slow)")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`needs_root` tests create real users and groups. They skip only off CI when not root: in CI
+    """`slow` tests run in CI and with --slow, and are deselected otherwise (a developer's `make test`).
+    `needs_root` tests create real users and groups. They skip only off CI when not root: in CI
     (CI=true, run as root) they must run, and a CI run without root fails them instead of skipping."""
+    if not _run_slow(config):
+        slow = [item for item in items if "slow" in item.keywords]
+        if slow:
+            config.hook.pytest_deselected(items=slow)
+            items[:] = [item for item in items if "slow" not in item.keywords]
     if os.geteuid() == 0 or os.environ.get("CI") == "true":
         return
     skip = pytest.mark.skip(reason="creates real users and groups: run as root (CI does)")
