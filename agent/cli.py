@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -21,7 +21,7 @@ from agent import __version__
 from agent.client import Client
 from agent.clock import parse_utc, utc_iso
 from agent.config import DEFAULT_CONFIG_PATH, Config, defaults, load
-from agent.errors import AgentUnreachableError, ExitCode, ServiceGateError, UsageError
+from agent.errors import AgentUnreachableError, ExitCode, PermissionDeniedError, ServiceGateError, UsageError
 from agent.fsutil import atomic_write
 from agent.protocol import EVENT_KINDS, PRIVACY_DISCLAIMER, SESSION_LEVELS, AccessLevel, SessionKind
 from agent.timeparse import local, parse_duration, parse_time
@@ -99,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     event.add_argument("kind", choices=EVENT_KINDS)
     event.add_argument("--detail", default="", help="short technical text; never patient data")
 
+    telemetry = sub.add_parser("telemetry", help="what the device reports to the service centre (no agent needed)")
+    telemetry_sub = telemetry.add_subparsers(dest="telemetry_command", required=True, metavar="ACTION")
+    collect = telemetry_sub.add_parser("collect", help="take one sample of the system's figures and print it")
+    collect.add_argument("--once", action="store_true", required=True, help="one sample, now (the agent samples "
+                                                                            "on its schedule)")
+    collect.add_argument("--json", action="store_true", help="print the sample as JSON")
+    telemetry_status = telemetry_sub.add_parser("status", help="the outbox: what waits to be sent, what was shed")
+    telemetry_status.add_argument("--json", action="store_true", help="print as JSON")
+
     anon = sub.add_parser("anonymize", help="de-identify DICOM files before they leave (needs no running agent)")
     anon.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
                       help="DICOM files, or folders searched recursively")
@@ -143,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "anonymize":
             return anonymize(args)  # a local job over the anonymizer library: no agent needed
         config = load_config(args.config, required=False)
+        if args.command == "telemetry":
+            return telemetry_command(args, config)  # reads the system and the outbox file: no agent needed
         try:
             with Client(config.paths.control_socket) as client:
                 client.connect()
@@ -293,6 +304,53 @@ def format_status(status: dict[str, Any]) -> str:
     lines += [format_session(s) for s in status["sessions"]] or ["No open session."]
     if status["examinations_blocked"]:
         lines.append("Examinations are BLOCKED while the full-access session is active.")
+    return "\n".join(lines)
+
+
+# ---- telemetry ------------------------------------------------------------------------------------
+
+
+def telemetry_command(args: argparse.Namespace, config: Config) -> int:
+    from telemetry.collectors import Collector  # only these commands need psutil and the outbox
+    from telemetry.outbox import Outbox, OutboxError
+
+    if args.telemetry_command == "collect":
+        sample = Collector(None, mounts=config.telemetry.mounts, processes=config.telemetry.processes).sample()
+        if args.json:
+            print(json.dumps(sample, indent=2))
+        else:
+            for point in sample["points"]:
+                where = ", ".join(f"{k}={v}" for k, v in point["attributes"].items())
+                print(f"{point['name']}{f' ({where})' if where else ''}: {point['value']} {point['unit']}".rstrip())
+        return 0
+    path = config.paths.outbox
+    if not path.exists():
+        print(f"No outbox yet at {path}: the agent creates it when it first queues telemetry.")
+        return 0
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise PermissionDeniedError(f"cannot open the outbox {path}: run this as root or as the agent's service user")
+    try:
+        with Outbox(path, cap_bytes=config.telemetry.outbox_cap_mb * 1024 * 1024) as outbox:
+            status = outbox.status()
+    except OutboxError as exc:
+        raise UsageError(str(exc)) from None
+    return show(args, status.to_dict(), format_outbox_status)
+
+
+def format_outbox_status(status: dict[str, Any]) -> str:
+    def when(epoch: float | None) -> str:
+        return local(datetime.fromtimestamp(epoch, UTC)) if epoch is not None else "never"
+
+    age = status["oldest_age_s"]
+    lines = [f"Waiting to be sent: {status['records']} records, {status['bytes'] / 1e6:.1f} MB of "
+             f"{status['cap_bytes'] / 1e6:.0f} MB" + (f"; the oldest is {age / 60:.0f} minutes old" if age else ""),
+             f"Last successful push: {when(status['last_push'])}",
+             f"Last error: {status['last_error'] or 'none'}"]
+    if status["quarantined"]:
+        lines.append(f"Quarantined (refused by the receiver, kept here): {status['quarantined']} records")
+    if status["shed"]:
+        shed = ", ".join(f"{n} {kind}" for kind, n in sorted(status["shed"].items()))
+        lines.append(f"Shed over the size cap: {shed}")
     return "\n".join(lines)
 
 

@@ -54,6 +54,11 @@ class PathsConfig:
         return self.state_dir / "keys" / "audit-signing.key"
 
     @property
+    def outbox(self) -> Path:
+        """Everything bound for the service centre waits here (SQLite, 0600): see docs/telemetry.md."""
+        return self.state_dir / "outbox.sqlite"
+
+    @property
     def anonymizer_key(self) -> Path:
         """The site's secret for keyed UIDs and pseudonyms (0600): the agent and the CLI give the same ones."""
         return self.state_dir / "keys" / "anonymizer.key"
@@ -107,6 +112,17 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class TelemetryConfig:
+    """What the device reports about itself (docs/telemetry.md)."""
+
+    mounts: tuple[str, ...] = setting(("/",), "Mount points whose usage and I/O are reported.", may_be_empty=True)
+    processes: tuple[str, ...] = setting((), "Names of the modality's processes whose health is reported (running, "
+                                             "restarts, memory, CPU).", may_be_empty=True)
+    outbox_cap_mb: int = setting(256, "Largest size of the outbox; above it, debug logs, then logs, then metrics are "
+                                      "shed (never alerts), and each shed is reported.", minimum=16, maximum=16384)
+
+
+@dataclass(frozen=True)
 class AnonymizerConfig:
     """DICOM de-identification before anything leaves (`servicegate anonymize`; its command-line options
     override these). The pseudonym key is `<state_dir>/keys/anonymizer.key`. Option names, the safe private
@@ -135,6 +151,7 @@ class Config:
     sessions: SessionsConfig = field(default_factory=SessionsConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     anonymizer: AnonymizerConfig = field(default_factory=AnonymizerConfig)
     source: Path | None = field(default=None, compare=False)
 

@@ -170,7 +170,17 @@ class Outbox:
         with self._transaction() as db:
             _set_fact(db, "last_error", message)
 
+    def set_fact(self, key: str, value: str) -> None:
+        """Keep a small piece of telemetry state (the collectors' counters) as durably as the records."""
+        with self._transaction() as db:
+            _set_fact(db, key, value)
+
     # ---- reading --------------------------------------------------------------------------------
+
+    def fact(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM facts WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
 
     def batch(self, max_records: int = 500, max_bytes: int = 4 * 1024 * 1024) -> list[Record]:
         """The next records to send: highest priority first (alerts before metrics before logs), oldest first
