@@ -28,6 +28,19 @@ from telemetry.outbox import Outbox
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 STATE_KEY = "collector.state"
+# Every metric a sample can hold (threshold rules may name only these; docs/telemetry.md lists them).
+METRICS = frozenset({
+    "system.cpu.utilization", "system.cpu.load_average.1m", "system.cpu.load_average.5m",
+    "system.cpu.load_average.15m", "system.memory.usage", "system.memory.utilization", "system.paging.usage",
+    "system.paging.utilization", "system.uptime", "system.filesystem.usage", "system.filesystem.utilization",
+    "servicegate.filesystem.available", "system.disk.io", "system.network.io", "hw.temperature", "hw.fan.speed",
+    "servicegate.modality.process.running", "servicegate.modality.process.restarts",
+    "servicegate.modality.process.failures", "servicegate.modality.process.mtbf",
+    "servicegate.modality.process.time_since_failure", "process.memory.usage", "process.cpu.time",
+    "servicegate.system.restarts", "servicegate.agent.restarts", "servicegate.agent.failures",
+    "servicegate.agent.mtbf", "servicegate.agent.time_since_failure", "servicegate.modality.scans",
+    "servicegate.modality.errors",
+})
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from telemetry import otlp
-from telemetry.collectors import STATE_KEY, Collector
+from telemetry.collectors import METRICS, STATE_KEY, Collector
 from telemetry.outbox import Outbox
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +61,7 @@ def test_a_sample_has_the_systems_figures_and_is_valid_otlp(outbox: Outbox) -> N
     assert values(sample, "system.network.io", direction="receive")  # every interface but lo
     assert not values(sample, "system.network.io", device="lo")
     assert (one(sample, "servicegate.modality.scans"), one(sample, "servicegate.modality.errors")) == (5, 1)
+    assert {p["name"] for p in sample["points"]} <= METRICS  # what threshold rules may name
     sequence = outbox.put("metric", sample)
     document = otlp.metrics_request(outbox.batch(), {"service.name": "servicegate"})
     json_format.ParseDict(document, ExportMetricsServiceRequest())
@@ -133,6 +134,7 @@ def test_modality_processes_running_restarts_and_memory(tmp_path: Path, outbox: 
         assert one(sample, "servicegate.modality.process.restarts", **name) == 1  # coming back is no failure
         assert one(sample, "servicegate.modality.process.failures", **name) == 1
         assert one(sample, "servicegate.modality.process.time_since_failure", **name) == 120
+        assert {p["name"] for p in sample["points"]} <= METRICS
     finally:
         running.kill()
         running.wait()
