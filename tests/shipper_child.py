@@ -25,6 +25,7 @@ def main(outbox_path: str, url: str, ca: str, cert: str, key: str) -> None:
     # this process at random moments; the waits only keep it from spinning.
     shipper = Shipper(outbox, session, url, RESOURCE, batch_records=7, timeout_s=(0.5, 1.0),
                       wait=lambda seconds: time.sleep(min(seconds, 0.05)))
+    print("ready", flush=True)  # the test kills at a random moment after this
     n = 0
     while True:
         outbox.put_many("log", [{"body": f"line {n + i}", "severity": "INFO"} for i in range(5)])
