@@ -9,6 +9,8 @@ os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
 import pytest  # noqa: E402
 
+from tests.summary import SCRUBBER_FIGURES  # noqa: E402
+
 # The fixtures two test files share live in helper modules, loaded here as plugins. Imported into the
 # test files they would look unused to ruff (F401, F811); and a test file's own `pytest_plugins` would
 # come too late for assertion rewriting, because it imports the helper's classes first.
@@ -50,3 +52,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "needs_root" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """The log scrubber's recall and false positives on the labelled corpus (tests/test_telemetry_scrubber.py)."""
+    figures = config.stash.get(SCRUBBER_FIGURES, None)
+    if figures is not None:
+        terminalreporter.write_line(figures)
