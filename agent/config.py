@@ -120,6 +120,10 @@ class TelemetryConfig:
                                              "restarts, memory, CPU).", may_be_empty=True)
     outbox_cap_mb: int = setting(256, "Largest size of the outbox; above it, debug logs, then logs, then metrics are "
                                       "shed (never alerts), and each shed is reported.", minimum=16, maximum=16384)
+    log_files: tuple[str, ...] = setting((), "Log files to follow and send, scrubbed (rotation by rename or "
+                                             "copytruncate is followed).", may_be_empty=True)
+    max_line_kb: int = setting(16, "Longer log lines are cut (and marked) at this many kilobytes.",
+                               minimum=1, maximum=1024)
     scrub_patterns: tuple[str, ...] = setting((), "The site's own regular expressions: every match is removed from "
                                                   "log lines, besides the built-in rules.", may_be_empty=True)
     thresholds: Path = setting(Path(""), "A TOML file of threshold rules ([[rule]] tables, see docs/telemetry.md). "

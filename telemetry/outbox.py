@@ -30,7 +30,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,12 +137,16 @@ class Outbox:
         """Queue one record; return its sequence number."""
         return self.put_many(kind, [body])[0]
 
-    def put_many(self, kind: str, bodies: Iterable[dict[str, Any]]) -> list[int]:
-        """Queue records of one kind in one transaction; return their sequence numbers, in order."""
+    def put_many(self, kind: str, bodies: Iterable[dict[str, Any]], *,
+                 facts: Mapping[str, str] | None = None) -> list[int]:
+        """Queue records of one kind in one transaction; return their sequence numbers, in order. `facts` are
+        set in the same transaction (a log file's read position with the lines it covers: both or neither)."""
         priority = _priority(kind)
         encoded = [json.dumps(b, separators=(",", ":"), ensure_ascii=False).encode() for b in bodies]
         with self._transaction() as db:
             sequences = [self._insert(db, kind, priority, data) for data in encoded]
+            for key, value in (facts or {}).items():
+                _set_fact(db, key, value)
             self._shed_if_over(db)
         return sequences
 

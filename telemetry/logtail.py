@@ -1,0 +1,171 @@
+"""Following log files into the outbox, through rotation, without losing or repeating a line.
+
+Each configured file is read from where the last read stopped (inode and offset, kept in the outbox database
+and written in the same transaction as the lines they cover, so a crash can neither lose nor repeat them):
+
+- **rename and create** (logrotate's default): the file under the name is a new inode. The old one is still
+  open here, or is found again by its inode among the rotated files beside it (`name.1`, `name-20261127`...);
+  its rest is read first, then the new file from its start.
+- **copytruncate**: the same inode, now shorter than the offset. What was appended before the copy is read
+  from the copy (the rotated file whose start matches), then the truncated file from its start. (Lines
+  written between logrotate's copy and its truncation are lost by copytruncate itself, not here.)
+- **Partial lines** wait for their newline; **long lines** are cut at `max_line_bytes` (the rest of the line is
+  skipped, never held in memory) and marked; **invalid UTF-8** becomes U+FFFD; every line is scrubbed
+  (`telemetry.scrubber`) before it is queued.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from telemetry.outbox import Outbox
+from telemetry.scrubber import Scrubber
+
+MAX_LINE_BYTES = 16 * 1024
+READ_BYTES = 256 * 1024  # read at most this much of one file per call; the next call goes on
+TRUNCATED = " [line cut: {} bytes more]"
+
+
+@dataclass
+class _Position:
+    inode: int | None = None
+    offset: int = 0
+    head: str = ""  # the first bytes of the file (hex), to recognise its copy after copytruncate
+    skipping: bool = False  # inside a line cut at max_line_bytes whose newline has not come yet
+
+
+class LogTail:
+    def __init__(self, outbox: Outbox, files: list[Path], *, scrubber: Scrubber | None = None,
+                 max_line_bytes: int = MAX_LINE_BYTES, clock: Callable[[], float] | None = None) -> None:
+        self.outbox, self.files = outbox, [Path(f) for f in files]
+        self.scrubber = scrubber or Scrubber()
+        self.max_line_bytes = max_line_bytes
+        self._clock = clock
+
+    def poll(self) -> int:
+        """Queue the new complete lines of every file; return how many."""
+        return sum(self._poll_one(path) for path in self.files)
+
+    def _poll_one(self, path: Path) -> int:
+        key = f"logtail:{path}"
+        saved = self.outbox.fact(key)
+        position = _Position(**json.loads(saved)) if saved else _Position()
+        lines: list[str] = []
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            return 0  # rotated away and not created again yet: the next poll reads on
+        if position.inode is not None and position.inode != current.st_ino:
+            old = _find_inode(path, position.inode)
+            if old is not None:  # rename and create: the rest of the old file first
+                lines += self._read_from(old, position)
+            position = _Position()
+        elif current.st_size < position.offset:  # copytruncate
+            copy = _find_copy(path, position)
+            if copy is not None:
+                lines += self._read_from(copy, position)
+            position = _Position()
+        position.inode = current.st_ino
+        with open(path, "rb") as fh:
+            if not position.head:
+                position.head = fh.read(64).hex()
+            lines += self._read(fh, position)
+        state = json.dumps(position.__dict__, sort_keys=True)
+        if lines or state != saved:
+            records = [self._record(path, line) for line in lines]
+            self.outbox.put_many("log", records, facts={key: state})
+        return len(lines)
+
+    def _read_from(self, path: Path, position: _Position) -> list[str]:
+        with open(path, "rb") as fh:
+            return self._read(fh, _Position(position.inode, position.offset, position.head, position.skipping),
+                              until_end=True)
+
+    def _read(self, fh: BinaryIO, position: _Position, *, until_end: bool = False) -> list[str]:
+        """Complete lines from `position.offset`; moves the offset past them. `until_end`: a rotated file
+        gets no more lines, so its last line counts even without a newline."""
+        fh.seek(position.offset)
+        lines: list[str] = []
+        if position.skipping:  # the rest of a line already cut and queued
+            _, complete = _skip_rest_of_line(fh)
+            position.offset, position.skipping = fh.tell(), not complete
+            if position.skipping:
+                return lines
+        budget = READ_BYTES if not until_end else None
+        while budget is None or budget > 0:
+            start = fh.tell()
+            raw = fh.readline(self.max_line_bytes + 1)
+            if not raw:
+                break
+            complete = raw.endswith(b"\n")
+            if not complete and len(raw) <= self.max_line_bytes and not until_end:
+                break  # a line still being written: wait for its newline
+            cut = 0
+            if not complete and len(raw) > self.max_line_bytes:
+                raw = raw[:self.max_line_bytes]
+                skipped, complete = _skip_rest_of_line(fh)
+                cut = 1 + skipped
+                position.skipping = not complete and not until_end
+            text = raw.rstrip(b"\r\n").decode("utf-8", errors="replace")
+            lines.append(text + (TRUNCATED.format(f"{cut}+" if position.skipping else cut) if cut else ""))
+            position.offset = fh.tell()
+            if budget is not None:
+                budget -= position.offset - start
+            if position.skipping:
+                break
+        return lines
+
+    def _record(self, path: Path, line: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"body": self.scrubber.scrub(line), "severity": _severity(line),
+                                "attributes": {"log.file.name": path.name}}
+        if self._clock is not None:
+            body["time_unix_nano"] = int(self._clock() * 1e9)
+        return body
+
+
+def _skip_rest_of_line(fh: BinaryIO) -> tuple[int, bool]:
+    """Read past the rest of a line that is too long, in chunks: (bytes skipped, the newline not counted;
+    whether the newline came). Never holds more than one chunk."""
+    skipped = 0
+    while True:
+        chunk = fh.readline(READ_BYTES)
+        if not chunk:
+            return skipped, False
+        if chunk.endswith(b"\n"):
+            return skipped + len(chunk) - 1, True
+        skipped += len(chunk)
+
+
+def _rotated(path: Path) -> list[Path]:
+    """Files beside `path` that rotation made of it (`name.1`, `name-20261127`, ...), newest first."""
+    found = [p for p in path.parent.glob(f"{path.name}?*") if p.is_file() and not p.name.endswith((".gz", ".xz"))]
+    return sorted(found, key=lambda p: p.stat().st_mtime_ns, reverse=True)
+
+
+def _find_inode(path: Path, inode: int) -> Path | None:
+    return next((p for p in _rotated(path) if p.stat().st_ino == inode), None)
+
+
+def _find_copy(path: Path, position: _Position) -> Path | None:
+    """The copy copytruncate made: a rotated file at least as long as what was read, with the same start."""
+    for candidate in _rotated(path):
+        if candidate.stat().st_size < position.offset:
+            continue
+        with open(candidate, "rb") as fh:
+            if fh.read(len(position.head) // 2).hex() == position.head:  # the start it had when first read
+                return candidate
+    return None
+
+
+def _severity(line: str) -> str:
+    upper = line.upper()
+    for word, severity in (("CRITICAL", "CRITICAL"), ("FATAL", "FATAL"), ("ERROR", "ERROR"), ("WARN", "WARN"),
+                           ("DEBUG", "DEBUG")):
+        if word in upper:
+            return severity
+    return "INFO"
