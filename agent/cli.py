@@ -342,8 +342,8 @@ def format_outbox_status(status: dict[str, Any]) -> str:
         return local(datetime.fromtimestamp(epoch, UTC)) if epoch is not None else "never"
 
     age = status["oldest_age_s"]
-    lines = [f"Waiting to be sent: {status['records']} records, {status['bytes'] / 1e6:.1f} MB of "
-             f"{status['cap_bytes'] / 1e6:.0f} MB" + (f"; the oldest is {age / 60:.0f} minutes old" if age else ""),
+    lines = [f"Waiting to be sent: {status['records']} records, {status['bytes'] / 2**20:.1f} MiB of "
+             f"{status['cap_bytes'] / 2**20:.0f} MiB" + (f"; the oldest is {age / 60:.0f} minutes old" if age else ""),
              f"Last successful push: {when(status['last_push'])}",
              f"Last error: {status['last_error'] or 'none'}"]
     if status["quarantined"]:

@@ -126,6 +126,20 @@ class TelemetryConfig:
                                minimum=1, maximum=1024)
     scrub_patterns: tuple[str, ...] = setting((), "The site's own regular expressions: every match is removed from "
                                                   "log lines, besides the built-in rules.", may_be_empty=True)
+    collect_s: int = setting(60, "Seconds between samples (each checked against the thresholds).",
+                             minimum=5, maximum=3600)
+    logs_s: int = setting(60, "Seconds between reads of the log files.", minimum=5, maximum=3600)
+    push_s: int = setting(300, "Seconds between pushes to the receiver (an alert is pushed at once).",
+                          minimum=5, maximum=86400)
+    endpoint: str = setting("", "Base URL of the OTLP/HTTP receiver (the portal, or an OpenTelemetry Collector), "
+                                "https only. Empty: nothing is sent; the outbox keeps everything (up to its cap).",
+                            may_be_empty=True)
+    ca_file: Path = setting(Path(""), "The receiver's CA certificate (PEM): the only one trusted for it.",
+                            may_be_empty=True)
+    client_cert: Path = setting(Path(""), "The device's client certificate (PEM); its common name is the device id.",
+                                may_be_empty=True)
+    client_key: Path = setting(Path(""), "The client certificate's private key (PEM, readable only by the agent).",
+                               may_be_empty=True)
     thresholds: Path = setting(Path(""), "A TOML file of threshold rules ([[rule]] tables, see docs/telemetry.md). "
                                          "Empty: the built-in rules.", may_be_empty=True)
 

@@ -22,7 +22,7 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
-from agent import __version__
+from agent import __version__, reporting
 from agent.api import dispatcher
 from agent.audit_log import AuditLog
 from agent.clock import Clock, SystemClock
@@ -107,6 +107,7 @@ class Daemon:
                                offload=OFFLOADED)
         agent.publish = server.publish
         audit.listeners.append(lambda record: server.publish("audit_appended", record))
+        telemetry = reporting.build(config, counters=lambda: dict(agent.counters))
         try:
             await server.start()
         except OSError as exc:
@@ -119,6 +120,7 @@ class Daemon:
         log.info("ServiceGate agent %s ready on %s (access: %s)", __version__, config.paths.control_socket,
                  agent.grant.level.value)
         notify_systemd(f"READY=1\nSTATUS=access {agent.grant.level.value}")
+        telemetry.start()
         try:
             self._prune(audit)
             since_prune = 0.0
@@ -132,6 +134,7 @@ class Daemon:
                     since_prune = 0.0
         finally:
             notify_systemd("STOPPING=1")
+            telemetry.stop()
             await server.stop()
             agent.shutdown()
             audit.close()

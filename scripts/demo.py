@@ -10,12 +10,14 @@ telemetry, consent UI, de-identified uploads, screen sharing, updates).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pydicom
@@ -24,7 +26,13 @@ from pydicom.data import get_testdata_file
 from agent.client import wait_for_agent
 from agent.errors import AgentUnreachableError
 
-STEPS = 14
+# The telemetry receiver and its certificates are the test suite's (tests/ is not an installed package):
+# the reference portal of the connection issue will take their place.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.otlp_receiver import Receiver  # noqa: E402
+from tests.pki import make_pki  # noqa: E402
+
+STEPS = 15
 
 
 class Demo:
@@ -48,10 +56,22 @@ class Demo:
             raise SystemExit(f"demo: `servicegate {shlex.join(args)}` failed with exit code {result.returncode}")
         return result.stdout
 
-    def start_agent(self) -> subprocess.Popen[bytes]:
+    def start_receiver(self) -> Receiver:
+        """The service centre's telemetry receiver on loopback: HTTPS, client certificate required. (The test
+        suite's OTLP receiver, until the reference portal of the connection issue receives telemetry.)"""
+        self.pki = make_pki(self.workdir / "pki", device_id="CT-DEMO-01")
+        return Receiver(self.pki).start()
+
+    def start_agent(self, receiver: Receiver) -> subprocess.Popen[bytes]:
+        rules = self.workdir / "thresholds.toml"
+        rules.write_text('[[rule]]\nname = "demo-uptime"\nmetric = "system.uptime"\ncomparison = ">"\nlimit = 60\n'
+                         'severity = "info"\n')  # holds at once on any machine up for a minute: an alert to show
         self.config.write_text(
             "# Written by make demo: everything lives in this folder.\n"
             f'[paths]\nstate_dir = "{self.workdir / "state"}"\ncontrol_socket = "{self.socket}"\n'
+            f'[telemetry]\nendpoint = "{receiver.url}"\nca_file = "{self.pki.ca_cert}"\n'
+            f'client_cert = "{self.pki.client_cert}"\nclient_key = "{self.pki.client_key}"\n'
+            f'thresholds = "{rules}"\ncollect_s = 5\npush_s = 5\n'
         )
         log = (self.workdir / "agent.log").open("wb")
         agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(self.config), "run"],
@@ -80,10 +100,27 @@ class Demo:
             print(f"    {keyword:18} {str(before_ds.get(keyword, '')):52.52} -> {str(after_ds.get(keyword, ''))}")
         print(f"    written as {after.relative_to(self.workdir)} (named by the new UIDs, not the input's name)")
 
+    def telemetry(self, receiver: Receiver) -> None:
+        self.step("Telemetry: a sample and a threshold alert reach the service centre (OTLP over mutual TLS).")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not {"alert", "metric"} <= receiver.kinds():
+            time.sleep(0.2)
+        arrivals = [{"path": a.path, "records": a.records, "document": a.document} for a in receiver.accepted]
+        (self.workdir / "receiver.json").write_text(json.dumps(arrivals, indent=1))
+        self.sg("telemetry", "status")
+        for arrival in receiver.accepted:
+            for record in arrival.document.get("resourceLogs", [{}])[0].get("scopeLogs", [{}])[0].get("logRecords", []):
+                print(f"    receiver got: {record['body']['stringValue']}")
+        print(f"    receiver got {sum(len(a.records) for a in receiver.accepted)} records: "
+              f"{', '.join(sorted(receiver.kinds()))}")
+        if not {"alert", "metric"} <= receiver.kinds():
+            raise SystemExit("demo: no telemetry arrived within 60 s; see agent.log")
+
     def run(self) -> None:
         self.step("Start the agent in a temporary folder (no root, nothing listens on the network).")
-        agent = self.start_agent()
-        print(f"  agent running, pid {agent.pid}, control socket {self.socket}")
+        receiver = self.start_receiver()
+        agent = self.start_agent(receiver)
+        print(f"  agent running, pid {agent.pid}, control socket {self.socket}; telemetry receiver {receiver.url}")
         try:
             self.step("A new device starts with no remote access.")
             self.sg("status")
@@ -115,6 +152,7 @@ class Demo:
             self.step("The audit log's hash chain and signed checkpoints are intact.")
             self.sg("audit", "verify")
             self.anonymize()
+            self.telemetry(receiver)
         finally:
             self.step("Stop the agent cleanly (SIGTERM), as systemd would.")
             agent.send_signal(signal.SIGTERM)
@@ -123,13 +161,15 @@ class Demo:
             except subprocess.TimeoutExpired:
                 agent.kill()
                 print("  agent did not stop in 30 s and was killed")
+            receiver.stop()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="ServiceGate demo on loopback, in a temporary folder.")
     parser.add_argument("--workdir", type=Path, help="keep everything in this folder (default: a temporary one)")
     args = parser.parse_args()
-    print("ServiceGate demo: the agent, access levels, a session, the kill switch, the audit log.")
+    print("ServiceGate demo: the agent, access levels, a session, the kill switch, the audit log, de-identification, "
+          "telemetry.")
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
         Demo(args.workdir.resolve()).run()

@@ -64,6 +64,11 @@ class Receiver:
         assert self._server is not None
         return f"https://127.0.0.1:{self._server.server_address[1]}"
 
+    def kinds(self) -> set[str]:
+        """The kinds of record accepted so far."""
+        with self._lock:
+            return {kind for arrival in self.accepted for kind in arrival.kinds}
+
     def sequences(self) -> Counter[int]:
         """How often each sequence arrived in an accepted request."""
         with self._lock:

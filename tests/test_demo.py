@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,15 @@ def test_demo_walks_the_story_and_leaves_an_intact_audit_log(tmp_path: Path) -> 
     assert result.PatientIdentityRemoved == "YES"
     assert str(original.PatientName) not in outputs[0].read_bytes().decode("latin-1")
     assert outputs[0].stem == result.SOPInstanceUID != original.SOPInstanceUID
+
+    # the telemetry step: the loopback receiver got a sample and the threshold alert, as OTLP, once each
+    arrivals = json.loads((tmp_path / "receiver.json").read_text())
+    kinds = [kind for arrival in arrivals for kind in arrival["records"].values()]
+    assert "metric" in kinds
+    assert "alert" in kinds
+    sequences = [seq for arrival in arrivals for seq in arrival["records"]]
+    assert len(sequences) == len(set(sequences))
+    alert_logs = [r for a in arrivals if a["path"] == "/v1/logs"
+                  for r in a["document"]["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+                  if {"key": "servicegate.rule", "value": {"stringValue": "demo-uptime"}} in r["attributes"]]
+    assert alert_logs

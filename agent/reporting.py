@@ -1,0 +1,84 @@
+"""The agent's telemetry: the `telemetry` package's parts built from the configuration, started and stopped by the
+daemon. Every mistake in `[telemetry]` that only shows when the parts are built (a threshold rule, a scrub
+pattern, a receiver without its certificates) stops the agent at start with one message, like any other
+configuration error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import requests
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from agent import __version__
+from agent.config import Config
+from agent.errors import ConfigError
+from telemetry.collectors import Collector
+from telemetry.logtail import LogTail
+from telemetry.outbox import Outbox, OutboxError
+from telemetry.scrubber import Scrubber, validate
+from telemetry.service import Intervals, TelemetryService
+from telemetry.shipper import Shipper
+from telemetry.thresholds import DEFAULT_RULES, RuleError, Thresholds, load_rules
+
+EMPTY = Path("")
+
+
+def build(config: Config, counters: Callable[[], Mapping[str, int]]) -> TelemetryService:
+    """The telemetry service for `config`; `counters` gives the modality's scan and error counts."""
+    t = config.telemetry
+    where = f"{config.source or 'configuration'}: [telemetry]"
+    problems = validate(t.scrub_patterns)
+    if problems:
+        raise ConfigError(f"{where} scrub_patterns: not a regular expression: {problems[0]}. Fix or remove it.")
+    try:
+        rules = load_rules(t.thresholds) if t.thresholds != EMPTY else DEFAULT_RULES
+    except RuleError as exc:
+        raise ConfigError(f"{where} thresholds: {exc}") from None
+    session, device = _session(config, where)
+    try:
+        outbox = Outbox(config.paths.outbox, cap_bytes=t.outbox_cap_mb * 1024 * 1024)
+    except OutboxError as exc:
+        raise ConfigError(str(exc)) from None
+    resource = {"service.name": "servicegate", "service.version": __version__, "servicegate.device.id": device}
+    shipper = Shipper(outbox, session, t.endpoint, resource) if session is not None else None
+    return TelemetryService(
+        outbox,
+        Collector(outbox, mounts=t.mounts, processes=t.processes, counters=counters),
+        LogTail(outbox, [Path(f) for f in t.log_files], scrubber=Scrubber(t.scrub_patterns),
+                max_line_bytes=t.max_line_kb * 1024),
+        Thresholds(rules, outbox),
+        shipper,
+        Intervals(collect_s=t.collect_s, logs_s=t.logs_s, push_s=t.push_s),
+    )
+
+
+def _session(config: Config, where: str) -> tuple[requests.Session | None, str]:
+    """The mutual-TLS session to the receiver: its CA the only trust anchor, the device certificate, no proxy
+    or CA from the environment. (None, "unknown") when no receiver is configured."""
+    t = config.telemetry
+    if not t.endpoint:
+        return None, "unknown"
+    if not t.endpoint.startswith("https://"):
+        raise ConfigError(f"{where} endpoint = {t.endpoint!r}: only https:// is allowed (telemetry leaves the "
+                          "device only over mutual TLS).")
+    for key, path in (("ca_file", t.ca_file), ("client_cert", t.client_cert), ("client_key", t.client_key)):
+        if path == EMPTY:
+            raise ConfigError(f"{where} endpoint is set, so {key} is needed too: the receiver's CA, the device's "
+                              "certificate and its key.")
+        if not path.is_file():
+            raise ConfigError(f"{where} {key} = {str(path)!r}: no such file.")
+    try:
+        certificate = x509.load_pem_x509_certificate(t.client_cert.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{where} client_cert = {str(t.client_cert)!r}: not a PEM certificate ({exc}).") from None
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    device = str(names[0].value) if names else "unknown"
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(t.ca_file)
+    session.cert = (str(t.client_cert), str(t.client_key))
+    return session, device
