@@ -26,14 +26,16 @@ class Pki:
     client_key: Path
 
 
-def make_pki(directory: Path, *, device_id: str = "device-0001") -> Pki:
+def make_pki(directory: Path, *, device_id: str = "device-0001", valid_days: int = 1) -> Pki:
+    """`valid_days` before and after now (a test that steps the clock needs room on both sides)."""
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ServiceGate test vendor CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=2))
+          .serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(days=valid_days, minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=valid_days + 1))
           .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
           .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
                                        content_commitment=False, key_encipherment=False, data_encipherment=False,
@@ -45,8 +47,8 @@ def make_pki(directory: Path, *, device_id: str = "device-0001") -> Pki:
         builder = (x509.CertificateBuilder()
                    .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
                    .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(minutes=5))
-                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .not_valid_before(now - datetime.timedelta(days=valid_days, minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=valid_days))
                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                    .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
         if san:
