@@ -18,7 +18,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,9 +50,10 @@ class Point:
     unit: str = ""
     kind: Literal["gauge", "counter"] = "gauge"
     attributes: dict[str, str] = field(default_factory=dict)
+    start_unix_nano: int | None = None  # a counter's: since when it counts (boot, process start, first agent start)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def read_boot_id() -> str:
@@ -103,6 +104,11 @@ class Collector:
             points += [p for p in self._modality(now) if p.kind == "gauge" or p.name.startswith("process.")]
         for name, value in sorted(self._counters().items()):
             points.append(Point(f"servicegate.modality.{name}", int(value), "{event}", "counter"))
+        # Since when each counter counts (OTLP's start time; without it every point would look like a reset):
+        # the system's since boot, ServiceGate's since the agent first started on this device.
+        boot, first = int(psutil.boot_time() * 1e9), int(self._state.get("first_start", now) * 1e9)
+        points = [replace(p, start_unix_nano=boot if p.name.startswith("system.") else first)
+                  if p.kind == "counter" and p.start_unix_nano is None else p for p in points]
         self._save()
         return {"time_unix_nano": int(now * 1e9), "points": [p.to_dict() for p in points]}
 
@@ -207,7 +213,8 @@ class Collector:
                 except psutil.Error:
                     continue  # it ended between the listing and now: the next sample sees that
                 points += [Point("process.memory.usage", rss, "By", attributes=attrs),
-                           Point("process.cpu.time", round(cpu.user + cpu.system, 2), "s", "counter", attrs)]
+                           Point("process.cpu.time", round(cpu.user + cpu.system, 2), "s", "counter", attrs,
+                                 int(started * 1e9) if started is not None else None)]
             points += _reliability("servicegate.modality.process", record["failures"], self._state["first_start"],
                                    now, attrs)
         return points

@@ -3,11 +3,13 @@
 Each configured file is read from where the last read stopped (inode and offset, kept in the outbox database
 and written in the same transaction as the lines they cover, so a crash can neither lose nor repeat them):
 
-- **rename and create** (logrotate's default): the file under the name is a new inode. The old one is still
-  open here, or is found again by its inode among the rotated files beside it (`name.1`, `name-20261127`...);
-  its rest is read first, then the new file from its start.
-- **copytruncate**: the same inode, now shorter than the offset. What was appended before the copy is read
-  from the copy (the rotated file whose start matches), then the truncated file from its start. (Lines
+- **rename and create** (logrotate's default): the file under the name is a new inode. The old one is found
+  again by its inode among the rotated files beside it (`name.1`, `name-20261127`...); its rest is read first,
+  then the new file from its start. (A rotated file compressed or moved elsewhere before the next poll cannot
+  be read: use `delaycompress`.)
+- **copytruncate**: the same inode, now shorter than the offset, or starting with other bytes than it did
+  (truncated and already grown past the offset). What was appended before the copy is read from the copy
+  (the rotated file whose start matches), then the truncated file from its start. (Lines
   written between logrotate's copy and its truncation are lost by copytruncate itself, not here.)
 - **Partial lines** wait for their newline; **long lines** are cut at `max_line_bytes` (the rest of the line is
   skipped, never held in memory) and marked; **invalid UTF-8** becomes U+FFFD; every line is scrubbed
@@ -16,8 +18,11 @@ and written in the same transaction as the lines they cover, so a crash can neit
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +30,8 @@ from typing import Any, BinaryIO
 
 from telemetry.outbox import Outbox
 from telemetry.scrubber import Scrubber
+
+log = logging.getLogger("servicegate.telemetry")
 
 MAX_LINE_BYTES = 16 * 1024
 READ_BYTES = 256 * 1024  # read at most this much of one file per call; the next call goes on
@@ -48,8 +55,15 @@ class LogTail:
         self._clock = clock
 
     def poll(self) -> int:
-        """Queue the new complete lines of every file; return how many."""
-        return sum(self._poll_one(path) for path in self.files)
+        """Queue the new complete lines of every file; return how many. A file that cannot be read is
+        logged and left for the next poll; it never keeps the others from being read."""
+        count = 0
+        for path in self.files:
+            try:
+                count += self._poll_one(path)
+            except OSError as exc:
+                log.warning("cannot read the log file %s: %s", path, exc.strerror or exc)
+        return count
 
     def _poll_one(self, path: Path) -> int:
         key = f"logtail:{path}"
@@ -57,22 +71,25 @@ class LogTail:
         position = _Position(**json.loads(saved)) if saved else _Position()
         lines: list[str] = []
         try:
-            current = os.stat(path)
+            fh = open(path, "rb")  # noqa: SIM115 - closed below; opened first, so stat and read see one file
         except FileNotFoundError:
             return 0  # rotated away and not created again yet: the next poll reads on
-        if position.inode is not None and position.inode != current.st_ino:
-            old = _find_inode(path, position.inode)
-            if old is not None:  # rename and create: the rest of the old file first
-                lines += self._read_from(old, position)
-            position = _Position()
-        elif current.st_size < position.offset:  # copytruncate
-            copy = _find_copy(path, position)
-            if copy is not None:
-                lines += self._read_from(copy, position)
-            position = _Position()
-        position.inode = current.st_ino
-        with open(path, "rb") as fh:
+        with fh:
+            current = os.fstat(fh.fileno())
+            head = fh.read(len(position.head) // 2).hex() if position.head else ""
+            if position.inode is not None and position.inode != current.st_ino:
+                old = _find_inode(path, position.inode)
+                if old is not None:  # rename and create: the rest of the old file first
+                    lines += self._read_from(old, position)
+                position = _Position()
+            elif current.st_size < position.offset or head != position.head:  # copytruncate (then maybe regrown)
+                copy = _find_copy(path, position)
+                if copy is not None:
+                    lines += self._read_from(copy, position)
+                position = _Position()
+            position.inode = current.st_ino
             if not position.head:
+                fh.seek(0)
                 position.head = fh.read(64).hex()
             lines += self._read(fh, position)
         state = json.dumps(position.__dict__, sort_keys=True)
@@ -141,20 +158,28 @@ def _skip_rest_of_line(fh: BinaryIO) -> tuple[int, bool]:
         skipped += len(chunk)
 
 
-def _rotated(path: Path) -> list[Path]:
-    """Files beside `path` that rotation made of it (`name.1`, `name-20261127`, ...), newest first."""
-    found = [p for p in path.parent.glob(f"{path.name}?*") if p.is_file() and not p.name.endswith((".gz", ".xz"))]
-    return sorted(found, key=lambda p: p.stat().st_mtime_ns, reverse=True)
+def _rotated(path: Path) -> list[tuple[Path, os.stat_result]]:
+    """Files beside `path` that rotation made of it (`name.1`, `name-20261127`, ...), newest first, with their
+    status (a file compressed away meanwhile is simply not among them)."""
+    found = []
+    for candidate in path.parent.glob(f"{path.name}?*"):
+        if candidate.name.endswith((".gz", ".xz", ".bz2", ".zst")):
+            continue
+        with contextlib.suppress(OSError):
+            state = candidate.stat()
+            if stat.S_ISREG(state.st_mode):
+                found.append((candidate, state))
+    return sorted(found, key=lambda item: item[1].st_mtime_ns, reverse=True)
 
 
 def _find_inode(path: Path, inode: int) -> Path | None:
-    return next((p for p in _rotated(path) if p.stat().st_ino == inode), None)
+    return next((p for p, state in _rotated(path) if state.st_ino == inode), None)
 
 
 def _find_copy(path: Path, position: _Position) -> Path | None:
     """The copy copytruncate made: a rotated file at least as long as what was read, with the same start."""
-    for candidate in _rotated(path):
-        if candidate.stat().st_size < position.offset:
+    for candidate, state in _rotated(path):
+        if state.st_size < position.offset:
             continue
         with open(candidate, "rb") as fh:
             if fh.read(len(position.head) // 2).hex() == position.head:  # the start it had when first read

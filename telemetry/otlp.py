@@ -49,7 +49,7 @@ def metrics_request(records: Iterable[Record], resource: Mapping[str, Any]) -> d
                 data_point["asDouble"] = float(value)
             metric: dict[str, Any] = {"name": point["name"], "unit": point.get("unit", "")}
             if point.get("kind") == "counter":
-                data_point["startTimeUnixNano"] = str(int(point.get("start_unix_nano", time)))
+                data_point["startTimeUnixNano"] = str(int(point.get("start_unix_nano") or time))
                 metric["sum"] = {"dataPoints": [data_point], "aggregationTemporality": CUMULATIVE,
                                  "isMonotonic": True}
             else:
@@ -65,7 +65,7 @@ def logs_request(records: Iterable[Record], resource: Mapping[str, Any]) -> dict
     for record in records:
         body = record.body
         attributes = dict(body.get("attributes", {})) if record.kind in ("log", "debug_log") else \
-            {"event.name": f"servicegate.{record.kind}", **_flat(body)}
+            {"event.name": f"servicegate.{record.kind}", **_flat(body), **body.get("attributes", {})}
         attributes.update({"servicegate.sequence": record.sequence, "servicegate.kind": record.kind})
         severity = str(body.get("severity", "DEBUG" if record.kind == "debug_log" else "INFO")).upper()
         text = body.get("body") if record.kind in ("log", "debug_log") else _summary(record)
@@ -85,8 +85,10 @@ def _summary(record: Record) -> str:
     """The text of an event: what a person reading the receiver's log should see first."""
     body = record.body
     if record.kind == "alert":
-        return f"{body.get('state', 'firing')}: {body.get('rule', '')} ({body.get('metric', '')} = " \
-               f"{body.get('value', '')}, limit {body.get('comparison', '')} {body.get('limit', '')})"
+        where = ", ".join(f"{k}={v}" for k, v in body.get("attributes", {}).items())
+        return f"{body.get('state', 'firing')}: {body.get('rule', '')} ({body.get('metric', '')}" \
+               f"{f' [{where}]' if where else ''} = {body.get('value', '')}, limit {body.get('comparison', '')} " \
+               f"{body.get('limit', '')})"
     if record.kind in ("shed", "quarantined"):
         return f"{record.kind}: {body.get('count', 0)} records; {body.get('reason', '')}"
     return json.dumps(body, sort_keys=True, separators=(",", ":"))

@@ -166,8 +166,13 @@ class Outbox:
             return
         with self._transaction() as db:
             db.executemany("UPDATE records SET quarantined = ? WHERE sequence = ?", [(reason, s) for s in sequences])
-            report = {"sequences": _ranges(sequences), "count": len(sequences), "reason": reason}
-            self._insert(db, "quarantined", _priority("quarantined"), json.dumps(report).encode())
+            reports = {row[0] for row in db.execute(
+                f"SELECT sequence FROM records WHERE kind IN ('quarantined', 'shed') AND sequence IN "
+                f"({','.join('?' * len(sequences))})", list(sequences))}
+            named = [s for s in sequences if s not in reports]  # a refused report is not reported again: no loop
+            if named:
+                report = {"sequences": _ranges(named), "count": len(named), "reason": reason}
+                self._insert(db, "quarantined", _priority("quarantined"), json.dumps(report).encode())
 
     def note_error(self, message: str) -> None:
         """Remember the last delivery error, for the status (cleared by the next successful ack)."""

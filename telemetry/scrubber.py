@@ -36,15 +36,19 @@ _DUMP_TAGS = ("0010,....", "0008,0050", "0008,0080", "0008,0081", "0008,0090", "
               "0008,1060", "0008,1070", "0032,1032", "0038,0010", "0040,2016", "0040,2017", "0040,a123")
 _DUMP = re.compile(rf"(\((?:{'|'.join(_DUMP_TAGS)})\)\s+[A-Z]{{2}}\s+\[)([^\]]*)(\])", re.IGNORECASE)
 
-# Keys that always name patient data, whatever follows them; the value after `=` or `:` (or, for the short
-# keys that are never followed by an ordinary word, after a space) is removed.
-_KEYS = (r"patient'?s?[ _]?name", r"patient'?s?[ _]?id", r"other[ _]?patient[ _]?ids?", r"patient[ _]?birth[ _]?date",
-         r"birth[ _]?date", r"date[ _]?of[ _]?birth", r"accession[ _]?(?:number|no)?")
+# Keys that always name patient data; the value after `=`, `:` or `[` (or, for the short keys that are never
+# followed by an ordinary word, after a space) is removed. A name or a birth date may be several words
+# ("John Smith", "24 Dec 1961"): their value runs to the next delimiter or the next key; an ID is one token.
+_NAME_KEYS = (r"patient'?s?[ _]?name", r"patient[ _]?birth[ _]?date", r"birth[ _]?date", r"date[ _]?of[ _]?birth")
+_ID_KEYS = (r"patient'?s?[ _]?id", r"other[ _]?patient[ _]?ids?", r"accession[ _]?(?:number|no)?")
 _SHORT_KEYS = (r"dob", r"mrn", r"pid", r"medical[ _]?record[ _]?(?:number|no)")
 _QUOTED = r"\"[^\"]*\"|'[^']*'"
-_VALUE = rf"({_QUOTED}|[^\s,;()\]]+)"
+_SEPARATOR = r"(?:\"|')?\s*(?:[=:]\s*\[?|\[)"
+_WORDS = rf"(?:{_QUOTED}|[^\s,;()\]=:|]+(?:[ \t](?![\w.'-]+\s*[=:])[^\s,;()\]=:|]+)*)"  # up to a delimiter or key
+_TOKEN = rf"(?:{_QUOTED}|[^\s,;()\]]+)"
 _KEY_VALUE = re.compile(
-    rf"(?<![\w])((?:\"|')?(?:{'|'.join(_KEYS)})(?:\"|')?\s*(?:[=:]\s*\[?|\[)|(?:{'|'.join(_SHORT_KEYS)})\s*[=:]?\s*\[?){_VALUE}",
+    rf"(?<![\w])((?:\"|')?(?:{'|'.join(_NAME_KEYS)}){_SEPARATOR})({_WORDS})"
+    rf"|(?<![\w])((?:\"|')?(?:{'|'.join(_ID_KEYS)}){_SEPARATOR}|(?:{'|'.join(_SHORT_KEYS)})\s*[=:]?\s*\[?)({_TOKEN})",
     re.IGNORECASE)
 _GENERIC_QUOTED = re.compile(rf"(?<![\w])((?:\"|')?(?:name|id)(?:\"|')?\s*(?:=|:|\bLIKE\b)\s*)({_QUOTED})",
                              re.IGNORECASE)
@@ -75,11 +79,12 @@ class Scrubber:
 
 
 def _keep_key(match: re.Match[str]) -> str:
-    value = match.group(2)
+    """The key as it was, its value replaced (the key is group 1 and the value group 2, or 3 and 4)."""
+    key, value = (match.group(1), match.group(2)) if match.group(1) is not None else (match.group(3), match.group(4))
     if value.strip("\"'") == REMOVED:
         return match.group(0)
     quote = value[0] if value[:1] in ("'", '"') else ""
-    return f"{match.group(1)}{quote}{REMOVED}{quote}"
+    return f"{key}{quote}{REMOVED}{quote}"
 
 
 def _scrub_hl7(line: str) -> str:

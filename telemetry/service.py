@@ -81,8 +81,8 @@ class TelemetryService:
         sample = self.collector.sample()
         self.outbox.put("metric", sample)
         alerts = self.thresholds.check(sample)
+        self.thresholds.commit(alerts)
         if alerts:
-            self.outbox.put_many("alert", alerts)
             for alert in alerts:
                 log.warning("threshold %s %s: %s = %s", alert["rule"], alert["state"], alert["metric"], alert["value"])
             self.push_now()

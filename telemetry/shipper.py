@@ -8,14 +8,14 @@ de-duplicates by device and `servicegate.sequence`).
 What each answer means (OTLP/HTTP's rules, and never dropping a record):
 
 - **2xx**: the records are acknowledged (deleted from the outbox); a `partialSuccess` is noted in the status.
-- **429, 502, 503, 504, no connection, a timeout**: retried after `Retry-After` when the receiver gives one,
-  else after an exponential backoff with full jitter capped at 10 minutes; for as long as it takes (a record
-  is never given up because of time), until `stop` is set.
+- **429, 502, 503, 504, no connection, a timeout**: retried after `Retry-After` when the receiver gives one
+  (at least a second), else after an exponential backoff with full jitter capped at 10 minutes; for as long
+  as it takes (a record is never given up because of time), until `stop` is set.
 - **413**: the batch is halved and sent again; a single record still too large is quarantined.
-- **400, and any other status but 401, 403 and 404**: the receiver refused the data: those records are
-  quarantined in the outbox (kept, never sent again, reported by a record of their own).
-- **401, 403, 404**: a configuration problem, not the data's: nothing is quarantined, the push stops with
-  the error and the next push tries again.
+- **400**: the receiver refused the data as malformed: those records are quarantined in the outbox (kept,
+  never sent again, reported by a record of their own) and the push stops; the next push goes on.
+- **any other status** (401, 403, 404, 500, ...): not retried within this push and nothing quarantined: the
+  push stops with the error, the records stay, and the next scheduled push tries again.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ from telemetry import otlp
 from telemetry.outbox import Outbox, Record
 
 RETRYABLE = frozenset({429, 502, 503, 504})
-CONFIGURATION = frozenset({401, 403, 404})
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 600.0
+RETRY_AFTER_MIN_S = 1.0
 TIMEOUT_S = (10.0, 30.0)  # connect, read: a hanging receiver is a failed attempt, retried
 MAX_ERROR_TEXT = 200
 
@@ -102,10 +102,10 @@ class Shipper:
                     limit = max(1, len(exc.records) // 2)
                     continue
                 self.outbox.note_error(str(exc))
-                if exc.status in CONFIGURATION:
-                    return PushResult(sent, quarantined, attempts, str(exc))
-                self.outbox.quarantine([r.sequence for r in exc.records], str(exc))
-                quarantined += len(exc.records)
+                if exc.status in (400, 413):
+                    self.outbox.quarantine([r.sequence for r in exc.records], str(exc))
+                    quarantined += len(exc.records)
+                return PushResult(sent, quarantined, attempts, str(exc))
         return PushResult(sent, quarantined, attempts, "stopped")
 
     def backoff_s(self, failures: int) -> float:
@@ -125,11 +125,7 @@ class Shipper:
             otlp.logs_request(records, self.resource)
         body = gzip.compress(json.dumps(document, separators=(",", ":")).encode(), compresslevel=6)
         url = self.base_url + path
-        try:
-            response = self.session.post(url, data=body, timeout=self.timeout_s, headers={
-                "Content-Type": "application/json", "Content-Encoding": "gzip"})
-        except requests.RequestException as exc:
-            raise _Retry(f"cannot reach {url}: {type(exc).__name__}: {_short(str(exc))}", None) from None
+        response = self._send(url, body)
         status = response.status_code
         if 200 <= status < 300:
             self._note_partial_success(response, url)
@@ -138,6 +134,30 @@ class Shipper:
         if status in RETRYABLE:
             raise _Retry(text, _retry_after(response.headers.get("Retry-After")))
         raise _Refused(status, text, records)
+
+    def _send(self, url: str, body: bytes) -> requests.Response:
+        """POST in a thread of its own, so that `stop` ends the wait at once even while a receiver hangs: the
+        agent's shutdown never waits for a request (the records it carried stay in the outbox)."""
+        outcome: dict[str, Any] = {}
+
+        def post() -> None:
+            try:
+                outcome["response"] = self.session.post(url, data=body, timeout=self.timeout_s, headers={
+                    "Content-Type": "application/json", "Content-Encoding": "gzip"})
+            except requests.RequestException as exc:
+                outcome["error"] = exc
+
+        request = threading.Thread(target=post, name="telemetry-post", daemon=True)
+        request.start()
+        while request.is_alive() and not self.stop.is_set():
+            request.join(0.1)
+        if request.is_alive():
+            raise _Retry(f"stopped while waiting for {url}", 0.0)
+        if "error" in outcome:
+            exc = outcome["error"]
+            raise _Retry(f"cannot reach {url}: {type(exc).__name__}: {_short(str(exc))}", None)
+        response: requests.Response = outcome["response"]
+        return response
 
     def _note_partial_success(self, response: requests.Response, url: str) -> None:
         try:
@@ -155,14 +175,16 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, min(BACKOFF_CAP_S, float(value)))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, min(BACKOFF_CAP_S, (when - datetime.now(UTC)).total_seconds()))
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # "-0000": the date says nothing of its zone; HTTP dates are UTC
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return max(RETRY_AFTER_MIN_S, min(BACKOFF_CAP_S, seconds))  # never a tight loop, never longer than the cap
 
 
 def _short(text: str) -> str:

@@ -90,6 +90,8 @@ class Thresholds:
         self._state: dict[str, dict[str, Any]] = loaded if isinstance(loaded, dict) else {}
 
     def check(self, sample: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The alerts `sample` raises. The new state is kept only by `commit` (with the alerts, in one
+        transaction: an alert is never marked sent without being queued), or here when `outbox` is None."""
         now = sample["time_unix_nano"] / 1e9 if self._clock is None else self._clock()
         alerts = []
         for rule in self.rules:
@@ -101,9 +103,12 @@ class Thresholds:
                 alert = self._watch(rule, key, float(point["value"]), attributes, now)
                 if alert is not None:
                     alerts.append(alert)
-        if self.outbox is not None:
-            self.outbox.set_fact(STATE_KEY, json.dumps(self._state, sort_keys=True))
         return alerts
+
+    def commit(self, alerts: list[dict[str, Any]]) -> None:
+        """Queue `alerts` (kind "alert") and keep the state that raised them, in one transaction."""
+        if self.outbox is not None:
+            self.outbox.put_many("alert", alerts, facts={STATE_KEY: json.dumps(self._state, sort_keys=True)})
 
     def _watch(self, rule: Rule, key: str, value: float, attributes: Mapping[str, str],
                now: float) -> dict[str, Any] | None:
@@ -112,7 +117,8 @@ class Thresholds:
             if not rule.holds(value):
                 state["since"] = None
                 return None
-            state["since"] = state["since"] if state["since"] is not None else now
+            if state["since"] is None or now < state["since"]:  # a first crossing, or the clock stepped back
+                state["since"] = now
             if now - state["since"] < rule.for_s:
                 return None
             state["firing"] = True

@@ -62,6 +62,9 @@ def test_a_sample_has_the_systems_figures_and_is_valid_otlp(outbox: Outbox) -> N
     assert not values(sample, "system.network.io", device="lo")
     assert (one(sample, "servicegate.modality.scans"), one(sample, "servicegate.modality.errors")) == (5, 1)
     assert {p["name"] for p in sample["points"]} <= METRICS  # what threshold rules may name
+    counters = [p for p in sample["points"] if p["kind"] == "counter"]
+    assert counters
+    assert all(0 < p["start_unix_nano"] <= sample["time_unix_nano"] for p in counters)  # since when each counts
     sequence = outbox.put("metric", sample)
     document = otlp.metrics_request(outbox.batch(), {"service.name": "servicegate"})
     json_format.ParseDict(document, ExportMetricsServiceRequest())

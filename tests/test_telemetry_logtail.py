@@ -62,17 +62,21 @@ def test_rename_and_create_loses_and_repeats_nothing(tmp_path: Path, outbox: Out
     assert queued(outbox) == ["a1", "a2", "a3", "a4", "b1", "b2"]
 
 
-def test_copytruncate_loses_and_repeats_nothing(tmp_path: Path, outbox: Outbox) -> None:
-    log = tmp_path / "modality.log"
-    append(log, "a1\na2\n")
+def copytruncate(outbox: Outbox, log: Path, read: str, unread: str, after: str) -> None:
+    """`read` is read; `unread` is appended; logrotate's copytruncate runs; `after` is written; then a poll."""
     tail = LogTail(outbox, [log])
+    append(log, read)
     tail.poll()
-    append(log, "a3\n")
-    shutil.copyfile(log, tmp_path / "modality.log.1")  # what logrotate's copytruncate does
+    append(log, unread)
+    shutil.copyfile(log, log.with_name(log.name + ".1"))
     with open(log, "r+b") as fh:
         fh.truncate(0)
-    append(log, "b1\n")
+    append(log, after)
     tail.poll()
+
+
+def test_copytruncate_loses_and_repeats_nothing(tmp_path: Path, outbox: Outbox) -> None:
+    copytruncate(outbox, tmp_path / "modality.log", "a1\na2\n", "a3\n", "b1\n")
     assert queued(outbox) == ["a1", "a2", "a3", "b1"]
 
 
@@ -132,3 +136,18 @@ def test_a_missing_file_is_read_once_it_exists(tmp_path: Path, outbox: Outbox) -
     assert tail.poll() == 0
     append(log, "hello\n")
     assert tail.poll() == 1
+
+
+def test_copytruncate_and_regrown_past_the_old_offset_before_the_next_poll(tmp_path: Path, outbox: Outbox) -> None:
+    copytruncate(outbox, tmp_path / "modality.log", "a1\n", "a2\n", "b1 is a longer line than before\nb2\n")
+    assert queued(outbox) == ["a1", "a2", "b1 is a longer line than before", "b2"]
+
+
+def test_a_file_that_cannot_be_read_does_not_keep_the_others_from_being_read(tmp_path: Path,
+                                                                              outbox: Outbox) -> None:
+    broken = tmp_path / "not-a-file.log"
+    broken.mkdir()  # opening it fails (as root, too: a permission test would not)
+    good = tmp_path / "modality.log"
+    append(good, "fine\n")
+    assert LogTail(outbox, [broken, good]).poll() == 1
+    assert queued(outbox) == ["fine"]

@@ -79,6 +79,10 @@ def test_the_docs_state_the_figures_and_every_miss(evaluation: Evaluation) -> No
     ("patient's name: ZHANG^WEI, age 40", ["ZHANG^WEI"], ["age 40"]),
     ("MRN: 00042 admitted", ["00042"], ["admitted"]),
     ("loaded DOE^JOHN^^^ from cache", ["DOE^JOHN"], ["from cache"]),
+    ("Patient Name: John Smith, age 40", ["John", "Smith"], ["age 40"]),
+    ("PatientName=Maria Garcia Lopez PatientID=123456 status=ok", ["Maria", "Garcia", "Lopez", "123456"],
+     ["status=ok"]),
+    ("birth date: 24 Dec 1961", ["24 Dec", "1961"], ["birth date: "]),
 ])
 def test_the_usual_forms(line: str, gone: list[str], kept: list[str]) -> None:
     out = Scrubber().scrub(line)

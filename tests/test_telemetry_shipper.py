@@ -6,6 +6,7 @@ Waits between retries are injected (recorded, not slept); the receiver is real, 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,21 +125,37 @@ def test_a_400_quarantines_the_batch_reports_it_and_the_rest_goes_on(pki: Pki, o
     assert bad[0] not in arrived
     assert set(more) <= set(arrived)
     assert len(reports) == 1  # the receiver is told which sequences were held back, and why
-    report = reports[0].document["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]
+    report = next(r for r in reports[0].document["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+                  if {"key": "servicegate.kind", "value": {"stringValue": "quarantined"}} in r["attributes"])
     assert "HTTP 400" in report["body"]["stringValue"]
     status = outbox.status()
     assert (status.quarantined, status.records) == (1, 1)  # kept on the device, not dropped
 
 
-def test_a_500_is_not_retried_but_nothing_is_lost(pki: Pki, outbox: Outbox) -> None:
+def test_a_500_is_not_retried_now_and_nothing_is_lost_or_quarantined(pki: Pki, outbox: Outbox) -> None:
     sequences = fill(outbox)
     with Receiver(pki, [Answer(500, body=b"<html>Internal Server Error</html>")]) as receiver:
-        result = Shipper(outbox, session(pki), receiver.url, RESOURCE).push()
-        assert receiver.requests == 3  # the failed request, then the rest and the report; no retry of the first
-        arrived = set(receiver.sequences())
-    assert result.quarantined > 0
-    assert result.quarantined + len(arrived & set(sequences)) == len(sequences)
-    assert outbox.status().quarantined == result.quarantined
+        first = Shipper(outbox, session(pki), receiver.url, RESOURCE).push()
+        assert receiver.requests == 1  # no retry within this push
+        assert first.error is not None
+        assert "HTTP 500" in first.error
+        assert (outbox.status().records, outbox.status().quarantined) == (len(sequences), 0)
+        second = Shipper(outbox, session(pki), receiver.url, RESOURCE).push()  # the next scheduled push
+        assert receiver.sequences() == {s: 1 for s in sequences}
+    assert second.error is None
+
+
+def test_a_receiver_that_refuses_everything_does_not_loop(pki: Pki, outbox: Outbox) -> None:
+    """400 to every request: each push quarantines one batch and stops; a refused report is not reported again."""
+    sequences = fill(outbox)
+    script = [Answer(400, body=b"no")] * 20
+    with Receiver(pki, script) as receiver:
+        for _ in range(10):
+            Shipper(outbox, session(pki), receiver.url, RESOURCE).push()
+        assert receiver.requests <= 5  # once everything is quarantined there is nothing left to send
+    status = outbox.status()
+    assert status.quarantined == status.records  # all kept, none sent again
+    assert status.records <= len(sequences) + 2  # at most one report per refused batch of data, none about reports
 
 
 def test_an_authentication_error_stops_the_push_and_keeps_everything(pki: Pki, outbox: Outbox) -> None:
@@ -201,3 +218,17 @@ def test_a_receiver_that_comes_back_gets_everything(pki: Pki, outbox: Outbox, tm
         again.stop()
     assert result.sent == len(sequences)
     assert outbox.status().records == 0
+
+
+def test_a_stop_ends_a_push_at_once_even_while_the_receiver_hangs(pki: Pki, outbox: Outbox) -> None:
+    sequences = fill(outbox)
+    stop = threading.Event()
+    with Receiver(pki, [Answer(hang_s=20.0)]) as receiver:
+        shipper = Shipper(outbox, session(pki), receiver.url, RESOURCE, stop=stop, timeout_s=(5.0, 30.0))
+        threading.Timer(0.3, stop.set).start()
+        started = time.monotonic()
+        result = shipper.push()
+        took = time.monotonic() - started
+    assert took < 2.0
+    assert result.error == "stopped"
+    assert outbox.status().records == len(sequences)  # nothing acknowledged, nothing lost

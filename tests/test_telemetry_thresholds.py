@@ -26,9 +26,13 @@ DISK = Rule("disk", "system.filesystem.utilization", ">", 0.90, for_s=300, sever
 
 
 def run(thresholds: Thresholds, values: list[float], start: int = 0) -> list[tuple[int, str]]:
-    """(minute, state) of every alert while the values arrive once a minute."""
-    return [(start + minute, alert["state"]) for minute, value in enumerate(values)
-            for alert in thresholds.check(sample(start + minute, value))]
+    """(minute, state) of every alert while the values arrive once a minute, each committed as the agent does."""
+    found = []
+    for minute, value in enumerate(values):
+        alerts = thresholds.check(sample(start + minute, value))
+        thresholds.commit(alerts)
+        found += [(start + minute, alert["state"]) for alert in alerts]
+    return found
 
 
 def test_one_alert_after_the_hold_time_and_one_clear_beyond_the_band() -> None:
@@ -60,13 +64,20 @@ def test_below_limits_and_where_filters() -> None:
     assert Thresholds([only_var]).check(sample(0, 0.99, "/")) == []
 
 
-def test_firing_state_survives_an_agent_restart(tmp_path: Path) -> None:
+def test_firing_state_survives_an_agent_restart_and_is_kept_with_its_alert(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite"
     with Outbox(path) as outbox:
         assert run(Thresholds([DISK], outbox), [0.95] * 7) == [(5, "firing")]
+        assert [r.kind for r in outbox.batch()] == ["alert"]  # queued in the same transaction as the state
     with Outbox(path) as outbox:
         again = Thresholds([DISK], outbox)
         assert run(again, [0.95, 0.95, 0.80], start=7) == [(9, "cleared")]  # not fired twice, still cleared
+
+
+def test_a_clock_step_back_restarts_the_hold_time_instead_of_silencing_it() -> None:
+    thresholds = Thresholds([DISK])
+    assert run(thresholds, [0.95, 0.95]) == []
+    assert run(thresholds, [0.95] * 7, start=-1440) == [(-1435, "firing")]  # a day back: five minutes again
 
 
 def test_the_default_rules_name_real_metrics() -> None:
