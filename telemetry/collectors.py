@@ -81,6 +81,8 @@ class Collector:
         current_boot = boot_id()
         if state.get("boot_id") not in (None, current_boot):
             state["system_restarts"] = state.get("system_restarts", 0) + 1
+            for record in state.get("processes", {}).values():
+                record["started"] = None  # gone with the reboot: starting again after it is no failure
         state["boot_id"] = current_boot
         if state.get("running"):  # the previous run never said it stopped: it crashed or was killed
             state.setdefault("agent_failures", []).append(now)

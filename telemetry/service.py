@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from telemetry.collectors import Collector
@@ -72,7 +72,7 @@ class TelemetryService:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self.scheduler = BackgroundScheduler(timezone=UTC)
-        self.scheduler.add_listener(self._on_event, EVENT_JOB_MISSED | EVENT_JOB_ERROR)
+        self.scheduler.add_listener(self._on_event, EVENT_JOB_MISSED | EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES)
 
     # ---- the jobs -------------------------------------------------------------------------------
 
@@ -142,10 +142,11 @@ class TelemetryService:
                 self.on_clock_step(step)
 
     def _on_event(self, event: JobExecutionEvent) -> None:
-        kind = "missed" if event.code == EVENT_JOB_MISSED else "failed"
-        self.runs[f"{kind}:{event.job_id}"] += 1
-        if kind == "failed":
+        if event.code == EVENT_JOB_ERROR:
+            self.runs[f"failed:{event.job_id}"] += 1
             log.error("telemetry job %s failed: %s: %s", event.job_id, type(event.exception).__name__,
                       event.exception)
-        else:
-            log.warning("telemetry job %s missed its run at %s", event.job_id, event.scheduled_run_time)
+        else:  # missed its time, or skipped because the previous run was still going
+            self.runs[f"missed:{event.job_id}"] += 1
+            log.warning("telemetry job %s did not run at its time (%s)", event.job_id,
+                        "the previous run was still going" if event.code == EVENT_JOB_MAX_INSTANCES else "missed")

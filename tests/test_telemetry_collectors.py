@@ -180,3 +180,21 @@ def test_cli_status_reads_the_outbox(tmp_path: Path) -> None:
     text = cli(config, "status")
     assert "Waiting to be sent: 3 records" in text.stdout
     assert "Last error: connection refused" in text.stdout
+
+
+def test_a_modality_process_started_again_after_a_reboot_is_no_failure(tmp_path: Path, outbox: Outbox) -> None:
+    program = tmp_path / "sgmodality"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", program)
+    name = {"process.executable.name": "sgmodality"}
+    running = subprocess.Popen([str(program), "600"])
+    try:
+        Collector(outbox, processes=["sgmodality"], boot_id=lambda: "boot-1").sample()
+        running.kill()
+        running.wait()
+        running = subprocess.Popen([str(program), "600"])  # "after the reboot": another process, another boot id
+        sample = Collector(outbox, processes=["sgmodality"], boot_id=lambda: "boot-2").sample()
+        assert one(sample, "servicegate.modality.process.restarts", **name) == 0
+        assert one(sample, "servicegate.system.restarts") == 1
+    finally:
+        running.kill()
+        running.wait()

@@ -3,6 +3,7 @@ from datetime import datetime
 EVENT_JOB_ERROR: int
 EVENT_JOB_MISSED: int
 EVENT_JOB_EXECUTED: int
+EVENT_JOB_MAX_INSTANCES: int
 
 class SchedulerEvent:
     code: int
