@@ -72,6 +72,7 @@ from anonymizer.deidentify import Profile, deidentify, identifying_values
 from anonymizer.errors import Refused
 from anonymizer.pixels import PIXEL_DATA, BlankPlan
 from anonymizer.profile import RuleTable
+from anonymizer.pseudonyms import fsync_dir
 from anonymizer.values import PIXEL_TAGS, IdentifyingValues
 
 DEFER_BYTES = 64 * 1024  # values larger than this stay on disk while the file is read
@@ -146,7 +147,7 @@ def deidentify_file(src: Path, out_dir: Path, profile: Profile, *, quarantine_di
             output = _write_verified(src, state, out, values, out_dir, deidentify_report.pixel_plan)
             if sync_folders:
                 for folder in output_folders(out_dir, output):
-                    _fsync_dir(folder)
+                    fsync_dir(folder)
     except Refused as exc:
         record = _quarantine(src, exc.reason, report, quarantine_dir) if quarantine_dir is not None else None
         return FileResult(src, "refused", None, exc.reason, bytes_in, report, record)
@@ -529,15 +530,7 @@ def fsync_folders(folders: Iterable[Path]) -> None:
     """fsync each folder once (see `output_folders`), several at a time: the file system commits the waiting
     ones together, so a thousand folders cost a few disk flushes, not a thousand."""
     with ThreadPoolExecutor(max_workers=FSYNC_THREADS) as pool:
-        list(pool.map(_fsync_dir, dict.fromkeys(folders)))  # list(): the first error is raised here
-
-
-def _fsync_dir(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+        list(pool.map(fsync_dir, dict.fromkeys(folders)))  # list(): the first error is raised here
 
 
 def _quarantine(src: Path, reason: str, report: dict[str, Any], quarantine_dir: Path) -> Path:
@@ -563,9 +556,9 @@ def _quarantine(src: Path, reason: str, report: dict[str, Any], quarantine_dir: 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
         raise
-    _fsync_dir(quarantine_dir)
+    fsync_dir(quarantine_dir)
     for directory in created:
-        _fsync_dir(directory.parent)
+        fsync_dir(directory.parent)
     return record
 
 

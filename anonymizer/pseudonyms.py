@@ -368,7 +368,7 @@ def _create_key_file(path: Path) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         _publish_without_overwrite(tmp, path)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except OSError as exc:
         raise KeyFileError(f"cannot write the pseudonym key file {path}: {exc.strerror}.") from None
     finally:
@@ -399,7 +399,7 @@ def _write_exclusive(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     # Without this the new name may be lost in a power cut, and the next start would make another key.
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -48,11 +47,10 @@ class _Position:
 
 class LogTail:
     def __init__(self, outbox: Outbox, files: list[Path], *, scrubber: Scrubber | None = None,
-                 max_line_bytes: int = MAX_LINE_BYTES, clock: Callable[[], float] | None = None) -> None:
+                 max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self.outbox, self.files = outbox, [Path(f) for f in files]
         self.scrubber = scrubber or Scrubber()
         self.max_line_bytes = max_line_bytes
-        self._clock = clock
 
     def poll(self) -> int:
         """Queue the new complete lines of every file; return how many. A file that cannot be read is
@@ -140,9 +138,7 @@ class LogTail:
     def _record(self, path: Path, line: str) -> dict[str, Any]:
         body: dict[str, Any] = {"body": self.scrubber.scrub(line), "severity": _severity(line),
                                 "attributes": {"log.file.name": path.name}}
-        if self._clock is not None:
-            body["time_unix_nano"] = int(self._clock() * 1e9)
-        return body
+        return body  # its time is the outbox record's: when the line was read
 
 
 def _skip_rest_of_line(fh: BinaryIO) -> tuple[int, bool]:

@@ -78,10 +78,8 @@ DEFAULT_RULES: tuple[Rule, ...] = (
 class Thresholds:
     """Watches samples against rules; `check` returns the alert bodies to queue (kind "alert")."""
 
-    def __init__(self, rules: Sequence[Rule], outbox: Outbox | None = None,
-                 clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, rules: Sequence[Rule], outbox: Outbox | None = None) -> None:
         self.rules, self.outbox = tuple(rules), outbox
-        self._clock = clock
         text = outbox.fact(STATE_KEY) if outbox is not None else None
         try:
             loaded = json.loads(text) if text else {}
@@ -92,7 +90,7 @@ class Thresholds:
     def check(self, sample: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The alerts `sample` raises. The new state is kept only by `commit` (with the alerts, in one
         transaction: an alert is never marked sent without being queued), or here when `outbox` is None."""
-        now = sample["time_unix_nano"] / 1e9 if self._clock is None else self._clock()
+        now = sample["time_unix_nano"] / 1e9  # the sample's own time: hold times follow the samples
         alerts = []
         for rule in self.rules:
             for point in sample.get("points", []):
