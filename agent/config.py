@@ -122,6 +122,15 @@ class TelemetryConfig:
                                       "shed (never alerts), and each shed is reported.", minimum=16, maximum=16384)
     log_files: tuple[str, ...] = setting((), "Log files to follow and send, scrubbed (rotation by rename or "
                                              "copytruncate is followed).", may_be_empty=True)
+    journal: bool = setting(False, "Follow the systemd journal too (through journalctl; the agent's user must be "
+                                   "allowed to read it, e.g. in the group systemd-journal).")
+    journal_units: tuple[str, ...] = setting((), "Only the journal entries of these systemd units. Empty: every "
+                                                 "unit.", may_be_empty=True)
+    journal_priority: str = setting("info", "Least severe journal entry sent.",
+                                    choices=("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"))
+    journal_directory: Path = setting(Path(""), "Read the journal files in this folder instead of the system journal "
+                                                "(journalctl --directory). Empty: the system journal.",
+                                      may_be_empty=True)
     max_line_kb: int = setting(16, "Longer log lines are cut (and marked) at this many kilobytes.",
                                minimum=1, maximum=1024)
     scrub_patterns: tuple[str, ...] = setting((), "The site's own regular expressions: every match is removed from "
@@ -250,6 +259,10 @@ def _value(where: str, key: str, kind: Any, meta: Any, value: Any, base: Path) -
             raise ConfigError(f"{where}: {key} = {str(path)!r} is {len(str(path).encode())} bytes long; a socket "
                               f"path may have at most {meta['max_bytes']} bytes. Choose a shorter path.")
         return path
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {key} = {value!r} is not true or false; write true or false, unquoted.")
+        return value
     if kind is int:
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{where}: {key} = {value!r} is not a whole number; {_allowed(meta)}.")
@@ -290,6 +303,8 @@ def _allowed(meta: Any) -> str:
 
 
 def _allowed_in_docs(kind: Any, meta: Any) -> str:
+    if kind is bool:
+        return "true or false"
     if kind == tuple[str, ...]:
         return "a list of text, may be empty"
     if kind is Path:

@@ -17,6 +17,7 @@ from agent import __version__
 from agent.config import Config
 from agent.errors import ConfigError
 from telemetry.collectors import Collector
+from telemetry.journal import JournalTail
 from telemetry.logtail import LogTail
 from telemetry.outbox import Outbox, OutboxError
 from telemetry.scrubber import Scrubber, validate
@@ -45,14 +46,18 @@ def build(config: Config, counters: Callable[[], Mapping[str, int]]) -> Telemetr
         raise ConfigError(str(exc)) from None
     resource = {"service.name": "servicegate", "service.version": __version__, "servicegate.device.id": device}
     shipper = Shipper(outbox, session, t.endpoint, resource) if session is not None else None
+    scrubber = Scrubber(t.scrub_patterns)
+    journal = JournalTail(outbox, units=t.journal_units, priority=t.journal_priority,
+                          directory=t.journal_directory if t.journal_directory != EMPTY else None, scrubber=scrubber,
+                          max_line_bytes=t.max_line_kb * 1024) if t.journal else None
     return TelemetryService(
         outbox,
         Collector(outbox, mounts=t.mounts, processes=t.processes, counters=counters),
-        LogTail(outbox, [Path(f) for f in t.log_files], scrubber=Scrubber(t.scrub_patterns),
-                max_line_bytes=t.max_line_kb * 1024),
+        LogTail(outbox, [Path(f) for f in t.log_files], scrubber=scrubber, max_line_bytes=t.max_line_kb * 1024),
         Thresholds(rules, outbox),
         shipper,
         Intervals(collect_s=t.collect_s, logs_s=t.logs_s, push_s=t.push_s),
+        journal=journal,
     )
 
 

@@ -2,9 +2,9 @@
 
 APScheduler 3.x runs three interval jobs (`Intervals`; each with jitter, `coalesce=True`, `max_instances=1` and a
 misfire grace of half its interval): **collect** (a sample into the outbox, checked against the threshold rules;
-an alert queues a push at once), **logs** (new lines of the configured files) and **push** (the shipper, when a
-receiver is configured; otherwise the outbox simply accumulates, bounded by its cap). Listeners log and count
-missed and failed runs.
+an alert queues a push at once), **logs** (new lines of the configured files and of the journal) and **push**
+(the shipper, when a receiver is configured; otherwise the outbox simply accumulates, bounded by its cap).
+Listeners log and count missed and failed runs.
 
 APScheduler 3 computes its waits from the wall clock, so after a step back every interval job would stall for as
 long as the step. `ClockWatch`, on the monotonic clock, notices a step of either direction and the service then
@@ -25,6 +25,7 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_J
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from telemetry.collectors import Collector
+from telemetry.journal import JournalTail
 from telemetry.logtail import LogTail
 from telemetry.outbox import Outbox
 from telemetry.shipper import Shipper
@@ -64,8 +65,8 @@ class ClockWatch:
 class TelemetryService:
     def __init__(self, outbox: Outbox, collector: Collector, logtail: LogTail, thresholds: Thresholds,
                  shipper: Shipper | None, intervals: Intervals = Intervals(), *,
-                 watch: ClockWatch | None = None) -> None:
-        self.outbox, self.collector, self.logtail = outbox, collector, logtail
+                 watch: ClockWatch | None = None, journal: JournalTail | None = None) -> None:
+        self.outbox, self.collector, self.logtail, self.journal = outbox, collector, logtail, journal
         self.thresholds, self.shipper, self.intervals = thresholds, shipper, intervals
         self.watch = watch or ClockWatch()
         self.runs: Counter[str] = Counter()  # "missed:<job>", "failed:<job>", "clock_steps"
@@ -89,7 +90,7 @@ class TelemetryService:
         return len(alerts)
 
     def logs(self) -> int:
-        return self.logtail.poll()
+        return self.logtail.poll() + (self.journal.poll() if self.journal is not None else 0)
 
     def push(self) -> None:
         if self.shipper is not None:
@@ -125,6 +126,7 @@ class TelemetryService:
             self.scheduler.shutdown(wait=False)
         if self._watcher is not None:
             self._watcher.join(timeout=timeout_s)
+        self.logtail.close()
         self.collector.stopped()
 
     def on_clock_step(self, step_s: float) -> None:

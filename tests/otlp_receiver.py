@@ -69,6 +69,13 @@ class Receiver:
         with self._lock:
             return {kind for arrival in self.accepted for kind in arrival.kinds}
 
+    def log_texts(self) -> list[str]:
+        """The text of every log record accepted so far."""
+        with self._lock:
+            return [record["body"].get("stringValue", "") for arrival in self.accepted
+                    for resource in arrival.document.get("resourceLogs", []) for scope in resource["scopeLogs"]
+                    for record in scope["logRecords"]]
+
     def sequences(self) -> Counter[int]:
         """How often each sequence arrived in an accepted request."""
         with self._lock:

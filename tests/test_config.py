@@ -75,6 +75,8 @@ def test_the_anonymizer_section(tmp_path: Path) -> None:
     ("[anonymizer]\njobs = 0\n", ["[anonymizer] jobs = 0 is out of range", "from 1 to 64"]),
     ('[telemetry]\nmounts = "/"\n', ["[telemetry] mounts = '/' is not a list of names"]),
     ("[telemetry]\noutbox_cap_mb = 1\n", ["outbox_cap_mb = 1 is out of range", "from 16 to 16384"]),
+    ('[telemetry]\njournal = "yes"\n', ["[telemetry] journal = 'yes' is not true or false", "unquoted"]),
+    ('[telemetry]\njournal_priority = "verbose"\n', ["journal_priority = 'verbose' is not allowed", "'debug'"]),
 ])
 def test_bad_configuration_names_file_key_value_and_what_is_allowed(tmp_path: Path, text: str,
                                                                     expected: list[str]) -> None:

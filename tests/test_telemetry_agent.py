@@ -1,17 +1,21 @@
-"""The agent daemon runs telemetry: a real `servicegate run` delivers a sample and a threshold alert to a real
-OTLP receiver (HTTPS on 127.0.0.1, client certificate required), and refuses a wrong [telemetry] at start."""
+"""The agent daemon runs telemetry: a real `servicegate run` delivers a sample, a threshold alert and a scrubbed
+journal entry to a real OTLP receiver (HTTPS on 127.0.0.1, client certificate required), and refuses a wrong
+[telemetry] at start."""
 
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from telemetry.scrubber import REMOVED
 from tests.agent_process import AgentProcess
+from tests.journal import Journal, needs_journal_remote
 from tests.otlp_receiver import Receiver
 from tests.pki import Pki, make_pki
 
@@ -34,21 +38,46 @@ def telemetry_config(pki: Pki, url: str, rules: Path) -> str:
             f'client_key = "{pki.client_key}"\nthresholds = "{rules}"\ncollect_s = 5\npush_s = 5\n')
 
 
-def test_the_agent_delivers_a_sample_and_an_alert(agent_dir: Path, pki: Pki) -> None:
+def wait_for(condition: Callable[[], object], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds  # a real daemon: its first runs come a second after the start
+    while time.monotonic() < deadline and not condition():
+        time.sleep(0.1)
+
+
+def journal_cursor(agent_dir: Path) -> str | None:
+    """The journal cursor the agent keeps in its outbox, once its first read of the journal is done."""
+    path = agent_dir / "state" / "outbox.sqlite"
+    if not path.exists():
+        return None
+    with sqlite3.connect(path) as db:
+        row = db.execute("SELECT value FROM facts WHERE key = 'journal:cursor'").fetchone()
+    return row[0] if row else None
+
+
+@needs_journal_remote
+def test_the_agent_delivers_a_sample_an_alert_and_a_scrubbed_journal_entry(agent_dir: Path, pki: Pki) -> None:
     rules = agent_dir / "thresholds.toml"
     rules.write_text('[[rule]]\nname = "running"\nmetric = "system.uptime"\ncomparison = ">"\nlimit = 0\n'
                      'severity = "info"\n')  # holds at once: the first sample raises an alert
+    journal = Journal(agent_dir / "journal")
+    journal.directory.mkdir()
+    journal.lines("written before the agent first ran: not sent")
+    config = telemetry_config(pki, "{url}", rules) + f'journal = true\njournal_directory = "{journal.directory}"\n' \
+        'logs_s = 5\n'
     with Receiver(pki) as receiver:
-        agent = AgentProcess(agent_dir, telemetry_config(pki, receiver.url, rules)).start()
+        agent = AgentProcess(agent_dir, config.replace("{url}", receiver.url)).start()
         try:
-            deadline = time.monotonic() + 30  # a real daemon: its first sample comes a second after the start
-            while time.monotonic() < deadline and not {"alert", "metric"} <= {
-                    kind for arrival in receiver.accepted for kind in arrival.kinds}:
-                time.sleep(0.1)
+            wait_for(lambda: journal_cursor(agent_dir) is not None)
+            journal.lines("Exam started: PatientName=DOE^JOHN PatientID=12345678 protocol Head")
+            wait_for(lambda: {"alert", "metric"} <= receiver.kinds()
+                     and any("protocol Head" in text for text in receiver.log_texts()))
         finally:
             assert agent.stop() == 0
-        kinds = {kind for arrival in receiver.accepted for kind in arrival.kinds}
-        assert {"alert", "metric"} <= kinds, agent.log.read_text()
+        assert {"alert", "metric"} <= receiver.kinds(), agent.log.read_text()
+        journal_texts = [text for text in receiver.log_texts() if "protocol Head" in text or "not sent" in text]
+        assert len(journal_texts) == 1, receiver.log_texts()
+        assert "DOE" not in journal_texts[0]
+        assert REMOVED in journal_texts[0]
         assert receiver.invalid == []
         resource = receiver.accepted[0].document
         attributes = next(iter(resource.values()))[0]["resource"]["attributes"]
