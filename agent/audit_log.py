@@ -232,8 +232,13 @@ class AuditLog:
             self._require_open()
             return self._write_checkpoint(self._clock.now()) if self._dirty else None
 
+    @property
+    def pending(self) -> bool:
+        """Records were written since the last checkpoint: one will be due by the passing of time."""
+        return self._dirty
+
     def tick(self) -> None:
-        """Called about every second: writes the checkpoint that is due, if one is."""
+        """Called about every second while `pending`: writes the checkpoint that is due, if one is."""
         with self._lock:
             if not self._closed:
                 now = self._clock.now()

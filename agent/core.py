@@ -253,8 +253,14 @@ class Agent:
 
     # ---- time ------------------------------------------------------------------------------------
 
+    def waiting(self) -> bool:
+        """Whether something may fall due by the passing of time alone: a grant with an end, an open session,
+        audit records not yet checkpointed. The daemon ticks every second while it is so, and rarely otherwise."""
+        return self.grant.until is not None or any(s.open for s in self.sessions.values()) or self.audit.pending
+
     def tick(self) -> None:
-        """Apply everything that happens by the passing of time; the daemon calls it every second."""
+        """Apply everything that happens by the passing of time; the daemon calls it every second while
+        `waiting()`."""
         now = self.clock.now()
         replacement = expire(self.grant, now)
         if replacement is not None:

@@ -11,7 +11,6 @@ carries its syslog priority as `<N>` so the journal files it at the right level.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import logging
 import os
@@ -19,8 +18,10 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from agent import __version__, reporting
 from agent.api import dispatcher
@@ -34,7 +35,8 @@ from agent.roles import RoleMap
 
 log = logging.getLogger("servicegate.daemon")
 
-TICK_S = 1.0
+TICK_S = 1.0  # while something may fall due by time alone (Agent.waiting): session timeouts, a grant's end
+IDLE_TICK_S = 30.0  # otherwise; every change of state or audit record brings the next tick to TICK_S at once
 # Operations that read the whole audit log run in a worker thread, so the kill switch never waits on them.
 OFFLOADED = frozenset({"audit_verify", "audit_export"})
 PRUNE_EVERY_S = 24 * 3600
@@ -105,7 +107,6 @@ class Daemon:
                                request_timeout_s=config.control.request_timeout_s,
                                on_denied=lambda caller, op: agent.record_denial(caller.user, caller.uid, op),
                                offload=OFFLOADED)
-        agent.publish = server.publish
         audit.listeners.append(lambda record: server.publish("audit_appended", record))
         telemetry = reporting.build(config, counters=lambda: dict(agent.counters))
         try:
@@ -121,18 +122,46 @@ class Daemon:
                  agent.grant.level.value)
         notify_systemd(f"READY=1\nSTATUS=access {agent.grant.level.value}")
         telemetry.start()
-        try:
-            self._prune(audit)
-            since_prune = 0.0
-            while not self._stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), TICK_S)
+        timers: dict[str, asyncio.TimerHandle] = {}
+
+        def every(name: str, seconds: float, job: Callable[[], None]) -> None:
+            timers[name] = loop.call_later(seconds, every, name, seconds, job)
+            job()
+
+        def tick() -> None:
+            """A timer callback, not a task woken by a timeout, and rare while nothing waits: the agent's idle cost
+            is these wake-ups (docs/performance.md)."""
+            del timers["tick"]
+            try:
                 agent.tick()
-                since_prune += TICK_S
-                if since_prune >= PRUNE_EVERY_S:
-                    self._prune(audit)
-                    since_prune = 0.0
+            finally:
+                arm(TICK_S if agent.waiting() else IDLE_TICK_S)
+
+        def arm(seconds: float) -> None:
+            """The next tick in at most `seconds`."""
+            current = timers.get("tick")
+            if current is None or current.when() > loop.time() + seconds:
+                if current is not None:
+                    current.cancel()
+                timers["tick"] = loop.call_later(seconds, tick)
+
+        def wake(*_: object) -> None:
+            """Something changed (from any thread): the next tick within TICK_S."""
+            loop.call_soon_threadsafe(arm, TICK_S)
+
+        def publish_and_wake(event: str, data: dict[str, Any]) -> None:
+            server.publish(event, data)
+            wake()
+
+        agent.publish = publish_and_wake
+        audit.listeners.append(wake)
+        try:
+            every("prune", PRUNE_EVERY_S, lambda: self._prune(audit))
+            arm(TICK_S)
+            await self._stop.wait()
         finally:
+            for timer in timers.values():
+                timer.cancel()
             notify_systemd("STOPPING=1")
             telemetry.stop()
             await server.stop()

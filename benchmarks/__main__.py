@@ -12,8 +12,9 @@ Prints a Markdown table; docs/performance.md keeps the figures with the command 
 `python -m benchmarks` runs everything: the agent's figures above (a few seconds) and then the anonymizer against
 its peers (`benchmarks.anonymizer_bench`: what each leaks, and speed on generated corpora; about five minutes, and
 the first run creates the peers' venv `.bench-venv/`); between them the telemetry outbox's drain rate
-(`benchmarks.telemetry_bench`). `--only agent`, `--only telemetry`, `--only anonymizer` (leaks and speed) or
-`--only leaks` runs one part.
+(`benchmarks.telemetry_bench`) and the agent's idle cost beside prometheus-node-exporter (`benchmarks.idle_bench`,
+ten minutes; `--minutes` changes that). `--only agent`, `--only telemetry`, `--only idle`, `--only anonymizer`
+(leaks and speed) or `--only leaks` runs one part.
 """
 
 from __future__ import annotations
@@ -163,9 +164,11 @@ def bench_control(root: Path) -> list[tuple[str, str, str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("agent", "telemetry", "anonymizer", "leaks"),
-                        help="run one part: the agent's hot paths, the telemetry outbox's drain, the anonymizer vs "
-                             "its peers (leaks and speed), or the anonymizer's leak comparison alone")
+    parser.add_argument("--only", choices=("agent", "telemetry", "idle", "anonymizer", "leaks"),
+                        help="run one part: the agent's hot paths, the telemetry outbox's drain, the agent's idle "
+                             "cost beside prometheus-node-exporter, the anonymizer vs its peers (leaks and speed), "
+                             "or the anonymizer's leak comparison alone")
+    parser.add_argument("--minutes", type=float, default=10, help="how long the idle benchmark runs (default 10)")
     args = parser.parse_args(argv)
     if args.only in (None, "agent"):
         bench_agent()
@@ -175,6 +178,14 @@ def main(argv: list[str] | None = None) -> int:
         figure, value, target, verdict = telemetry_bench.drain()
         print(f"\n| telemetry | figure | target | |\n|---|---|---|---|\n| {figure} | {value} | {target} | {verdict} |",
               flush=True)
+    if args.only in (None, "idle"):
+        from benchmarks import idle_bench
+
+        print(f"\nThe agent with telemetry at its default intervals beside prometheus-node-exporter scraped every "
+              f"{idle_bench.SCRAPE_S} s ({args.minutes:g} min):\n", flush=True)
+        print("| what | ServiceGate agent | prometheus-node-exporter | target |\n|---|---|---|---|")
+        for row in idle_bench.run(args.minutes):
+            print("| " + " | ".join(row) + " |", flush=True)
     if args.only in (None, "anonymizer", "leaks"):
         from benchmarks import anonymizer_bench
 

@@ -18,7 +18,7 @@ import requests
 
 from telemetry.outbox import Outbox
 from telemetry.shipper import Shipper
-from tests.pki import make_pki
+from tests.pki import Pki, make_pki
 
 RECORDS = 20_000
 REPO = Path(__file__).resolve().parents[1]
@@ -37,15 +37,23 @@ receiver.stop()
 """
 
 
+def start_sink(root: Path, device_id: str = "device-0001") -> tuple[subprocess.Popen[str], str, Pki]:
+    """The receiver in a process of its own, with certificates made in `root`: (process, its URL, the
+    certificates). Closing the process's stdin stops it, after it printed how many records it accepted and how
+    many documents were invalid."""
+    pki = make_pki(root, device_id=device_id)
+    sink = subprocess.Popen([sys.executable, "-c", SINK, str(root)], cwd=REPO, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert sink.stdout is not None
+    return sink, sink.stdout.readline().strip(), pki
+
+
 def drain() -> tuple[str, str, str, str]:
     with tempfile.TemporaryDirectory(prefix="sg-drain-") as tmp:
         root = Path(tmp)
-        pki = make_pki(root)
-        sink = subprocess.Popen([sys.executable, "-c", SINK, str(root)], cwd=REPO, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True)
+        sink, url, pki = start_sink(root)
         assert sink.stdin is not None
         assert sink.stdout is not None
-        url = sink.stdout.readline().strip()
         with Outbox(root / "outbox.sqlite") as outbox:
             outbox.put_many("log", [{"body": f"2026-11-27 10:14:{i % 60:02d} INFO Reconstruction job {i} finished: "
                                              "512 images, kernel B30f, 4.1 s", "severity": "INFO",

@@ -278,3 +278,24 @@ def test_denials_are_audited_at_most_once_a_minute_per_user(agent: Agent, clock:
     denied = [r for r in export(agent.config.paths.audit_dir, None, None) if r["event"] == "permission_denied"]
     assert [(r["actor"], r["details"]["refused_since_last_record"]) for r in denied] == [
         ("mallory", 0), ("eve", 0), ("mallory", 499)]
+
+
+def test_the_agent_waits_on_the_clock_only_while_something_can_fall_due(agent: Agent, clock: ManualClock) -> None:
+    """The daemon ticks every second only while `waiting()`; otherwise rarely (its idle cost)."""
+    assert not agent.waiting()  # the first record is checkpointed at once
+    agent.set_access(AccessLevel.LIMITED, clock.now() + timedelta(hours=2), "alice")
+    clock.advance(timedelta(minutes=5))
+    agent.tick()
+    assert agent.waiting()  # the grant's end
+    agent.set_access(AccessLevel.PERMANENT_LIMITED, None, "alice")
+    clock.advance(timedelta(minutes=5))
+    agent.tick()
+    assert not agent.waiting()  # no end, and checkpointed
+    sid = request(agent)
+    agent.audit.checkpoint()
+    assert agent.waiting()  # checkpointed, but the session is open until its timeout ends it
+    agent.end_session(sid, "alice", "done")
+    assert agent.waiting()  # the records of the end, until their checkpoint
+    clock.advance(timedelta(minutes=5))
+    agent.tick()
+    assert not agent.waiting()
