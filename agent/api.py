@@ -13,15 +13,22 @@ from datetime import datetime
 from typing import Any
 
 from agent.audit_log import public_key_path
-from agent.audit_verify import export, verify
+from agent.audit_verify import PortalHead, export, verify
 from agent.clock import parse_utc
 from agent.core import Agent
-from agent.errors import UsageError
-from agent.protocol import OPERATIONS, AccessLevel, Request, SessionKind
+from agent.errors import RefusedError, ServiceGateError, UsageError
+from agent.protocol import OPERATIONS, SYSTEM_ACTOR, AccessLevel, Request, SessionKind
 from agent.roles import Caller
 from agent.session import Engineer
 
 Handler = Callable[[Agent, dict[str, Any], Caller], Any]
+
+# The portal, as the caller of what its inbox messages ask for (its messages come over the pinned mutual-TLS link,
+# not the control socket, so no peer credentials): the audit records name it as the actor.
+PORTAL = Caller(pid=0, uid=-1, gid=-1, user="portal", roles=frozenset())
+# Inbox message type -> the control operation it asks for. Task requests (the kill-switch issue) and update offers
+# (the updates issue) get theirs later; until then they are recorded and acknowledged, and nothing runs.
+INBOX_OPERATIONS = {"session_request": "session_request"}
 
 
 def _text(args: dict[str, Any], key: str, *, required: bool = False, default: str = "") -> str:
@@ -82,8 +89,23 @@ def _session_end(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
 
 def _audit_verify(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
     # Runs in a worker thread (the server offloads it): judge the log up to the head as of now.
+    heads = None
+    if args.get("against_portal") is True:
+        if agent.portal_heads is None:
+            raise RefusedError(f"cannot compare with the portal: {agent.link_status().get('error') or 'no link'}")
+        heads = portal_heads(agent.portal_heads())
     head_seq, _ = agent.audit.head
-    return verify(agent.config.paths.audit_dir, public_key_path(agent.audit.key_path), upto_seq=head_seq).to_dict()
+    return verify(agent.config.paths.audit_dir, public_key_path(agent.audit.key_path), upto_seq=head_seq,
+                  heads=heads).to_dict()
+
+
+def portal_heads(heads: list[dict[str, Any]]) -> list[PortalHead]:
+    """The heads as the portal keeps them (each checkpoint's attributes, docs/protocol.md), checked."""
+    try:
+        return [PortalHead(int(head["servicegate.seq"]), int(head["servicegate.head_seq"]),
+                           str(head["servicegate.head_hash"])) for head in heads]
+    except (KeyError, TypeError, ValueError):
+        raise RefusedError("the portal sent a checkpoint head without seq, head_seq and head_hash") from None
 
 
 def _audit_export(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
@@ -114,6 +136,23 @@ HANDLERS: dict[str, Handler] = {
 SERVER_HANDLED = frozenset({"hello", "watch"})
 if set(HANDLERS) | SERVER_HANDLED != set(OPERATIONS):  # a programming error, caught at import by every test
     raise RuntimeError(f"operations without a handler: {set(OPERATIONS) - set(HANDLERS) - SERVER_HANDLED}")
+
+
+def handle_portal_message(agent: Agent, message_id: str, type: str, body: dict[str, Any]) -> None:
+    """An inbox message: recorded first, then done as the operation it asks for. A message that cannot be done
+    (unknown type, bad arguments, not allowed now) is recorded as refused, with why; the link acknowledges it
+    either way, so the portal does not send it again."""
+    details = {"message_id": message_id, "type": type}
+    agent.audit.append("portal_message", PORTAL.user, details)
+    op = INBOX_OPERATIONS.get(type)
+    if op is None:
+        agent.audit.append("portal_message_refused", SYSTEM_ACTOR,
+                           {**details, "why": f"this agent does not handle {type!r} messages"})
+        return
+    try:
+        HANDLERS[op](agent, body, PORTAL)
+    except ServiceGateError as exc:
+        agent.audit.append("portal_message_refused", SYSTEM_ACTOR, {**details, "why": str(exc)})
 
 
 def dispatcher(agent: Agent) -> Callable[[Request, Caller], Any]:

@@ -12,7 +12,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -98,6 +98,15 @@ class _Broken(Exception):
         self.problem, self.segment, self.line = problem, segment, line
 
 
+@dataclass(frozen=True)
+class PortalHead:
+    """A checkpoint as the portal received it: its own seq, and the record it signed (seq and hash)."""
+
+    seq: int
+    head_seq: int
+    head_hash: str
+
+
 @dataclass
 class _Place:
     seq: int
@@ -117,8 +126,10 @@ class _ChainCheck:
     only visible in the next one's prev, so the earlier record is where the damage can start.
     """
 
-    def __init__(self, public_key: Ed25519PublicKey) -> None:
+    def __init__(self, public_key: Ed25519PublicKey, heads: Sequence[PortalHead] = ()) -> None:
         self.public_key = public_key
+        self.head_hashes = {head.head_seq: head.head_hash for head in heads}
+        self.portal_reach = max((head.seq for head in heads), default=0)
         self.key_id = key_id(public_key)
         self.records = 0
         self.last: _Place | None = None
@@ -150,6 +161,9 @@ class _ChainCheck:
             raise _Broken(f"{last}: hash chain broken: the next record ({segment} line {line}) carries prev "
                           f"{record['prev'][:16]}..., but this record hashes to {last.hash[:16]}...; this record was "
                           "changed, or records after it were removed, inserted or reordered", last.segment, last.line)
+        if self.head_hashes.get(here.seq, here.hash) != here.hash:
+            raise _Broken(f"{here}: differs from what the portal was told of it in a checkpoint: the record was "
+                          "changed after it was signed and sent", segment, line)
         if is_checkpoint(record):
             problem = _checkpoint_problem(record, self.public_key, self.key_id)
             if problem:
@@ -165,6 +179,11 @@ class _ChainCheck:
         self.last = here
 
     def finish(self) -> None:
+        last_seq = self.last.seq if self.last is not None else 0
+        if self.portal_reach > last_seq:
+            where = (self.last.segment, self.last.line) if self.last is not None else (None, None)
+            raise _Broken(f"the log ends at record {last_seq}, but the portal holds a checkpoint at record "
+                          f"{self.portal_reach}: records were cut off the end of the log", *where)
         if self.start is not None:
             raise _Broken(f"{self.start}: the log starts at seq {self.start.seq}, but no signed prune record vouches "
                           "for removing the records before it: a segment was deleted", self.start.segment,
@@ -190,11 +209,16 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
             yield number, raw
 
 
-def verify(directory: Path, public_key_path: Path, upto_seq: int | None = None) -> VerifyResult:
+def verify(directory: Path, public_key_path: Path, upto_seq: int | None = None,
+           heads: Sequence[PortalHead] | None = None) -> VerifyResult:
     """Check the whole chain and every checkpoint, streaming; report the first damage found. Never raises.
 
     `upto_seq` stops after that record: the running agent passes its head, so records appended while
     a worker thread verifies (possibly half-written at that instant) are not judged.
+
+    `heads` are the checkpoints the portal received: each record a head names must hash as the portal was told,
+    and the log must reach the newest checkpoint the portal has. That finds records cut off the end, which the
+    log alone cannot show.
     """
     try:
         public_key = serialization.load_pem_public_key(public_key_path.read_bytes())
@@ -202,7 +226,7 @@ def verify(directory: Path, public_key_path: Path, upto_seq: int | None = None) 
         return VerifyResult(False, 0, None, f"cannot read the audit public key {public_key_path}: {exc}")
     if not isinstance(public_key, Ed25519PublicKey):
         return VerifyResult(False, 0, None, f"{public_key_path} is not an Ed25519 public key")
-    check = _ChainCheck(public_key)
+    check = _ChainCheck(public_key, heads or [])
     try:
         for _, path in segment_files(directory):
             for line, raw in _lines(path):

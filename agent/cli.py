@@ -21,7 +21,14 @@ from agent import __version__
 from agent.client import Client
 from agent.clock import parse_utc, utc_iso
 from agent.config import DEFAULT_CONFIG_PATH, Config, defaults, load
-from agent.errors import AgentUnreachableError, ExitCode, PermissionDeniedError, ServiceGateError, UsageError
+from agent.errors import (
+    AgentUnreachableError,
+    ExitCode,
+    PermissionDeniedError,
+    PortalError,
+    ServiceGateError,
+    UsageError,
+)
 from agent.fsutil import atomic_write
 from agent.protocol import EVENT_KINDS, PRIVACY_DISCLAIMER, SESSION_LEVELS, AccessLevel, SessionKind
 from agent.timeparse import local, parse_duration, parse_time
@@ -88,12 +95,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="the tamper-evident audit log").add_subparsers(
         dest="audit_command", required=True, metavar="ACTION")
-    reading(audit.add_parser("verify", help="check the hash chain and signed checkpoints"))
+    verify = reading(audit.add_parser("verify", help="check the hash chain and signed checkpoints"))
+    verify.add_argument("--against-portal", action="store_true",
+                        help="also compare with the checkpoint heads the portal holds (finds records cut off the end)")
     exp = audit.add_parser("export", help="who accessed this system, when, at which level, for what")
     exp.add_argument("--since", help="ISO 8601 (local time without offset)")
     exp.add_argument("--until", help="ISO 8601 (local time without offset)")
     exp.add_argument("--format", choices=("csv", "json"), default="csv")
     exp.add_argument("--json", action="store_true", help="the same as --format json")
+
+    enroll = sub.add_parser("enroll", help="make this device known to the vendor's portal (site IT, once; no agent "
+                                           "needed)")
+    enroll.add_argument("--portal", required=True, metavar="URL", help="the portal's address, https://...")
+    enroll.add_argument("--ca-fingerprint", required=True, metavar="SHA256",
+                        help="the SHA-256 fingerprint of the vendor CA, as the vendor gave it")
+    enroll.add_argument("--otp", required=True, metavar="CODE", help="the one-time enrollment password")
+    enroll.add_argument("--device-id", required=True, metavar="ID", help="the device ID the vendor registered")
 
     event = sub.add_parser("event", help="report a scan or an error (the scanner software)")
     event.add_argument("kind", choices=EVENT_KINDS)
@@ -152,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "anonymize":
             return anonymize(args)  # a local job over the anonymizer library: no agent needed
         config = load_config(args.config, required=False)
+        if args.command == "enroll":
+            return enroll_command(args, config)  # talks to the portal, writes the state folder: no agent needed
         if args.command == "telemetry":
             return telemetry_command(args, config)  # reads the system and the outbox file: no agent needed
         try:
@@ -195,7 +214,7 @@ def dispatch(args: argparse.Namespace, client: Client) -> int:
             print(f"servicegate: but: {problem}", file=sys.stderr)
         return int(ExitCode.PARTIAL) if receipt["problems"] else 0
     if command == "audit":
-        return audit_command(args, lambda: client.call("audit_verify"),
+        return audit_command(args, lambda: client.call("audit_verify", against_portal=args.against_portal),
                              lambda since, until: client.call("audit_export", since=since, until=until))
     if command == "event":
         client.call("record_event", kind=args.kind, detail=args.detail)
@@ -236,7 +255,20 @@ def audit_from_files(args: argparse.Namespace, config: Config) -> int:
     def when(text: str | None) -> datetime | None:
         return parse_utc(text) if text else None
 
-    return audit_command(args, lambda: verify(audit_dir, key).to_dict(),
+    def verify_log() -> dict[str, Any]:
+        heads = None
+        if getattr(args, "against_portal", False):
+            from agent.api import portal_heads  # the link's modules: only when the portal is asked
+            from agent.uplink import connect
+
+            link, state = connect(config)
+            if link is None:
+                raise PortalError(f"cannot compare with the portal: {state.error}")
+            with link.session:
+                heads = portal_heads(link.heads())
+        return verify(audit_dir, key, heads=heads).to_dict()
+
+    return audit_command(args, verify_log,
                          lambda since, until: export(audit_dir, when(since), when(until)))
 
 
@@ -304,7 +336,25 @@ def format_status(status: dict[str, Any]) -> str:
     lines += [format_session(s) for s in status["sessions"]] or ["No open session."]
     if status["examinations_blocked"]:
         lines.append("Examinations are BLOCKED while the full-access session is active.")
+    portal = status.get("portal", {})
+    where = f" {portal['portal_url']} as {portal['device_id']}" if portal.get("portal_url") else ""
+    lines.append(f"Portal{where}: {portal.get('state', 'unknown')}" +
+                 (f" ({portal['error']})" if portal.get("error") else ""))
     return "\n".join(lines)
+
+
+def enroll_command(args: argparse.Namespace, config: Config) -> int:
+    from agent.enroll import enroll  # only enrollment needs requests and the certificate code
+
+    enrollment = enroll(config, args.portal, args.ca_fingerprint, args.otp, args.device_id)
+    from cryptography import x509
+
+    certificate = x509.load_pem_x509_certificate(enrollment.cert_file.read_bytes())
+    print(f"Enrolled {enrollment.device_id} with {enrollment.portal_url}.")
+    print(f"Device certificate valid until {local(certificate.not_valid_after_utc)}; the agent renews it by itself.")
+    print(f"Key, certificate and the vendor CA are in {enrollment.directory} (the key never leaves this machine).")
+    print("Restart the agent (systemctl restart servicegate) to connect.")
+    return 0
 
 
 # ---- telemetry ------------------------------------------------------------------------------------

@@ -154,6 +154,26 @@ class TelemetryConfig:
 
 
 @dataclass(frozen=True)
+class PortalConfig:
+    """The link to the vendor's portal (docs/protocol.md). The portal's address, its CA and the device's
+    certificate come from enrollment (`servicegate enroll`), not from here. The three identity files are what the
+    device certificate's hardware binding is computed from; they are settings so that a test can play another
+    machine."""
+
+    proxy_url: str = setting("", "The site's HTTP proxy, e.g. http://proxy.hospital.example:3128. Empty: connect "
+                                 "directly. Proxy variables in the environment are never used.", may_be_empty=True)
+    machine_id_file: Path = setting(Path("/etc/machine-id"), "The machine ID (hashed with the others, never sent).")
+    product_uuid_file: Path = setting(Path("/sys/class/dmi/id/product_uuid"),
+                                      "The DMI product UUID, where readable (hashed, never sent).")
+    product_serial_file: Path = setting(Path("/sys/class/dmi/id/product_serial"),
+                                        "The DMI serial number, where readable (hashed, never sent).")
+    inbox_wait_s: int = setting(55, "How long one poll of the portal's inbox waits for a message.",
+                                minimum=1, maximum=120)
+    request_timeout_s: int = setting(30, "How long a call to the portal may take before it counts as failed.",
+                                     minimum=1, maximum=300)
+
+
+@dataclass(frozen=True)
 class AnonymizerConfig:
     """DICOM de-identification before anything leaves (`servicegate anonymize`; its command-line options
     override these). The pseudonym key is `<state_dir>/keys/anonymizer.key`. Option names, the safe private
@@ -183,6 +203,7 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    portal: PortalConfig = field(default_factory=PortalConfig)
     anonymizer: AnonymizerConfig = field(default_factory=AnonymizerConfig)
     source: Path | None = field(default=None, compare=False)
 
@@ -223,6 +244,10 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
                               f"not {value!r}.")
         sections[name] = _section(where, name, SECTIONS[name], value, base)
     config = Config(**sections, source=path)
+    proxy = config.portal.proxy_url
+    if proxy and not proxy.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: [portal] proxy_url = {proxy!r} is not a proxy URL; write it like "
+                          "\"http://proxy.example:3128\".")
     if config.paths.audit_dir == Path(""):
         config = replace(config, paths=replace(config.paths, audit_dir=config.paths.state_dir / "audit"))
     return config

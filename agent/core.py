@@ -56,6 +56,10 @@ class Agent:
         self.clock = clock
         self.audit = audit
         self.publish: Publish = lambda event, data: None
+        # The daemon sets these from the portal link (agent.uplink): its state for `status`, and where
+        # `audit verify --against-portal` gets the checkpoint heads the portal holds (None: no link).
+        self.link_status: Callable[[], dict[str, Any]] = lambda: {"state": "not enrolled"}
+        self.portal_heads: Callable[[], list[dict[str, Any]]] | None = None
         self.problems: list[str] = []  # the latest things that could not be saved or recorded
         self._denials: dict[int, tuple[datetime, int]] = {}  # uid -> (last recorded, refused since)
         state_dir = config.paths.state_dir
@@ -88,6 +92,7 @@ class Agent:
             "sessions": [s.to_dict() for s in self.sessions.values() if s.open],
             "examinations_blocked": any(s.blocks_examinations for s in self.sessions.values()),
             "counters": dict(self.counters),
+            "portal": self.link_status(),
             "problems": list(self.problems),
         }
 

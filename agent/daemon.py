@@ -21,19 +21,21 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from agent import __version__, reporting
-from agent.api import dispatcher
-from agent.audit_log import AuditLog
+from agent import __version__, reporting, uplink
+from agent.api import dispatcher, handle_portal_message
+from agent.audit_log import AuditLog, is_checkpoint
 from agent.clock import Clock, SystemClock
 from agent.config import Config
 from agent.control import ControlServer
 from agent.core import Agent
+from agent.enroll import take_attempts
 from agent.errors import ConfigError, ExitCode, ServiceGateError
 from agent.roles import RoleMap
 
 log = logging.getLogger("servicegate.daemon")
+T = TypeVar("T")
 
 TICK_S = 1.0  # while something may fall due by time alone (Agent.waiting): session timeouts, a grant's end
 IDLE_TICK_S = 30.0  # otherwise; every change of state or audit record brings the next tick to TICK_S at once
@@ -108,7 +110,19 @@ class Daemon:
                                on_denied=lambda caller, op: agent.record_denial(caller.user, caller.uid, op),
                                offload=OFFLOADED)
         audit.listeners.append(lambda record: server.publish("audit_appended", record))
-        telemetry = reporting.build(config, counters=lambda: dict(agent.counters))
+        for attempt in take_attempts(config.paths.state_dir):  # `servicegate enroll` cannot write the log itself
+            audit.append("enrollment", str(attempt.get("user", "unknown")), attempt)
+        link, link_state = uplink.connect(config)
+        agent.link_status = link_state.to_dict
+        agent.portal_heads = link.heads if link is not None else None
+        telemetry = reporting.build(config, counters=lambda: dict(agent.counters), link=link)
+        # Every checkpoint head goes to the portal (through the outbox: never shed), so that cutting records off
+        # the end of the log shows in `servicegate audit verify --against-portal`.
+        def send_head(record: dict[str, Any]) -> None:
+            if is_checkpoint(record):
+                telemetry.outbox.put("audit_checkpoint", reporting.checkpoint_head(record))
+
+        audit.listeners.append(send_head)
         try:
             await server.start()
         except OSError as exc:
@@ -122,6 +136,9 @@ class Daemon:
                  agent.grant.level.value)
         notify_systemd(f"READY=1\nSTATUS=access {agent.grant.level.value}")
         telemetry.start()
+        if link is not None:
+            link.start(on_loop(loop, lambda message: handle_portal_message(agent, message.id, message.type,
+                                                                           message.body)))
         timers: dict[str, asyncio.TimerHandle] = {}
 
         def every(name: str, seconds: float, job: Callable[[], None]) -> None:
@@ -164,6 +181,8 @@ class Daemon:
                 timer.cancel()
             notify_systemd("STOPPING=1")
             telemetry.stop()
+            if link is not None:
+                await asyncio.to_thread(link.stop)  # its thread may be waiting for this loop
             await server.stop()
             agent.shutdown()
             audit.close()
@@ -202,6 +221,19 @@ class Daemon:
         timer = threading.Timer(self.config.daemon.shutdown_grace_s, _force_exit)
         timer.daemon = True
         timer.start()
+
+
+def on_loop(loop: asyncio.AbstractEventLoop, call: Callable[[T], None]) -> Callable[[T], None]:
+    """`call`, made callable from another thread: it runs on `loop` (where the agent's state lives) and the
+    calling thread waits for it, and gets its exception."""
+
+    async def run(argument: T) -> None:
+        call(argument)
+
+    def from_thread(argument: T) -> None:
+        asyncio.run_coroutine_threadsafe(run(argument), loop).result(timeout=60)
+
+    return from_thread
 
 
 def _force_exit() -> None:

@@ -10,6 +10,7 @@
     +-- AgentUnreachableError        exit 4  no agent answers on the control socket
     +-- ProtocolError                exit 1  the other side broke the control protocol
     +-- AuditError                   exit 1  the audit log cannot be written or read
+    +-- PortalError                  exit 1  enrollment or the link to the portal failed or was refused
 
 Every message is written for the person who reads it: what happened, the bad value,
 and what to do about it.
@@ -83,6 +84,10 @@ class AuditError(ServiceGateError):
     code = "audit_error"
 
 
+class PortalError(ServiceGateError):
+    code = "portal_error"
+
+
 # Protocol error code -> exception class, so the client re-raises what the server raised.
 ERROR_CLASSES: dict[str, type[ServiceGateError]] = {
     cls.code: cls
@@ -96,6 +101,7 @@ ERROR_CLASSES: dict[str, type[ServiceGateError]] = {
         AgentUnreachableError,
         ProtocolError,
         AuditError,
+        PortalError,
     )
 }
 ERROR_CLASSES["illegal_transition"] = RefusedError  # the client needs no state names to re-raise it

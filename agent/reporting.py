@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import requests
 from cryptography import x509
@@ -15,7 +16,9 @@ from cryptography.x509.oid import NameOID
 
 from agent import __version__
 from agent.config import Config
+from agent.connection import pinned_session
 from agent.errors import ConfigError
+from agent.uplink import Uplink
 from telemetry.collectors import Collector
 from telemetry.journal import JournalTail
 from telemetry.logtail import LogTail
@@ -28,8 +31,10 @@ from telemetry.thresholds import DEFAULT_RULES, RuleError, Thresholds, load_rule
 EMPTY = Path("")
 
 
-def build(config: Config, counters: Callable[[], Mapping[str, int]]) -> TelemetryService:
-    """The telemetry service for `config`; `counters` gives the modality's scan and error counts."""
+def build(config: Config, counters: Callable[[], Mapping[str, int]], link: Uplink | None = None) -> TelemetryService:
+    """The telemetry service for `config`; `counters` gives the modality's scan and error counts. An enrolled
+    device sends to its portal through the link's pinned session; otherwise `[telemetry] endpoint` (e.g. an
+    OpenTelemetry Collector), if set."""
     t = config.telemetry
     where = f"{config.source or 'configuration'}: [telemetry]"
     problems = validate(t.scrub_patterns)
@@ -39,13 +44,14 @@ def build(config: Config, counters: Callable[[], Mapping[str, int]]) -> Telemetr
         rules = load_rules(t.thresholds) if t.thresholds != EMPTY else DEFAULT_RULES
     except RuleError as exc:
         raise ConfigError(f"{where} thresholds: {exc}") from None
-    session, device = _session(config, where)
+    session, device, endpoint = (link.session, link.enrollment.device_id, link.url) if link is not None else \
+        (*_session(config, where), t.endpoint)
     try:
         outbox = Outbox(config.paths.outbox, cap_bytes=t.outbox_cap_mb * 1024 * 1024)
     except OutboxError as exc:
         raise ConfigError(str(exc)) from None
     resource = {"service.name": "servicegate", "service.version": __version__, "servicegate.device.id": device}
-    shipper = Shipper(outbox, session, t.endpoint, resource) if session is not None else None
+    shipper = Shipper(outbox, session, endpoint, resource) if session is not None else None
     scrubber = Scrubber(t.scrub_patterns)
     journal = JournalTail(outbox, units=t.journal_units, priority=t.journal_priority,
                           directory=t.journal_directory if t.journal_directory != EMPTY else None, scrubber=scrubber,
@@ -59,6 +65,12 @@ def build(config: Config, counters: Callable[[], Mapping[str, int]]) -> Telemetr
         Intervals(collect_s=t.collect_s, logs_s=t.logs_s, push_s=t.push_s),
         journal=journal,
     )
+
+
+def checkpoint_head(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What the portal keeps of an audit checkpoint (its `servicegate.*` attributes): enough for
+    `servicegate audit verify --against-portal` to find records cut off the end of the local log."""
+    return {"seq": record["seq"], "ts": record["ts"], **record["details"]}
 
 
 def _session(config: Config, where: str) -> tuple[requests.Session | None, str]:
@@ -82,8 +94,4 @@ def _session(config: Config, where: str) -> tuple[requests.Session | None, str]:
         raise ConfigError(f"{where} client_cert = {str(t.client_cert)!r}: not a PEM certificate ({exc}).") from None
     names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     device = str(names[0].value) if names else "unknown"
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = str(t.ca_file)
-    session.cert = (str(t.client_cert), str(t.client_key))
-    return session, device
+    return pinned_session(t.ca_file, client_cert=(t.client_cert, t.client_key)), device

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 
@@ -41,6 +41,7 @@ BACKOFF_CAP_S = 600.0
 RETRY_AFTER_MIN_S = 1.0
 TIMEOUT_S = (10.0, 30.0)  # connect, read: a hanging receiver is a failed attempt, retried
 MAX_ERROR_TEXT = 200
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -109,8 +110,7 @@ class Shipper:
         return PushResult(sent, quarantined, attempts, "stopped")
 
     def backoff_s(self, failures: int) -> float:
-        """Full jitter: a random wait up to the exponential bound, capped at 10 minutes."""
-        return float(self._rng() * min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(failures, 30)))
+        return full_jitter(failures, self._rng)
 
     def _by_endpoint(self, batch: list[Record]) -> list[tuple[str, list[Record]]]:
         metrics = [r for r in batch if r.kind == "metric"]
@@ -136,28 +136,15 @@ class Shipper:
         raise _Refused(status, text, records)
 
     def _send(self, url: str, body: bytes) -> requests.Response:
-        """POST in a thread of its own, so that `stop` ends the wait at once even while a receiver hangs: the
-        agent's shutdown never waits for a request (the records it carried stay in the outbox)."""
-        outcome: dict[str, Any] = {}
-
-        def post() -> None:
-            try:
-                outcome["response"] = self.session.post(url, data=body, timeout=self.timeout_s, headers={
-                    "Content-Type": "application/json", "Content-Encoding": "gzip"})
-            except requests.RequestException as exc:
-                outcome["error"] = exc
-
-        request = threading.Thread(target=post, name="telemetry-post", daemon=True)
-        request.start()
-        while request.is_alive() and not self.stop.is_set():
-            request.join(0.1)
-        if request.is_alive():
-            raise _Retry(f"stopped while waiting for {url}", 0.0)
-        if "error" in outcome:
-            exc = outcome["error"]
-            raise _Retry(f"cannot reach {url}: {type(exc).__name__}: {_short(str(exc))}", None)
-        response: requests.Response = outcome["response"]
-        return response
+        """POST, and give up waiting the moment `stop` is set: the agent's shutdown never waits for a request
+        (the records it carried stay in the outbox)."""
+        try:
+            return call_until_stopped(lambda: self.session.post(url, data=body, timeout=self.timeout_s, headers={
+                "Content-Type": "application/json", "Content-Encoding": "gzip"}), self.stop)
+        except Stopped:
+            raise _Retry(f"stopped while waiting for {url}", 0.0) from None
+        except requests.RequestException as exc:
+            raise _Retry(f"cannot reach {url}: {type(exc).__name__}: {_short(str(exc))}", None) from None
 
     def _note_partial_success(self, response: requests.Response, url: str) -> None:
         try:
@@ -168,6 +155,39 @@ class Shipper:
         if isinstance(partial, dict) and (partial.get("rejectedDataPoints") or partial.get("rejectedLogRecords")):
             self.outbox.note_error(f"{url} accepted the batch but rejected part of it: "
                                    f"{_short(json.dumps(partial))}")
+
+
+class Stopped(Exception):
+    """`stop` was set while a request was under way; the request is abandoned."""
+
+
+def call_until_stopped(call: Callable[[], T], stop: threading.Event) -> T:
+    """`call()` (a blocking HTTP request) in a thread of its own, so that setting `stop` ends the wait at once even
+    while the other end hangs; raises Stopped then, and whatever `call` raised otherwise."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = call()
+        except Exception as exc:  # handed to the caller's thread as it is
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="http-request", daemon=True)
+    worker.start()
+    while worker.is_alive() and not stop.is_set():
+        worker.join(0.1)
+    if worker.is_alive():
+        raise Stopped
+    if "error" in outcome:
+        raise outcome["error"]
+    result: T = outcome["result"]
+    return result
+
+
+def full_jitter(failures: int, rng: Callable[[], float] = random.random) -> float:
+    """The wait before the next try after `failures` failures in a row: a random time up to an exponential bound
+    capped at 10 minutes (full jitter), so that many devices coming back after an outage do not call at once."""
+    return float(rng() * min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(failures, 30)))
 
 
 def _retry_after(value: str | None) -> float | None:
