@@ -102,7 +102,22 @@ class Daemon:
         audit = AuditLog(config.paths.audit_dir, config.paths.audit_signing_key, self.clock,
                          retention_days=config.audit.retention_days,
                          checkpoint_interval=timedelta(minutes=config.audit.checkpoint_interval_min))
+        for attempt in take_attempts(config.paths.state_dir):  # `servicegate enroll` cannot write the log itself
+            audit.append("enrollment", str(attempt.get("user", "unknown")), attempt)
+        link, link_state = uplink.connect(config)
+        # Built before the agent, whose counters it reads only once it runs, so that its outbox hears every
+        # checkpoint: each head goes to the portal (through the outbox: never shed), and cutting records off the
+        # end of the log shows in `servicegate audit verify --against-portal`.
+        telemetry = reporting.build(config, counters=lambda: dict(agent.counters), link=link)
+
+        def send_head(record: dict[str, Any]) -> None:
+            if is_checkpoint(record):
+                telemetry.outbox.put("audit_checkpoint", reporting.checkpoint_head(record))
+
+        audit.listeners.append(send_head)
         agent = Agent(config, self.clock, audit)
+        agent.link_status = link_state.to_dict
+        agent.portal_heads = link.heads if link is not None else None
         roles = RoleMap(config.control.console_group, config.control.modality_group, config.control.viewer_group,
                         admin_uids=frozenset({os.getuid()}))
         server = ControlServer(config.paths.control_socket, dispatcher(agent), roles,
@@ -110,19 +125,6 @@ class Daemon:
                                on_denied=lambda caller, op: agent.record_denial(caller.user, caller.uid, op),
                                offload=OFFLOADED)
         audit.listeners.append(lambda record: server.publish("audit_appended", record))
-        for attempt in take_attempts(config.paths.state_dir):  # `servicegate enroll` cannot write the log itself
-            audit.append("enrollment", str(attempt.get("user", "unknown")), attempt)
-        link, link_state = uplink.connect(config)
-        agent.link_status = link_state.to_dict
-        agent.portal_heads = link.heads if link is not None else None
-        telemetry = reporting.build(config, counters=lambda: dict(agent.counters), link=link)
-        # Every checkpoint head goes to the portal (through the outbox: never shed), so that cutting records off
-        # the end of the log shows in `servicegate audit verify --against-portal`.
-        def send_head(record: dict[str, Any]) -> None:
-            if is_checkpoint(record):
-                telemetry.outbox.put("audit_checkpoint", reporting.checkpoint_head(record))
-
-        audit.listeners.append(send_head)
         try:
             await server.start()
         except OSError as exc:
