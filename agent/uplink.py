@@ -17,6 +17,7 @@ renewal. The agent only ever calls out; nothing here listens.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -42,6 +43,7 @@ log = logging.getLogger("servicegate.uplink")
 RENEW_AT = 2 / 3  # of the certificate's lifetime
 KEEP_HANDLED_IDS = 1000
 CONNECT_TIMEOUT_S = 10.0
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -135,9 +137,13 @@ class Uplink:
                 failures = 0
             except Stopped:
                 return
-            except LinkError as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever goes wrong, the link waits and tries again
                 failures += 1
-                self.state.state, self.state.error = "unreachable", str(exc)
+                if not isinstance(exc, LinkError):
+                    log.exception("portal link: unexpected error")
+                if self.state.state != "refused":
+                    self.state.state = "unreachable"
+                self.state.error = str(exc)
                 log.warning("portal: %s", exc)
                 self.stop_event.wait(full_jitter(failures, self._rng))
 
@@ -183,7 +189,10 @@ class Uplink:
 
     def renew_if_due(self) -> bool:
         """Renew the certificate when two thirds of its lifetime have passed."""
-        certificate = x509.load_pem_x509_certificate(self.enrollment.cert_file.read_bytes())
+        try:
+            certificate = x509.load_pem_x509_certificate(self.enrollment.cert_file.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise LinkError(f"cannot read the device certificate: {exc}; enroll again") from None
         start, end = certificate.not_valid_before_utc.timestamp(), certificate.not_valid_after_utc.timestamp()
         if self._clock() < start + RENEW_AT * (end - start):
             return False
@@ -203,27 +212,40 @@ class Uplink:
         timeout = (CONNECT_TIMEOUT_S, read_timeout or self.config.portal.request_timeout_s)
         url = self.url + path
         try:
-            response = call_until_stopped(lambda: self.session.request(method, url, timeout=timeout, **kwargs),
-                                          self.stop_event)
+            status, body = call_until_stopped(lambda: _request(self.session, method, url, timeout, kwargs),
+                                              self.stop_event)
         except requests.exceptions.SSLError as exc:
             raise LinkError(f"TLS with the portal failed ({_short(exc)}): its certificate is not from the vendor CA "
-                            "this device was enrolled with, or this device's certificate was refused") from None
+                            "this device was enrolled with, not for its address, or expired; or this device's "
+                            "certificate was refused") from None
         except requests.RequestException as exc:
             raise LinkError(f"cannot reach the portal at {url}: {type(exc).__name__}: {_short(exc)}") from None
-        if response.status_code in (401, 403):
-            self.state.state = "refused"
-            raise LinkError(f"the portal refused this device ({response.status_code}: {_detail(response)}); "
-                            "enroll it again with `servicegate enroll`")
-        if response.status_code != 200:
-            raise LinkError(f"{method} {url} answered {response.status_code}: {_detail(response)}")
         try:
-            answer = response.json()
+            answer = json.loads(body)
         except ValueError:
-            raise LinkError(f"{method} {url} answered with something that is not JSON") from None
+            answer = None
+        if status in (401, 403):
+            self.state.state = "refused"
+            raise LinkError(f"the portal refused this device ({status}: {_detail(answer, body)}); enroll it again "
+                            "with `servicegate enroll`")
+        if status != 200:
+            raise LinkError(f"{method} {url} answered {status}: {_detail(answer, body)}")
         if not isinstance(answer, dict):
-            raise LinkError(f"{method} {url} answered with JSON that is not an object")
+            raise LinkError(f"{method} {url} answered with something that is not a JSON object")
         self.state.state, self.state.error, self.state.last_contact = "connected", "", self._clock()
         return answer
+
+
+def _request(session: requests.Session, method: str, url: str, timeout: tuple[float, float],
+             kwargs: dict[str, Any]) -> tuple[int, bytes]:
+    """Status and body, the body read up to MAX_ANSWER_BYTES: a portal cannot fill the agent's memory."""
+    with session.request(method, url, timeout=timeout, stream=True, **kwargs) as response:
+        body = bytearray()
+        for chunk in response.iter_content(64 * 1024):
+            body += chunk
+            if len(body) > MAX_ANSWER_BYTES:
+                raise LinkError(f"{method} {url}: the answer is larger than {MAX_ANSWER_BYTES} bytes; refused")
+        return response.status_code, bytes(body)
 
 
 class LinkError(Exception):
@@ -252,12 +274,9 @@ def _load_ids(path: Path) -> list[str]:
     return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
 
 
-def _detail(response: requests.Response) -> str:
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        detail = None
-    return _short(detail if isinstance(detail, str) else response.text or response.reason)
+def _detail(answer: Any, body: bytes) -> str:
+    detail = answer.get("detail") if isinstance(answer, dict) else None
+    return _short(detail if isinstance(detail, str) else body.decode(errors="replace") or "no explanation")
 
 
 def _short(value: object, limit: int = 200) -> str:
