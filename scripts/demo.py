@@ -1,8 +1,9 @@
 """`make demo`: the whole product on one machine, in a temporary directory, on loopback only.
 
-Each step prints what happens in plain words, runs the real `servicegate` command a site IT
-person or technologist would type, and shows its output. Later issues add their steps (portal,
-telemetry, consent UI, de-identified uploads, screen sharing, updates).
+Each step prints what happens in plain words, runs the real `servicegate` (and `servicegate-portal`) command a site
+IT person, technologist or vendor would type, and shows its output. The vendor side is the reference portal
+(`servicegate-portal`) on 127.0.0.1. Later issues add their steps (consent UI, de-identified uploads, screen
+sharing, updates).
 
     python scripts/demo.py [--workdir DIR]    # DIR is kept; without it a temporary one is removed
 """
@@ -12,13 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from pydicom.data import get_testdata_file
@@ -26,13 +31,9 @@ from pydicom.data import get_testdata_file
 from agent.client import wait_for_agent
 from agent.errors import AgentUnreachableError
 
-# The telemetry receiver and its certificates are the test suite's (tests/ is not an installed package):
-# the reference portal of the connection issue will take their place.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.otlp_receiver import Receiver  # noqa: E402
-from tests.pki import make_pki  # noqa: E402
-
-STEPS = 15
+STEPS = 18
+PORTAL = str(Path(sys.executable).parent / "servicegate-portal")
+DEVICE_ID = "CT-DEMO-01"
 
 
 class Demo:
@@ -46,33 +47,70 @@ class Demo:
         self.step_no += 1
         print(f"\n[{self.step_no}/{STEPS}] {text}", flush=True)
 
-    def sg(self, *args: str, check: bool = True) -> str:
+    def sg(self, *args: str, check: bool = True, quiet: bool = False) -> str:
+        """A `servicegate` command; `quiet`: the demo only looks at its answer."""
         command = [sys.executable, "-m", "agent.cli", "--config", str(self.config), *args]
-        print(f"  $ servicegate {shlex.join(args)}", flush=True)
+        if not quiet:
+            print(f"  $ servicegate {shlex.join(args)}", flush=True)
         result = subprocess.run(command, capture_output=True, text=True, timeout=60)
-        for line in (result.stdout + result.stderr).rstrip().splitlines():
+        for line in [] if quiet else (result.stdout + result.stderr).rstrip().splitlines():
             print(f"    {line}")
         if check and result.returncode != 0:
             raise SystemExit(f"demo: `servicegate {shlex.join(args)}` failed with exit code {result.returncode}")
         return result.stdout
 
-    def start_receiver(self) -> Receiver:
-        """The service centre's telemetry receiver on loopback: HTTPS, client certificate required. (The test
-        suite's OTLP receiver, until the reference portal of the connection issue receives telemetry.)"""
-        self.pki = make_pki(self.workdir / "pki", device_id="CT-DEMO-01")
-        return Receiver(self.pki).start()
+    def portal(self, *args: str) -> str:
+        """A `servicegate-portal` command on the portal's data folder, as the vendor would type it."""
+        print(f"  $ servicegate-portal {shlex.join(args)}", flush=True)
+        result = subprocess.run([PORTAL, *args, "--data-dir", str(self.workdir / "portal")], capture_output=True,
+                                text=True, timeout=60)
+        for line in (result.stdout + result.stderr).rstrip().splitlines()[:12]:
+            print(f"    {line}")
+        if result.returncode != 0:
+            raise SystemExit(f"demo: `servicegate-portal {shlex.join(args)}` failed")
+        return result.stdout
 
-    def start_agent(self, receiver: Receiver) -> subprocess.Popen[bytes]:
+    def start_portal(self) -> tuple[subprocess.Popen[str], str, str]:
+        """The vendor's reference portal on 127.0.0.1 (any free port): its URL and CA fingerprint."""
+        print("  $ servicegate-portal serve --port 0", flush=True)
+        portal = subprocess.Popen([PORTAL, "serve", "--data-dir", str(self.workdir / "portal"), "--port", "0"],
+                                  stdout=subprocess.PIPE, stderr=(self.workdir / "portal.log").open("wb"), text=True)
+        assert portal.stdout is not None
+        url = fingerprint = ""
+        for line in portal.stdout:
+            print(f"    {line.rstrip()}")
+            if found := re.search(r"at (https://\S+)", line):
+                url = found[1]
+            if found := re.search(r"fingerprint: (\S+)", line):
+                fingerprint = found[1]
+                break
+        if not fingerprint:
+            raise SystemExit(f"demo: the portal did not start; see {self.workdir / 'portal.log'}")
+        host, port = url.removeprefix("https://").split(":")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((host, int(port)), timeout=1).close()
+                return portal, url, fingerprint
+            except OSError:
+                time.sleep(0.05)
+        raise SystemExit("demo: the portal does not accept connections")
+
+    def write_config(self) -> None:
         rules = self.workdir / "thresholds.toml"
         rules.write_text('[[rule]]\nname = "demo-uptime"\nmetric = "system.uptime"\ncomparison = ">"\nlimit = 60\n'
                          'severity = "info"\n')  # holds at once on any machine up for a minute: an alert to show
+        machine_id = self.workdir / "machine-id"  # this demo's machine: the identity seam, not /etc/machine-id
+        machine_id.write_text("5e1f0c0ffee0d15ea5e0000000000001\n")
         self.config.write_text(
             "# Written by make demo: everything lives in this folder.\n"
             f'[paths]\nstate_dir = "{self.workdir / "state"}"\ncontrol_socket = "{self.socket}"\n'
-            f'[telemetry]\nendpoint = "{receiver.url}"\nca_file = "{self.pki.ca_cert}"\n'
-            f'client_cert = "{self.pki.client_cert}"\nclient_key = "{self.pki.client_key}"\n'
-            f'thresholds = "{rules}"\ncollect_s = 5\npush_s = 5\n'
+            f'[telemetry]\nthresholds = "{rules}"\ncollect_s = 5\npush_s = 5\n'
+            f'[portal]\nmachine_id_file = "{machine_id}"\nproduct_uuid_file = "{self.workdir / "no-uuid"}"\n'
+            f'product_serial_file = "{self.workdir / "no-serial"}"\ninbox_wait_s = 5\n'
         )
+
+    def start_agent(self) -> subprocess.Popen[bytes]:
         log = (self.workdir / "agent.log").open("wb")
         agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(self.config), "run"],
                                  stdout=log, stderr=subprocess.STDOUT)
@@ -83,6 +121,14 @@ class Demo:
             agent.kill()
             raise SystemExit("demo: the agent did not answer within 30 s") from None
         raise SystemExit(f"demo: the agent stopped at start; see {self.workdir / 'agent.log'}")
+
+    def wait(self, what: str, condition: Callable[[], object], timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(0.3)
+        raise SystemExit(f"demo: {what} did not happen within {timeout_s:.0f} s; see agent.log and portal.log")
 
     def session_id(self, output: str) -> str:
         # "Session 12345678: ..." is the first line the CLI prints for a session
@@ -100,36 +146,52 @@ class Demo:
             print(f"    {keyword:18} {str(before_ds.get(keyword, '')):52.52} -> {str(after_ds.get(keyword, ''))}")
         print(f"    written as {after.relative_to(self.workdir)} (named by the new UIDs, not the input's name)")
 
-    def telemetry(self, receiver: Receiver) -> None:
-        self.step("Telemetry: a sample and a threshold alert reach the service centre (OTLP over mutual TLS).")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not {"alert", "metric"} <= receiver.kinds():
-            time.sleep(0.2)
-        arrivals = [{"path": a.path, "records": a.records, "document": a.document} for a in receiver.accepted]
-        (self.workdir / "receiver.json").write_text(json.dumps(arrivals, indent=1))
+    def portal_holds(self) -> dict[str, Any]:
+        shown: dict[str, Any] = json.loads(subprocess.run(
+            [PORTAL, "show", "--device-id", DEVICE_ID, "--data-dir", str(self.workdir / "portal")],
+            capture_output=True, text=True, timeout=60, check=True).stdout)
+        return shown
+
+    def telemetry(self) -> None:
+        self.step("Telemetry: samples and a threshold alert reach the portal (OTLP over mutual TLS).")
+        self.wait("a sample and an alert at the portal", lambda: {"alert", "metric"} <= set(
+            self.portal_holds()["kinds"]))
         self.sg("telemetry", "status")
-        for arrival in receiver.accepted:
-            for record in arrival.document.get("resourceLogs", [{}])[0].get("scopeLogs", [{}])[0].get("logRecords", []):
-                print(f"    receiver got: {record['body']['stringValue']}")
-        print(f"    receiver got {sum(len(a.records) for a in receiver.accepted)} records: "
-              f"{', '.join(sorted(receiver.kinds()))}")
-        if not {"alert", "metric"} <= receiver.kinds():
-            raise SystemExit("demo: no telemetry arrived within 60 s; see agent.log")
+        held = self.portal_holds()
+        print(f"    the portal holds {held['records']} records from {DEVICE_ID}: {held['kinds']}")
+        for alert in held["alerts"]:
+            print(f"    alert: {alert['body']}")
 
     def run(self) -> None:
-        self.step("Start the agent in a temporary folder (no root, nothing listens on the network).")
-        receiver = self.start_receiver()
-        agent = self.start_agent(receiver)
-        print(f"  agent running, pid {agent.pid}, control socket {self.socket}; telemetry receiver {receiver.url}")
+        self.step("The vendor's portal starts (the reference portal, on 127.0.0.1) with its own CA.")
+        portal, url, fingerprint = self.start_portal()
+        agent: subprocess.Popen[bytes] | None = None
         try:
-            self.step("A new device starts with no remote access.")
+            self.step("The vendor registers the device and gives site IT a one-time password and the CA fingerprint.")
+            otp = re.search(r"password (\S+)", self.portal("device", "add", "--device-id", DEVICE_ID))
+            assert otp is not None
+            self.step("Site IT enrolls the device: the CA is checked against the fingerprint, the key stays here.")
+            self.write_config()
+            self.sg("enroll", "--portal", url, "--ca-fingerprint", fingerprint, "--otp", otp[1],
+                    "--device-id", DEVICE_ID)
+            self.step("Start the agent in this folder (no root; it only connects out, nothing listens).")
+            agent = self.start_agent()
+            print(f"  agent running, pid {agent.pid}, control socket {self.socket}")
+            self.wait("the link to the portal", lambda: '"connected"' in self.sg("status", "--json", quiet=True))
+            self.step("A new device starts with no remote access; it is connected to the portal.")
             self.sg("status")
             self.step("The technologist grants limited access for 2 hours.")
             self.sg("access", "set", "limited", "--for", "2h")
-            self.step("An engineer asks for a limited service session; the standing grant admits it.")
-            sid = self.session_id(self.sg("session", "request", "--engineer-id", "E-1001", "--name", "Dana Example",
-                                          "--company", "Vendor Service", "--reason", "gantry error 4711"))
-            self.step("The engineer authenticates (their one-time password; the portal issue makes this real).")
+            self.step("An engineer asks for a limited service session through the portal; the standing grant "
+                      "admits it.")
+            self.portal("inbox", "post", "--device-id", DEVICE_ID, "--type", "session_request", "--body", json.dumps({
+                "engineer_id": "E-1001", "name": "Dana Example", "company": "Vendor Service",
+                "reason": "gantry error 4711", "level": "limited", "kind": "service"}))
+            self.wait("the session request", lambda: "Dana Example" in self.sg("session", "list", quiet=True))
+            sid = json.loads(self.sg("session", "list", "--json", quiet=True))[-1]["id"]
+            self.sg("session", "list")
+            self.step("The engineer authenticates (their one-time password; the next connection issue makes this "
+                      "real).")
             self.sg("session", "authenticate", sid)
             self.sg("status")
             self.step("The engineer finishes and ends the session.")
@@ -152,24 +214,28 @@ class Demo:
             self.step("The audit log's hash chain and signed checkpoints are intact.")
             self.sg("audit", "verify")
             self.anonymize()
-            self.telemetry(receiver)
+            self.telemetry()
         finally:
-            self.step("Stop the agent cleanly (SIGTERM), as systemd would.")
-            agent.send_signal(signal.SIGTERM)
-            try:
-                print(f"  agent exited with code {agent.wait(timeout=30)}")
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                print("  agent did not stop in 30 s and was killed")
-            receiver.stop()
+            self.step("Stop the agent cleanly (SIGTERM), as systemd would, and the portal.")
+            if agent is not None:
+                agent.send_signal(signal.SIGTERM)
+                try:
+                    print(f"  agent exited with code {agent.wait(timeout=30)}")
+                except subprocess.TimeoutExpired:
+                    agent.kill()
+                    print("  agent did not stop in 30 s and was killed")
+            portal.terminate()
+            portal.wait(timeout=30)
+            if portal.stdout is not None:
+                portal.stdout.close()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="ServiceGate demo on loopback, in a temporary folder.")
     parser.add_argument("--workdir", type=Path, help="keep everything in this folder (default: a temporary one)")
     args = parser.parse_args()
-    print("ServiceGate demo: the agent, access levels, a session, the kill switch, the audit log, de-identification, "
-          "telemetry.")
+    print("ServiceGate demo: the portal, enrollment, the agent, access levels, sessions, the kill switch, the audit "
+          "log, de-identification, telemetry.")
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
         Demo(args.workdir.resolve()).run()

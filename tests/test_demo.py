@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ import pydicom
 from pydicom.data import get_testdata_file
 
 from agent.audit_verify import export, verify
+from portal.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,14 +44,20 @@ def test_demo_walks_the_story_and_leaves_an_intact_audit_log(tmp_path: Path) -> 
     assert str(original.PatientName) not in outputs[0].read_bytes().decode("latin-1")
     assert outputs[0].stem == result.SOPInstanceUID != original.SOPInstanceUID
 
-    # the telemetry step: the loopback receiver got a sample and the threshold alert, as OTLP, once each
-    arrivals = json.loads((tmp_path / "receiver.json").read_text())
-    kinds = [kind for arrival in arrivals for kind in arrival["records"].values()]
+    # the portal steps: enrolled, a session requested through its inbox (the agent records the portal as asking),
+    # and telemetry over mutual TLS, each record once
+    portal = Store(tmp_path / "portal" / "portal.sqlite")
+    device = portal.device("CT-DEMO-01")
+    assert device is not None
+    assert device["binding"]
+    assert [m["acknowledged"] is not None for m in portal.messages("CT-DEMO-01")] == [True]
+    requested = [r for r in records if r["event"] == "session_requested"]
+    assert [r["details"]["engineer_name"] for r in requested] == ["Dana Example", "Sam Sample"]
+    assert requested[0]["actor"] == "portal"
+    assert requested[1]["actor"] != "portal"  # the second was asked for on the command line
+    assert [r["details"]["outcome"] for r in records if r["event"] == "enrollment"] == ["enrolled"]
+    kinds = [r["kind"] for r in portal.records("CT-DEMO-01")]
     assert "metric" in kinds
     assert "alert" in kinds
-    sequences = [seq for arrival in arrivals for seq in arrival["records"]]
-    assert len(sequences) == len(set(sequences))
-    alert_logs = [r for a in arrivals if a["path"] == "/v1/logs"
-                  for r in a["document"]["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
-                  if {"key": "servicegate.rule", "value": {"stringValue": "demo-uptime"}} in r["attributes"]]
-    assert alert_logs
+    alerts = portal.records("CT-DEMO-01", "alert")
+    assert alerts[0]["items"][0]["servicegate.rule"] == "demo-uptime"
