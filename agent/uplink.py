@@ -84,7 +84,7 @@ def connect(config: Config) -> tuple[Uplink | None, LinkState]:
         return None, LinkState(state="refused", error=str(exc))
     if enrollment is None:
         return None, LinkState(error="this device is not enrolled: run `servicegate enroll`")
-    state = LinkState(portal_url=enrollment.portal_url, device_id=enrollment.device_id)
+    state = LinkState(portal_url=enrollment.portal_url, device_id=enrollment.device_id, state="connecting")
     try:
         certificate = x509.load_pem_x509_certificate(enrollment.cert_file.read_bytes())
         check_binding(certificate, enrollment.device_id, config.portal)

@@ -7,19 +7,28 @@ machine without touching /etc/machine-id.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.enroll import ATTEMPTS_FILE
+from portal.store import OTP_MAX_FAILURES, OTP_VALID_S, Store
 from tests.agent_process import AgentProcess
+from tests.pki import Ca
 from tests.portal_process import PortalProcess
 
 FAST_TELEMETRY = "[telemetry]\ncollect_s = 5\nlogs_s = 5\npush_s = 5\n"
@@ -134,6 +143,90 @@ def test_enrollment_refusals_are_said_and_logged_on_both_sides(portal: PortalPro
         agent.stop()
     assert audited == ["refused", "refused", "enrolled", "refused"]
     assert not (agent.state / ATTEMPTS_FILE).exists()
+
+
+def test_expired_and_guessed_passwords_are_refused_and_logged_on_both_sides(portal: PortalProcess,
+                                                                          tmp_path: Path) -> None:
+    agent = device(tmp_path, "9" * 32)
+    # Issued as if 16 minutes ago, through the portal's own store: no waiting.
+    expired = Store(portal.data_dir / "portal.sqlite", clock=lambda: time.time() - OTP_VALID_S - 60)
+    late = enroll(agent, portal, "ct-1006", otp=expired.add_device("ct-1006"))
+    assert late.returncode == 1
+    assert "expired" in late.stderr
+    otp = portal.add_device("ct-1007")
+    guesses = [enroll(agent, portal, "ct-1007", otp=f"GUESS-{i:04d}") for i in range(OTP_MAX_FAILURES)]
+    assert [g.returncode for g in guesses] == [1] * OTP_MAX_FAILURES
+    assert "now locked" in guesses[-1].stderr
+    right = enroll(agent, portal, "ct-1007", otp=otp)
+    assert right.returncode == 1
+    assert "locked" in right.stderr
+    assert not (agent.state / "portal").exists()
+    attempts = [json.loads(line) for line in (agent.state / ATTEMPTS_FILE).read_text().splitlines()]
+    assert [a["outcome"] for a in attempts] == ["refused"] * (OTP_MAX_FAILURES + 2)
+    refused = [e for e in json.loads(portal.cli("events")) if e["event"] == "enrollment_refused"]
+    assert [e["device_id"] for e in refused] == ["ct-1006"] + ["ct-1007"] * (OTP_MAX_FAILURES + 1)
+
+
+def test_while_the_portal_hangs_the_console_and_the_kill_switch_are_served(portal: PortalProcess,
+                                                                          tmp_path: Path) -> None:
+    agent = device(tmp_path, "8" * 32)
+    assert enroll(agent, portal, "ct-1008").returncode == 0
+    # A server with a certificate from the vendor CA that answers every request with headers and then nothing.
+    ca = Ca(x509.load_pem_x509_certificate(portal.ca_file.read_bytes()), load_key(portal.data_dir / "ca.key"))
+    cert, key = ca.server(tmp_path / "hang", "server")
+    with hanging_server(cert, key) as (url, requests_seen):
+        info_file = agent.state / "portal" / "enrollment.json"
+        info = json.loads(info_file.read_text())
+        info_file.write_text(json.dumps({**info, "portal_url": url}))
+        agent.start()
+        try:
+            wait_for("the agent to call the hanging portal", lambda: requests_seen)
+            assert agent.cli("access", "set", "limited", "--for", "1h").returncode == 0
+            kill = agent.cli("kill", "--reason", "portal hangs")
+            assert kill.returncode == 0
+            status = agent.cli_json("status")
+            assert status["access"]["level"] == "no-access"
+            assert status["portal"]["state"] == "connecting"
+        finally:
+            assert agent.stop(timeout=15) == 0
+
+
+@contextlib.contextmanager
+def hanging_server(cert: Path, key: Path) -> Iterator[tuple[str, list[str]]]:
+    seen: list[str] = []
+    stop = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b'{"mess')
+            self.wfile.flush()
+            stop.wait(120)
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+
+
+def load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key
 
 
 def test_a_configuration_copied_to_another_machine_does_not_connect(portal: PortalProcess, tmp_path: Path) -> None:
