@@ -154,30 +154,34 @@ def create_app(store: Store, pki: PortalPki, *, cert_days: int = DEVICE_CERT_DAY
 
     @app.post("/v1/enroll", tags=["enrollment"], responses={401: {"description": "one-time password refused"}})
     def enroll(body: EnrollRequest) -> CertificateAnswer:
-        """Exchange a one-time password and a CSR for the device's client certificate."""
+        """Exchange a one-time password and a CSR for the device's client certificate. The request is checked
+        first, so that a faulty one does not use up the password."""
+        certificate = sign(body.device_id, body.csr, None)
         try:
             store.redeem_otp(body.device_id, body.otp)
         except EnrollmentRefused as exc:
             log.warning("enrollment of %r refused: %s", body.device_id, exc)
             raise HTTPException(401, f"enrollment refused: {exc}") from None
-        return issue(body.device_id, body.csr, None)
+        return issued(body.device_id, certificate, renewal=False)
 
     @app.post("/v1/renew", tags=["enrollment"])
     def renew(body: RenewRequest, device_id: Caller) -> CertificateAnswer:
         """A new certificate for the calling device, for a new key from the same machine."""
         device = store.device(device_id)
         assert device is not None
-        return issue(device_id, body.csr, device["binding"])
+        return issued(device_id, sign(device_id, body.csr, device["binding"]), renewal=True)
 
-    def issue(device_id: str, csr: str, binding: str | None) -> CertificateAnswer:
+    def sign(device_id: str, csr: str, binding: str | None) -> x509.Certificate:
         try:
-            certificate = pki.sign_device(csr, device_id, days=cert_days, binding=binding)
+            return pki.sign_device(csr, device_id, days=cert_days, binding=binding)
         except CsrError as exc:
             store.log(device_id, "csr_refused", str(exc))
             raise HTTPException(400, f"certificate request refused: {exc}") from None
+
+    def issued(device_id: str, certificate: x509.Certificate, *, renewal: bool) -> CertificateAnswer:
         not_after = certificate.not_valid_after_utc
         store.enrolled(device_id, binding_of(certificate) or "", certificate.serial_number, not_after.timestamp(),
-                       renewal=binding is not None)
+                       renewal=renewal)
         return CertificateAnswer(certificate=certificate.public_bytes(serialization.Encoding.PEM).decode(),
                                  ca=pki.ca_pem, not_after=not_after.isoformat())
 

@@ -77,6 +77,9 @@ def test_the_anonymizer_section(tmp_path: Path) -> None:
     ("[telemetry]\noutbox_cap_mb = 1\n", ["outbox_cap_mb = 1 is out of range", "from 16 to 16384"]),
     ('[telemetry]\njournal = "yes"\n', ["[telemetry] journal = 'yes' is not true or false", "unquoted"]),
     ('[telemetry]\njournal_priority = "verbose"\n', ["journal_priority = 'verbose' is not allowed", "'debug'"]),
+    ('[portal]\nproxy_url = "proxy.example:3128"\n', ["[portal] proxy_url = 'proxy.example:3128' is not a proxy URL",
+                                                      "http://proxy.example:3128"]),
+    ("[portal]\ninbox_wait_s = 0\n", ["[portal] inbox_wait_s = 0 is out of range", "from 1 to 120"]),
 ])
 def test_bad_configuration_names_file_key_value_and_what_is_allowed(tmp_path: Path, text: str,
                                                                     expected: list[str]) -> None:

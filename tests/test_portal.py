@@ -159,13 +159,15 @@ def test_an_expired_password_is_refused(portal: PortalProcess) -> None:
     ("ct-0005", "", "hardware binding"),
 ])
 def test_a_request_that_does_not_name_the_device_and_its_machine_is_refused(
-        portal: PortalProcess, name: str, binding: str, why: str) -> None:
+        portal: PortalProcess, tmp_path: Path, name: str, binding: str, why: str) -> None:
     otp = portal.add_device("ct-0005")
     key = ec.generate_private_key(ec.SECP256R1())
     answer = session(portal).post(f"{portal.url}/v1/enroll", timeout=10,
                                   json={"device_id": "ct-0005", "otp": otp, "csr": csr_for(name, key, binding)})
     assert answer.status_code == 400
     assert why in answer.json()["detail"]
+    # The password was not used up by the faulty request.
+    enroll(portal, "ct-0005", tmp_path, otp=otp)
 
 
 def test_without_a_client_certificate_only_enrollment_is_open(portal: PortalProcess) -> None:
