@@ -84,8 +84,13 @@ class Enrollment:
 
 
 def enroll(config: Config, portal_url: str, ca_fingerprint: str, otp: str, device_id: str) -> Enrollment:
-    """Enroll this device; PortalError says why not. Every attempt is recorded for the audit log."""
+    """Enroll this device; PortalError says why not. Every attempt is recorded for the audit log.
+
+    The state folder is checked first: an attempt that could not be recorded, or an enrollment that could not be
+    installed, must not reach the portal (it would use up the one-time password for nothing).
+    """
     state_dir = config.paths.state_dir
+    _check_state_dir(state_dir)
     try:
         enrollment = _enroll(config, portal_url.rstrip("/"), ca_fingerprint, otp, device_id)
     except PortalError as exc:
@@ -95,6 +100,19 @@ def enroll(config: Config, portal_url: str, ca_fingerprint: str, otp: str, devic
     _record_attempt(state_dir, {"device_id": device_id, "portal_url": portal_url, "outcome": "enrolled",
                                 "ca_sha256": enrollment.ca_sha256})
     return enrollment
+
+
+def _check_state_dir(state_dir: Path) -> None:
+    """PortalError, before anything else happens, when this user cannot write the agent's state folder."""
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        probe = state_dir / f".{PORTAL_DIR}.probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise PortalError(f"cannot write the agent's state folder {state_dir} ({exc.strerror or exc}): run "
+                          "`servicegate enroll` as root or as the agent's user, and check [paths] state_dir in "
+                          "agent.toml") from None
 
 
 def _enroll(config: Config, portal_url: str, ca_fingerprint: str, otp: str, device_id: str) -> Enrollment:
@@ -110,9 +128,9 @@ def _enroll(config: Config, portal_url: str, ca_fingerprint: str, otp: str, devi
         raise PortalError(f"the portal's CA has the fingerprint {actual}, not the {expected} you were given: do not "
                           "enroll against this server; check the portal address and ask the vendor")
     staging = config.paths.state_dir / f"{PORTAL_DIR}.new"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(mode=0o700, parents=True)
     try:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(mode=0o700, parents=True)
         ca_pem = ca.public_bytes(serialization.Encoding.PEM)
         _write(staging / "ca.pem", ca_pem)
         key, csr = new_key_and_csr(device_id, config.portal)
@@ -125,10 +143,18 @@ def _enroll(config: Config, portal_url: str, ca_fingerprint: str, otp: str, devi
         _write(staging / "enrollment.json", json.dumps({
             "portal_url": portal_url, "device_id": device_id, "ca_sha256": actual,
             "enrolled_at": datetime.now(UTC).isoformat()}, indent=2).encode())
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise PortalError(f"cannot write the enrollment to {staging} ({exc.strerror or exc}); nothing was "
+                          "installed: free space or fix the folder's permissions and enroll again") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _swap_in(config.paths.state_dir)
+    try:
+        _swap_in(config.paths.state_dir)
+    except OSError as exc:
+        raise PortalError(f"cannot install the enrollment in {config.paths.state_dir} ({exc.strerror or exc}); "
+                          "fix the folder and enroll again") from None
     enrollment = Enrollment.load(config.paths.state_dir)
     assert enrollment is not None
     return enrollment
