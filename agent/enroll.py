@@ -253,11 +253,15 @@ def _accept(answer: dict[str, Any], ca: x509.Certificate, device_id: str, key: e
     """The certificate in the portal's answer, if it is what was asked for."""
     try:
         certificate = x509.load_pem_x509_certificate(str(answer["certificate"]).encode())
+    except (KeyError, ValueError) as exc:
+        raise PortalError(f"the portal's answer holds no certificate ({_short(exc)}); is this the vendor's "
+                          "portal?") from None
+    try:
         certificate.verify_directly_issued_by(ca)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise PortalError(f"the portal's answer holds no certificate issued by its CA ({_short(exc)})") from None
-    except InvalidSignature:
-        raise PortalError("the certificate the portal sent is not signed by its CA") from None
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        why = _short(exc) or "the signature does not verify"
+        raise PortalError(f"the certificate the portal sent is not signed by its CA ({why}); nothing was "
+                          "installed: ask the vendor") from None
     names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if not names or names[0].value != device_id:
         raise PortalError(f"the portal issued a certificate for another device than {device_id!r}")

@@ -168,7 +168,8 @@ def installed(config: Config) -> dict[str, bytes]:
 
 def bound_certificate(binding: str | None) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
-    san = [x509.UniformResourceIdentifier(BINDING_URI_PREFIX + binding)] if binding is not None else None
+    san: list[x509.GeneralName] | None = \
+        [x509.UniformResourceIdentifier(BINDING_URI_PREFIX + binding)] if binding is not None else None
     pem, _ = make_ca().issue(DEVICE_ID, ExtendedKeyUsageOID.CLIENT_AUTH, san, not_before=now,
                              not_after=now + datetime.timedelta(days=1))
     return x509.load_pem_x509_certificate(pem)
@@ -310,7 +311,8 @@ def test_a_server_that_hands_out_the_right_ca_but_is_not_signed_by_it_never_gets
 
 
 BAD_ANSWERS: dict[str, tuple[dict[str, Any], str]] = {
-    "another CA signed it": ({"signer": make_ca("another CA")}, "not issued by its CA|not signed by its CA"),
+    "another CA signed it": ({"signer": make_ca("another CA")}, "not signed by its CA"),
+    "a forged signature": ({"signer": make_ca("the vendor CA")}, "not signed by its CA"),  # same name, other key
     "another device": ({"common_name": "ct-9999"}, "for another device than 'ct-0042'"),
     "another machine": ({"binding": "ab" * 32}, "for another machine"),
     "another key": ({"other_key": True}, "for another key"),
@@ -318,6 +320,7 @@ BAD_ANSWERS: dict[str, tuple[dict[str, Any], str]] = {
                          "the portal refused: the one-time password is wrong; ask the vendor"),
     "refused without words": ({"status": 502, "body": b"<html>Bad Gateway</html>"}, "the portal refused: HTTP 502"),
     "no certificate": ({"body": b'{"certificate": 42}'}, "holds no certificate"),
+    "no certificate at all": ({"body": b'{"ca": "x"}'}, "holds no certificate"),
     "not an object": ({"body": b"[1, 2]"}, "did not answer with a JSON object"),
 }
 
