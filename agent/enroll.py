@@ -262,6 +262,9 @@ def _accept(answer: dict[str, Any], ca: x509.Certificate, device_id: str, key: e
         why = _short(exc) or "the signature does not verify"
         raise PortalError(f"the certificate the portal sent is not signed by its CA ({why}); nothing was "
                           "installed: ask the vendor") from None
+    if certificate.not_valid_after_utc <= datetime.now(UTC):
+        raise PortalError(f"the certificate the portal sent expired at {certificate.not_valid_after_utc}; nothing was "
+                          "installed: check the portal's clock and ask the vendor")
     names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if not names or names[0].value != device_id:
         raise PortalError(f"the portal issued a certificate for another device than {device_id!r}")
