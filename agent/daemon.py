@@ -233,7 +233,7 @@ def on_loop(loop: asyncio.AbstractEventLoop, call: Callable[[T], None]) -> Calla
         call(argument)
 
     def from_thread(argument: T) -> None:
-        asyncio.run_coroutine_threadsafe(run(argument), loop).result(timeout=60)
+        asyncio.run_coroutine_threadsafe(run(argument), loop).result()  # once submitted, it runs: wait for it
 
     return from_thread
 

@@ -16,6 +16,7 @@ lines into its audit log when it starts (the audit log has one writer, the agent
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import json
@@ -36,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from agent.config import Config, PortalConfig
-from agent.connection import pinned_session
+from agent.connection import pinned_session, short, tls_reason
 from agent.errors import PortalError
 from agent.fsutil import fsync_dir
 from agent.identity import BINDING_URI_PREFIX, binding_of, hardware_binding
@@ -179,7 +180,10 @@ def replace_credentials(enrollment: Enrollment, key: ec.EllipticCurvePrivateKey,
     state_dir = enrollment.directory.parent
     staging = state_dir / f"{PORTAL_DIR}.new"
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(enrollment.directory, staging)
+    staging.mkdir(mode=0o700)
+    for name in ("ca.pem", "inbox-handled.json", "enrollment.json"):  # enrollment.json last: it marks a whole folder
+        if (enrollment.directory / name).exists():
+            _write(staging / name, (enrollment.directory / name).read_bytes())
     _write(staging / "device.key", _key_pem(key))
     _write(staging / "device.pem", certificate.public_bytes(serialization.Encoding.PEM))
     _swap_in(state_dir)
@@ -188,18 +192,23 @@ def replace_credentials(enrollment: Enrollment, key: ec.EllipticCurvePrivateKey,
 
 def take_attempts(state_dir: Path) -> list[dict[str, Any]]:
     """The enrollment attempts recorded since the last call, which removes them (the agent audits them)."""
-    path = state_dir / ATTEMPTS_FILE
+    path, taken = state_dir / ATTEMPTS_FILE, state_dir / f"{ATTEMPTS_FILE}.taken"
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        if not taken.exists():  # a file taken before, whose lines were not audited yet (a crash), goes first
+            path.rename(taken)
+        lines = taken.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        return [{"outcome": "unreadable", "why": f"cannot read {path}: {exc.strerror}"}]
     attempts = []
     for line in lines:
         try:
             attempts.append(json.loads(line))
         except ValueError:
             attempts.append({"outcome": "unreadable", "line": line[:200]})
-    path.unlink()
+    with contextlib.suppress(OSError):  # if it stays, its lines are audited again: twice rather than never
+        taken.unlink()
     return attempts
 
 
@@ -231,10 +240,10 @@ def _answer(url: str, call: Any) -> dict[str, Any]:
     try:
         response = call()
     except requests.exceptions.SSLError as exc:
-        raise PortalError(f"TLS with {url} failed: the server's certificate is not from the CA you checked, or not "
-                          f"for this address ({_short(exc)})") from None
+        raise PortalError(f"TLS with {url} failed: {tls_reason(exc)}; the server's certificate must come from the "
+                          "CA you checked, be valid now and name this address") from None
     except requests.RequestException as exc:
-        raise PortalError(f"cannot reach {url} ({type(exc).__name__}: {_short(exc)}); check the address, the "
+        raise PortalError(f"cannot reach {url} ({type(exc).__name__}: {short(exc)}); check the address, the "
                           "network and [portal] proxy_url") from None
     try:
         answer = response.json()
@@ -254,12 +263,12 @@ def _accept(answer: dict[str, Any], ca: x509.Certificate, device_id: str, key: e
     try:
         certificate = x509.load_pem_x509_certificate(str(answer["certificate"]).encode())
     except (KeyError, ValueError) as exc:
-        raise PortalError(f"the portal's answer holds no certificate ({_short(exc)}); is this the vendor's "
+        raise PortalError(f"the portal's answer holds no certificate ({short(exc)}); is this the vendor's "
                           "portal?") from None
     try:
         certificate.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature) as exc:
-        why = _short(exc) or "the signature does not verify"
+        why = short(exc) or "the signature does not verify"
         raise PortalError(f"the certificate the portal sent is not signed by its CA ({why}); nothing was "
                           "installed: ask the vendor") from None
     if certificate.not_valid_after_utc <= datetime.now(UTC):
@@ -292,10 +301,10 @@ def _swap_in(state_dir: Path) -> None:
 def _settle(state_dir: Path) -> Path:
     """The enrollment folder, after finishing a swap that a crash interrupted between its two renames."""
     staging, current, old = (state_dir / f"{PORTAL_DIR}{s}" for s in (".new", "", ".old"))
-    if not current.exists() and old.exists():
-        if (staging / "enrollment.json").exists():
+    if not current.exists():
+        if (staging / "enrollment.json").exists():  # written last: the staged folder is whole
             staging.rename(current)
-        else:
+        elif old.exists():
             old.rename(current)
     return current
 
@@ -325,8 +334,3 @@ def _record_attempt(state_dir: Path, attempt: dict[str, Any]) -> None:
 def _normal_fingerprint(text: str) -> str:
     text = text.strip().lower().removeprefix("sha256:").removeprefix("sha256 fingerprint=")
     return "".join(c for c in text if c not in ": ")
-
-
-def _short(value: object, limit: int = 200) -> str:
-    text = " ".join(str(value).split())
-    return text if len(text) <= limit else text[:limit] + "..."

@@ -3,9 +3,10 @@ machine's identifiers are.
 
 The binding is an HMAC-SHA-256, keyed with the device ID, of the machine ID, the DMI product UUID and the DMI serial
 number (each where readable; the files come from `[portal]` in agent.toml). It goes into the certificate request at
-enrollment and so into the certificate. Before every connection the agent computes it again and refuses to connect
-when it differs: a configuration and key copied to another machine do not connect. Keyed with the device ID, the
-same machine gives different bindings under different IDs, and the raw machine ID never leaves this module.
+enrollment and so into the certificate. When the agent starts its link to the portal, it computes it again and
+refuses to connect when it differs: a configuration and key copied to another machine do not connect. Keyed with
+the device ID, the same machine gives different bindings under different IDs, and the raw machine ID never leaves
+this module.
 """
 
 from __future__ import annotations

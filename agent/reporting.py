@@ -44,8 +44,11 @@ def build(config: Config, counters: Callable[[], Mapping[str, int]], link: Uplin
         rules = load_rules(t.thresholds) if t.thresholds != EMPTY else DEFAULT_RULES
     except RuleError as exc:
         raise ConfigError(f"{where} thresholds: {exc}") from None
-    session, device, endpoint = (link.session, link.enrollment.device_id, link.url) if link is not None else \
-        (*_session(config, where), t.endpoint)
+    session: requests.Session | None
+    if link is not None:
+        session, device, endpoint = link.session, link.enrollment.device_id, link.url
+    else:
+        (session, device), endpoint = _session(config, where), t.endpoint
     try:
         outbox = Outbox(config.paths.outbox, cap_bytes=t.outbox_cap_mb * 1024 * 1024)
     except OutboxError as exc:

@@ -31,7 +31,7 @@ import requests
 from cryptography import x509
 
 from agent.config import Config
-from agent.connection import pinned_session
+from agent.connection import pinned_session, short, tls_reason
 from agent.enroll import Enrollment, new_key_and_csr, replace_credentials
 from agent.errors import PortalError, ServiceGateError
 from agent.fsutil import read_json, write_json
@@ -80,7 +80,7 @@ def connect(config: Config) -> tuple[Uplink | None, LinkState]:
     state_dir = config.paths.state_dir
     try:
         enrollment = Enrollment.load(state_dir)
-    except ServiceGateError as exc:
+    except (ServiceGateError, OSError) as exc:
         return None, LinkState(state="refused", error=str(exc))
     if enrollment is None:
         return None, LinkState(error="this device is not enrolled: run `servicegate enroll`")
@@ -181,8 +181,8 @@ class Uplink:
     def _handle(self, message: InboxMessage) -> None:
         try:
             self.handler(message)
-        except ServiceGateError as exc:
-            log.error("portal message %s (%s) refused: %s", message.id, message.type, exc)
+        except Exception as exc:  # noqa: BLE001 - a message that cannot be done must not block the ones after it
+            log.error("portal message %s (%s) could not be handled: %s", message.id, message.type, exc)
         self._handled = (self._handled + [message.id])[-KEEP_HANDLED_IDS:]
         write_json(self._handled_file, self._handled)
         self.state.handled += 1
@@ -215,11 +215,12 @@ class Uplink:
             status, body = call_until_stopped(lambda: _request(self.session, method, url, timeout, kwargs),
                                               self.stop_event)
         except requests.exceptions.SSLError as exc:
-            raise LinkError(f"TLS with the portal failed ({_short(exc)}): its certificate is not from the vendor CA "
-                            "this device was enrolled with, not for its address, or expired; or this device's "
-                            "certificate was refused") from None
+            raise LinkError(f"TLS with the portal failed ({tls_reason(exc)}): its certificate must come from the "
+                            "vendor CA this device was enrolled with, be valid now and name its address") from None
         except requests.RequestException as exc:
-            raise LinkError(f"cannot reach the portal at {url}: {type(exc).__name__}: {_short(exc)}") from None
+            raise LinkError(f"cannot reach the portal at {url}: {type(exc).__name__}: {short(exc)}") from None
+        except OSError as exc:  # the certificate files, e.g. for an instant during a renewal's swap
+            raise LinkError(f"cannot use the device's certificate files: {exc}") from None
         try:
             answer = json.loads(body)
         except ValueError:
@@ -252,8 +253,6 @@ class LinkError(Exception):
     """A call to the portal failed; the message says how. The inbox loop waits and tries again."""
 
 
-
-
 def _message(raw: Any) -> InboxMessage | None:
     if not isinstance(raw, dict):
         return None
@@ -268,18 +267,12 @@ def _load_ids(path: Path) -> list[str]:
         ids = read_json(path)
     except FileNotFoundError:
         return []
-    except ValueError:
-        log.error("%s is damaged; messages handled before may be handled again", path)
+    except (OSError, ValueError) as exc:
+        log.error("%s cannot be read (%s); messages handled before may be handled again", path, exc)
         return []
     return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
 
 
 def _detail(answer: Any, body: bytes) -> str:
     detail = answer.get("detail") if isinstance(answer, dict) else None
-    return _short(detail if isinstance(detail, str) else body.decode(errors="replace") or "no explanation")
-
-
-def _short(value: object, limit: int = 200) -> str:
-    text = " ".join(str(value).split())
-    return text if len(text) <= limit else text[:limit] + "..."
-
+    return short(detail if isinstance(detail, str) else body.decode(errors="replace") or "no explanation")

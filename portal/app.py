@@ -123,10 +123,13 @@ def caller(request: Request) -> str:
     device_id = device_of(certificate)
     device = store.device(device_id) if device_id else None
     serials = {device.get("cert_serial"), device.get("previous_serial")} if device else set()
-    if device_id is None or str(certificate.serial_number) not in serials:
+    if device_id is None or device is None or str(certificate.serial_number) not in serials:
         store.log(device_id, "certificate_refused", f"serial {certificate.serial_number:x} is not the "
                                                     "device's current certificate")
         raise HTTPException(403, "this certificate is not the current one of an enrolled device: enroll again")
+    if device["previous_serial"] is not None and str(certificate.serial_number) == device["cert_serial"]:
+        store.switched(device_id)
+    request.state.serial = certificate.serial_number
     return device_id
 
 
@@ -162,14 +165,15 @@ def create_app(store: Store, pki: PortalPki, *, cert_days: int = DEVICE_CERT_DAY
         except EnrollmentRefused as exc:
             log.warning("enrollment of %r refused: %s", body.device_id, exc)
             raise HTTPException(401, f"enrollment refused: {exc}") from None
-        return issued(body.device_id, certificate, renewal=False)
+        return issued(body.device_id, certificate)
 
     @app.post("/v1/renew", tags=["enrollment"])
-    def renew(body: RenewRequest, device_id: Caller) -> CertificateAnswer:
-        """A new certificate for the calling device, for a new key from the same machine."""
+    def renew(body: RenewRequest, request: Request, device_id: Caller) -> CertificateAnswer:
+        """A new certificate for the calling device, for a new key from the same machine. The certificate that
+        asked stays valid until the device is first seen with the new one."""
         device = store.device(device_id)
         assert device is not None
-        return issued(device_id, sign(device_id, body.csr, device["binding"]), renewal=True)
+        return issued(device_id, sign(device_id, body.csr, device["binding"]), renewed_from=request.state.serial)
 
     def sign(device_id: str, csr: str, binding: str | None) -> x509.Certificate:
         try:
@@ -178,10 +182,11 @@ def create_app(store: Store, pki: PortalPki, *, cert_days: int = DEVICE_CERT_DAY
             store.log(device_id, "csr_refused", str(exc))
             raise HTTPException(400, f"certificate request refused: {exc}") from None
 
-    def issued(device_id: str, certificate: x509.Certificate, *, renewal: bool) -> CertificateAnswer:
+    def issued(device_id: str, certificate: x509.Certificate, *, renewed_from: int | None = None
+               ) -> CertificateAnswer:
         not_after = certificate.not_valid_after_utc
         store.enrolled(device_id, binding_of(certificate) or "", certificate.serial_number, not_after.timestamp(),
-                       renewal=renewal)
+                       renewed_from=renewed_from)
         return CertificateAnswer(certificate=certificate.public_bytes(serialization.Encoding.PEM).decode(),
                                  ca=pki.ca_pem, not_after=not_after.isoformat())
 
@@ -221,7 +226,8 @@ def create_app(store: Store, pki: PortalPki, *, cert_days: int = DEVICE_CERT_DAY
                                              "send smaller batches")
             document = json.loads(raw)
             items = items_of(document)
-        except (zlib.error, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (zlib.error, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError,
+                RecursionError) as exc:
             store.log(device_id, "telemetry_refused", f"{request.url.path}: {exc!r}")
             raise HTTPException(400, f"not a valid OTLP/JSON document for {request.url.path} ({exc!s:.200}); "
                                      "the batch is refused, see docs/protocol.md") from None
@@ -338,7 +344,10 @@ def _item(content: dict[str, Any]) -> Item:
     if "servicegate.sequence" not in content or "servicegate.kind" not in content:
         raise ValueError("a data point or log record without the attributes servicegate.sequence and "
                          "servicegate.kind")
-    return Item(int(content["servicegate.sequence"]), str(content["servicegate.kind"]), content)
+    sequence = int(content["servicegate.sequence"])
+    if not 0 < sequence < 2**63:
+        raise ValueError(f"servicegate.sequence {sequence} is out of range")
+    return Item(sequence, str(content["servicegate.kind"]), content)
 
 
 def _attributes(holder: dict[str, Any]) -> dict[str, Any]:

@@ -169,8 +169,8 @@ class Store:
         with self._db() as db:
             row = db.execute("SELECT otp_hash, otp_expires, otp_failures FROM devices WHERE device_id = ?",
                              (device_id,)).fetchone()
-            if row is None:
-                refusal = "no device with this ID is registered at the portal"
+            if row is None:  # said like a wrong password: the answer does not tell which device IDs exist
+                refusal = "wrong one-time password or device ID"
             elif row[0] is None:
                 refusal = "this one-time password was already used: ask the vendor for a new one"
             elif row[2] >= OTP_MAX_FAILURES:
@@ -189,14 +189,22 @@ class Store:
         if refusal:
             raise EnrollmentRefused(refusal)
 
-    def enrolled(self, device_id: str, binding: str, serial: int, not_after: float, *, renewal: bool) -> None:
-        """A certificate was issued. After a renewal the one before stays valid too, until the device has
-        switched (so that requests in flight do not fail); a new enrollment leaves only the new one."""
+    def enrolled(self, device_id: str, binding: str, serial: int, not_after: float, *,
+                 renewed_from: int | None = None) -> None:
+        """A certificate was issued. After a renewal the certificate that asked for it (`renewed_from`) stays
+        valid too, until the device is first seen with the new one: requests in flight do not fail, and a lost
+        answer does not lock the device out. A new enrollment leaves only the new certificate."""
         with self._db() as db:
-            db.execute("UPDATE devices SET enrolled = ?, binding = ?, previous_serial = "
-                       "CASE WHEN ? THEN cert_serial END, cert_serial = ?, cert_not_after = ? WHERE device_id = ?",
-                       (self._clock(), binding, renewal, str(serial), not_after, device_id))
+            db.execute("UPDATE devices SET enrolled = ?, binding = ?, previous_serial = ?, cert_serial = ?, "
+                       "cert_not_after = ? WHERE device_id = ?",
+                       (self._clock(), binding, None if renewed_from is None else str(renewed_from), str(serial),
+                        not_after, device_id))
             self._log(db, device_id, "certificate_issued", f"serial {serial:x}, valid until {time.ctime(not_after)}")
+
+    def switched(self, device_id: str) -> None:
+        """The device used its current certificate: the one it renewed from is no longer accepted."""
+        with self._db() as db:
+            db.execute("UPDATE devices SET previous_serial = NULL WHERE device_id = ?", (device_id,))
 
     def device(self, device_id: str) -> dict[str, Any] | None:
         with self._db() as db:
@@ -344,6 +352,6 @@ def _json_list(value: Any) -> list[tuple[int, int]]:
     """The `[[first, last], ...]` ranges of a shed record (sent as JSON text in an attribute)."""
     try:
         ranges = json.loads(value) if isinstance(value, str) else value
-        return [(int(a), int(b)) for a, b in ranges]
-    except (TypeError, ValueError):
+        return [(int(a), int(b)) for a, b in ranges if 0 <= int(a) <= int(b) < 2**63]
+    except (TypeError, ValueError, RecursionError):
         return []

@@ -145,6 +145,8 @@ class Shipper:
             raise _Retry(f"stopped while waiting for {url}", 0.0) from None
         except requests.RequestException as exc:
             raise _Retry(f"cannot reach {url}: {type(exc).__name__}: {_short(str(exc))}", None) from None
+        except OSError as exc:  # the certificate files, e.g. for an instant while the agent renews them
+            raise _Retry(f"cannot use the TLS files for {url}: {exc}", None) from None
 
     def _note_partial_success(self, response: requests.Response, url: str) -> None:
         try:
