@@ -14,15 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from agent.audit_log import GENESIS_PREV, MAX_LINE_BYTES, canonical
-from agent.audit_verify import CSV_COLUMNS, export, to_csv, to_json, verify
+from agent.audit_log import GENESIS_PREV, MAX_LINE_BYTES, canonical, is_checkpoint
+from agent.audit_verify import CSV_COLUMNS, PortalHead, export, to_csv, to_json, verify
 from agent.clock import ManualClock, parse_utc
 from agent.errors import UsageError
+from agent.reporting import checkpoint_head
 from tests.audit_env import START, Env, build_history, engineer_work, read_lines
 
 # ---------------------------------------------------------------- segments deleted by hand
@@ -392,3 +394,29 @@ def test_export_skips_unreadable_lines(env: Env, caplog: pytest.LogCaptureFixtur
         handle.write(b"junk\n")
     assert len(export(env.directory, None, None)) == 4
     assert "skips audit-2026-10.jsonl line" in caplog.text
+
+
+def test_checkpoint_heads_from_the_portal_find_a_changed_record_and_a_cut_end(env: Env) -> None:
+    """`audit verify --against-portal`: the heads the portal holds against the local log."""
+    log = env.open(checkpoint_interval=timedelta(minutes=1))
+    sent: list[dict[str, Any]] = []
+    log.listeners.append(lambda record: sent.append(checkpoint_head(record)) if is_checkpoint(record) else None)
+    engineer_work(log, env.clock, 6, timedelta(seconds=30))
+    log.close()
+    heads = [PortalHead(int(h["seq"]), int(h["head_seq"]), str(h["head_hash"])) for h in sent]
+    assert len(heads) >= 2
+    assert verify(env.directory, env.pub, heads=heads).ok  # positive control
+    # A head naming a record the log holds with another hash: that record was changed after it was sent.
+    changed = [PortalHead(heads[0].seq, heads[0].head_seq, "0" * 64)]
+    result = verify(env.directory, env.pub, heads=changed)
+    assert not result.ok
+    assert f"record {heads[0].head_seq}" in (result.problem or "")
+    assert "changed after it was signed and sent" in (result.problem or "")
+    # The newest checkpoint cut off (with what came after it): the log alone is intact, the heads say not.
+    segment = sorted(env.directory.glob("audit-*.jsonl"))[-1]
+    lines = segment.read_bytes().splitlines(keepends=True)
+    segment.write_bytes(b"".join(line for line in lines if json.loads(line)["seq"] < heads[-1].seq))
+    assert verify(env.directory, env.pub).ok
+    cut = verify(env.directory, env.pub, heads=heads)
+    assert not cut.ok
+    assert "cut off the end" in (cut.problem or "")

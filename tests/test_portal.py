@@ -24,7 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from portal.app import openapi_document
 from portal.pki import BINDING_URI_PREFIX
-from portal.store import OTP_MAX_FAILURES, OTP_VALID_S, Store
+from portal.store import OTP_MAX_FAILURES, OTP_VALID_S, EnrollmentRefused, Store
 from telemetry.otlp import logs_request, metrics_request
 from telemetry.outbox import Outbox
 from tests.pki import make_pki
@@ -314,3 +314,28 @@ def test_the_portal_keeps_everything_across_a_restart(tmp_path: Path) -> None:
         assert [m["id"] for m in session(portal, device).get(f"{portal.url}/v1/inbox", timeout=10
                                                               ).json()["messages"]] == [message]
         assert portal.show("ct-0011")["sequences"] == [1]
+
+
+def test_two_redemptions_of_one_password_at_the_same_time_let_one_through(tmp_path: Path) -> None:
+    store = Store(tmp_path / "portal.sqlite")
+    otp = store.add_device("ct-0012")
+    outcomes: list[bool] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def redeem() -> None:
+        start.wait()
+        try:
+            Store(tmp_path / "portal.sqlite").redeem_otp("ct-0012", otp)
+            accepted = True
+        except EnrollmentRefused:
+            accepted = False
+        with lock:
+            outcomes.append(accepted)
+
+    threads = [threading.Thread(target=redeem) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == [False] * 7 + [True]
