@@ -240,13 +240,14 @@ def create_app(store: Store, pki: PortalPki, *, cert_days: int = DEVICE_CERT_DAY
         return HeadsAnswer(heads=store.audit_heads(device_id))
 
     @app.get("/v1/inbox", tags=["inbox"])
-    async def inbox(device_id: Caller, wait: Annotated[float, Query(ge=0, le=MAX_INBOX_WAIT_S)] = 0) -> InboxAnswer:
+    async def inbox(request: Request, device_id: Caller,
+                    wait: Annotated[float, Query(ge=0, le=MAX_INBOX_WAIT_S)] = 0) -> InboxAnswer:
         """The caller's unacknowledged messages; waits up to `wait` seconds for one when there are none."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
             messages = await asyncio.to_thread(store.pending, device_id)
-            if messages or loop.time() >= deadline:
+            if messages or loop.time() >= deadline or await request.is_disconnected():
                 return InboxAnswer(messages=[InboxMessage(**m.to_dict()) for m in messages])
             await asyncio.sleep(min(INBOX_POLL_S, max(0.0, deadline - loop.time())))
 

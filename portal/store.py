@@ -134,11 +134,12 @@ class Store:
             db.close()
 
     @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
+    def _db(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction: IMMEDIATE (the write lock at once) for changes, a plain snapshot for reads."""
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
             db.execute("PRAGMA synchronous=FULL")
-            db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield db
             except BaseException:
@@ -207,14 +208,14 @@ class Store:
             db.execute("UPDATE devices SET previous_serial = NULL WHERE device_id = ?", (device_id,))
 
     def device(self, device_id: str) -> dict[str, Any] | None:
-        with self._db() as db:
+        with self._db(write=False) as db:
             db.row_factory = sqlite3.Row
             row = db.execute("SELECT device_id, created, enrolled, binding, cert_serial, previous_serial, "
                              "cert_not_after, otp_failures FROM devices WHERE device_id = ?", (device_id,)).fetchone()
         return dict(row) if row else None
 
     def devices(self) -> list[dict[str, Any]]:
-        with self._db() as db:
+        with self._db(write=False) as db:
             db.row_factory = sqlite3.Row
             rows = db.execute("SELECT device_id, created, enrolled, cert_not_after, "
                               "(SELECT COUNT(*) FROM records r WHERE r.device_id = d.device_id) AS records "
@@ -226,7 +227,7 @@ class Store:
             self._log(db, device_id, event, detail)
 
     def events(self, device_id: str | None = None) -> list[dict[str, Any]]:
-        with self._db() as db:
+        with self._db(write=False) as db:
             db.row_factory = sqlite3.Row
             rows = db.execute("SELECT time, device_id, event, detail FROM events WHERE ? IS NULL OR device_id = ? "
                               "ORDER BY id", (device_id, device_id)).fetchall()
@@ -270,30 +271,30 @@ class Store:
         return new
 
     def sequences(self, device_id: str) -> list[int]:
-        with self._db() as db:
+        with self._db(write=False) as db:
             return [r[0] for r in db.execute("SELECT sequence FROM records WHERE device_id = ? ORDER BY sequence",
                                              (device_id,))]
 
     def records(self, device_id: str, kind: str | None = None) -> list[dict[str, Any]]:
         """The records received from `device_id` (of one kind), in sequence order, each with its items."""
-        with self._db() as db:
+        with self._db(write=False) as db:
             rows = db.execute("SELECT sequence, kind, received, items FROM records WHERE device_id = ? "
                               "AND (? IS NULL OR kind = ?) ORDER BY sequence", (device_id, kind, kind)).fetchall()
         return [{"sequence": s, "kind": k, "received": r, "items": json.loads(i)} for s, k, r, i in rows]
 
     def gaps(self, device_id: str) -> list[dict[str, Any]]:
-        with self._db() as db:
+        with self._db(write=False) as db:
             rows = db.execute("SELECT first, last, reason, reported_by FROM gaps WHERE device_id = ? ORDER BY first",
                               (device_id,)).fetchall()
         return [{"first": f, "last": la, "reason": r, "reported_by": b} for f, la, r, b in rows]
 
     def audit_heads(self, device_id: str) -> list[dict[str, Any]]:
-        with self._db() as db:
+        with self._db(write=False) as db:
             rows = db.execute("SELECT head FROM audit_heads WHERE device_id = ? ORDER BY sequence", (device_id,))
             return [json.loads(r[0]) for r in rows]
 
     def session_events(self, device_id: str) -> list[dict[str, Any]]:
-        with self._db() as db:
+        with self._db(write=False) as db:
             rows = db.execute("SELECT event FROM session_events WHERE device_id = ? ORDER BY sequence", (device_id,))
             return [json.loads(r[0]) for r in rows]
 
@@ -311,7 +312,7 @@ class Store:
 
     def pending(self, device_id: str, limit: int = 100) -> list[Message]:
         """`device_id`'s messages not acknowledged yet, oldest first."""
-        with self._db() as db:
+        with self._db(write=False) as db:
             rows = db.execute("SELECT id, type, body, created FROM inbox WHERE device_id = ? AND acknowledged IS NULL "
                               "ORDER BY created, id LIMIT ?", (device_id, limit)).fetchall()
         return [Message(i, t, json.loads(b), c) for i, t, b, c in rows]
@@ -325,7 +326,7 @@ class Store:
 
     def messages(self, device_id: str) -> list[dict[str, Any]]:
         """Every message for `device_id`, acknowledged or not (for the command line and tests)."""
-        with self._db() as db:
+        with self._db(write=False) as db:
             rows = db.execute("SELECT id, type, body, created, acknowledged FROM inbox WHERE device_id = ? "
                               "ORDER BY created, id", (device_id,)).fetchall()
         return [{"id": i, "type": t, "body": json.loads(b), "created": c, "acknowledged": a} for i, t, b, c, a in rows]
@@ -337,7 +338,7 @@ class Store:
                                    (device_id, task_id, self._clock(), json.dumps(result))).rowcount)
 
     def task_results(self, device_id: str) -> dict[str, dict[str, Any]]:
-        with self._db() as db:
+        with self._db(write=False) as db:
             rows = db.execute("SELECT task_id, result FROM task_results WHERE device_id = ?", (device_id,))
             return {t: json.loads(r) for t, r in rows}
 
