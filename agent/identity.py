@@ -44,7 +44,7 @@ def binding_of(certificate: x509.Certificate) -> str | None:
     except x509.ExtensionNotFound:
         return None
     for uri in alt.get_values_for_type(x509.UniformResourceIdentifier):
-        if uri.startswith(BINDING_URI_PREFIX):
+        if uri.startswith(BINDING_URI_PREFIX) and len(uri) > len(BINDING_URI_PREFIX):
             return uri.removeprefix(BINDING_URI_PREFIX)
     return None
 
