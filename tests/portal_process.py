@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from tests.tls_server import wait_listening
 
 PORTAL = str(Path(sys.executable).parent / "servicegate-portal")
 
@@ -50,13 +51,9 @@ class PortalProcess:
         if not self.ca_fingerprint:
             self.stop()
             raise RuntimeError(f"the portal did not start: {self.errors()}")
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("the portal does not accept connections")
+        if not wait_listening(self.port, max(1.0, deadline - time.monotonic())):
+            raise RuntimeError("the portal does not accept connections")
+        return self
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

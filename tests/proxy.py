@@ -11,10 +11,11 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.tls_server import wait_listening
 
 TINYPROXY = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
 
@@ -45,15 +46,10 @@ class Proxy:
                         "MaxClients 20\n")
         self.process = subprocess.Popen([TINYPROXY, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("tinyproxy did not start")
+        if not wait_listening(self.port):
+            self.stop()
+            raise RuntimeError("tinyproxy did not start")
+        return self
 
     def tunnels(self) -> list[str]:
         """The CONNECT targets the proxy opened, as host:port."""

@@ -10,13 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-import ssl
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from portal.store import OTP_MAX_FAILURES, OTP_VALID_S, Store
 from tests.agent_process import AgentProcess
 from tests.pki import Ca
 from tests.portal_process import PortalProcess
+from tests.tls_server import serve_tls
 
 FAST_TELEMETRY = "[telemetry]\ncollect_s = 5\nlogs_s = 5\npush_s = 5\n"
 FAST_AUDIT = "[audit]\ncheckpoint_interval_min = 1\n"
@@ -209,18 +209,11 @@ def hanging_server(cert: Path, key: Path) -> Iterator[tuple[str, list[str]]]:
             self.wfile.flush()
             stop.wait(120)
 
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        stop.set()
-        server.shutdown()
-        server.server_close()
+    with serve_tls(Handler, cert, key) as url:
+        try:
+            yield url, seen
+        finally:
+            stop.set()
 
 
 def load_key(path: Path) -> ec.EllipticCurvePrivateKey:

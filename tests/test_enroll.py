@@ -9,16 +9,15 @@ was). The end-to-end runs against the real portal are in tests/test_uplink.py an
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
 import socket
-import ssl
 import stat
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from agent.enroll import ATTEMPTS_FILE, PORTAL_DIR, Enrollment, enroll, take_att
 from agent.errors import ConfigError, PortalError
 from agent.identity import BINDING_URI_PREFIX, binding_of, check_binding, hardware_binding
 from tests.pki import Ca, make_ca
+from tests.tls_server import serve_tls
 
 MACHINE_ID = "5f1c0ffee0ddba11cafebabe12345678"
 DEVICE_ID = "ct-0042"
@@ -110,7 +110,7 @@ def vendor_ca() -> Ca:
 def serve(tmp_path: Path) -> Iterator[Any]:
     """serve(script, tls_ca) -> URL: a TLS server for 127.0.0.1 whose certificate `tls_ca` signed, answering as
     `script` says (and, for anything else, 200 `{}`)."""
-    servers: list[ThreadingHTTPServer] = []
+    servers = contextlib.ExitStack()
 
     def start(script: Script, tls_ca: Ca) -> str:
         class Handler(BaseHTTPRequestHandler):
@@ -142,20 +142,10 @@ def serve(tmp_path: Path) -> Iterator[Any]:
                 ca = script.vendor.certificate.public_bytes(serialization.Encoding.PEM).decode()
                 self.answer(200, json.dumps({"certificate": certificate, "ca": ca}).encode())
 
-        cert, key = tls_ca.server(tmp_path / "tls", f"server-{len(servers)}")
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(server)
-        return f"https://127.0.0.1:{server.server_address[1]}"
+        return servers.enter_context(serve_tls(Handler, *tls_ca.server(tmp_path / "tls", f"server-{id(script)}")))
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    with servers:
+        yield start
 
 
 def installed(config: Config) -> dict[str, bytes]:

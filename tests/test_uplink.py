@@ -7,14 +7,14 @@ one thing changed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
-import ssl
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from agent.uplink import InboxMessage, LinkError, LinkState, Uplink, connect
 from tests.pki import Ca, make_ca
 from tests.portal_process import PortalProcess
 from tests.proxy import Proxy, needs_tinyproxy
+from tests.tls_server import serve_tls
 
 
 def device_config(tmp_path: Path, machine_id: str = "a" * 32, **portal: Any) -> Config:
@@ -63,7 +64,7 @@ def vendor_ca() -> Ca:
 def scripted(tmp_path: Path) -> Iterator[tuple[Script, Any]]:
     """(script, serve(cert, key) -> url): a TLS server that answers as the script says, no client certificate."""
     script = Script()
-    servers: list[ThreadingHTTPServer] = []
+    servers = contextlib.ExitStack()
     stop = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
@@ -86,20 +87,11 @@ def scripted(tmp_path: Path) -> Iterator[tuple[Script, Any]]:
         do_POST = do_GET  # noqa: N815
 
     def serve(cert: Path, key: Path) -> str:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(server)
-        return f"https://127.0.0.1:{server.server_address[1]}"
+        return servers.enter_context(serve_tls(Handler, cert, key))
 
-    yield script, serve
-    stop.set()
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    with servers:
+        yield script, serve
+        stop.set()
 
 
 def link_to(url: str, ca_file: Path, tmp_path: Path, *, proxy_url: str = "") -> Uplink:
