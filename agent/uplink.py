@@ -150,7 +150,7 @@ class Uplink:
     def poll_once(self, wait_s: float | None = None) -> int:
         """One long poll: handle and acknowledge what came. Returns how many messages came."""
         wait = self.config.portal.inbox_wait_s if wait_s is None else wait_s
-        answer = self._call("GET", "/v1/inbox", params={"wait": wait},
+        answer = self.call("GET", "/v1/inbox", params={"wait": wait},
                             read_timeout=wait + self.config.portal.request_timeout_s)
         messages = answer.get("messages")
         if not isinstance(messages, list):
@@ -165,13 +165,13 @@ class Uplink:
                 self._handle(message)
             done.append(message.id)
         if done:
-            self._call("POST", "/v1/inbox/ack", json={"ids": done})
+            self.call("POST", "/v1/inbox/ack", json={"ids": done})
         return len(messages)
 
     def heads(self) -> list[dict[str, Any]]:
         """The audit checkpoint heads the portal holds for this device (for `audit verify --against-portal`)."""
         try:
-            heads = self._call("GET", "/v1/audit/heads").get("heads")
+            heads = self.call("GET", "/v1/audit/heads").get("heads")
         except (LinkError, Stopped) as exc:
             raise PortalError(f"cannot get the checkpoint heads from the portal: {exc}") from None
         if not isinstance(heads, list) or not all(isinstance(h, dict) for h in heads):
@@ -197,7 +197,7 @@ class Uplink:
         if self._clock() < start + RENEW_AT * (end - start):
             return False
         key, csr = new_key_and_csr(self.enrollment.device_id, self.config.portal)
-        answer = self._call("POST", "/v1/renew", json={"csr": csr})
+        answer = self.call("POST", "/v1/renew", json={"csr": csr})
         try:
             renewed = replace_credentials(self.enrollment, key, str(answer.get("certificate", "")),
                                           self.config.portal)
@@ -208,7 +208,7 @@ class Uplink:
         log.info("portal: device certificate renewed, valid until %s", self.state.certificate_not_after)
         return True
 
-    def _call(self, method: str, path: str, *, read_timeout: float | None = None, **kwargs: Any) -> dict[str, Any]:
+    def call(self, method: str, path: str, *, read_timeout: float | None = None, **kwargs: Any) -> dict[str, Any]:
         timeout = (CONNECT_TIMEOUT_S, read_timeout or self.config.portal.request_timeout_s)
         url = self.url + path
         try:

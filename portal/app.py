@@ -21,13 +21,15 @@ from typing import Annotated, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from portal.pki import CsrError, PortalPki, binding_of, device_of
+from portal import sessions, uploads
+from portal.auth import Caller
+from portal.pki import CsrError, PortalPki, binding_of
 from portal.store import MESSAGE_TYPES, EnrollmentRefused, Item, Store
 
 API_VERSION = "1"
@@ -113,29 +115,6 @@ class TaskResultAnswer(BaseModel):
 
 # --- the application -------------------------------------------------------------------------------------------
 
-def caller(request: Request) -> str:
-    """The device named by the request's verified client certificate, or 401/403."""
-    store: Store = request.app.state.store
-    chain = request.scope.get("extensions", {}).get("tls", {}).get("client_cert_chain") or []
-    if not chain:
-        raise HTTPException(401, "a client certificate is needed: enroll the device first (servicegate enroll)")
-    certificate = x509.load_pem_x509_certificate(chain[0].encode())
-    device_id = device_of(certificate)
-    device = store.device(device_id) if device_id else None
-    serials = {device.get("cert_serial"), device.get("previous_serial")} if device else set()
-    if device_id is None or device is None or str(certificate.serial_number) not in serials:
-        store.log(device_id, "certificate_refused", f"serial {certificate.serial_number:x} is not the "
-                                                    "device's current certificate")
-        raise HTTPException(403, "this certificate is not the current one of an enrolled device: enroll again")
-    if device["previous_serial"] is not None and str(certificate.serial_number) == device["cert_serial"]:
-        store.switched(device_id)
-    request.state.serial = certificate.serial_number
-    return device_id
-
-
-Caller = Annotated[str, Depends(caller)]
-
-
 def create_app(store: Store, pki: PortalPki, *, cert_days: int = DEVICE_CERT_DAYS) -> FastAPI:
     app = FastAPI(title="ServiceGate device protocol", version=API_VERSION,
                   description="What a ServiceGate device and the vendor's portal say to each other, over HTTPS with "
@@ -143,6 +122,8 @@ def create_app(store: Store, pki: PortalPki, *, cert_days: int = DEVICE_CERT_DAY
                               "See docs/protocol.md.")
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.state.store = store
+    app.include_router(sessions.router)
+    app.include_router(uploads.router)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
