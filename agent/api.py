@@ -28,7 +28,9 @@ Handler = Callable[[Agent, dict[str, Any], Caller], Any]
 PORTAL = Caller(pid=0, uid=-1, gid=-1, user="portal", roles=frozenset())
 # Inbox message type -> the control operation it asks for. Task requests (the kill-switch issue) and update offers
 # (the updates issue) get theirs later; until then they are recorded and acknowledged, and nothing runs.
-INBOX_OPERATIONS = {"session_request": "session_request"}
+INBOX_OPERATIONS = {"session_request": "session_request", "session_authenticate": "session_authenticate",
+                    "session_end": "session_end"}
+SESSION_ID_DIGITS = 8
 
 
 def _text(args: dict[str, Any], key: str, *, required: bool = False, default: str = "") -> str:
@@ -65,15 +67,54 @@ def _access_set(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
     return agent.set_access(level, _time(args, "until"), caller.user).to_dict()
 
 
-def _session_request(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
-    engineer = Engineer(_text(args, "engineer_id"), _text(args, "name"), _text(args, "company"))
+def _kind(args: dict[str, Any]) -> SessionKind:
     kind_text = _text(args, "kind", default=SessionKind.SERVICE.value)
     try:
-        kind = SessionKind(kind_text)
+        return SessionKind(kind_text)
     except ValueError:
         raise UsageError(f"unknown session kind {kind_text!r}; use 'service' or 'application-support'") from None
+
+
+def _session_request(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
+    engineer = Engineer(_text(args, "engineer_id"), _text(args, "name"), _text(args, "company"))
     level = _level(args) or AccessLevel.LIMITED
-    return agent.request_session(engineer, _text(args, "reason"), level, kind, caller.user).to_dict()
+    session_id = _text(args, "session_id")
+    if session_id:
+        session_id = session_id_of(session_id)
+    return agent.request_session(engineer, _text(args, "reason"), level, _kind(args), caller.user,
+                                 session_id).to_dict()
+
+
+def session_id_of(text: str) -> str:
+    """The 8 digits of a session ID as typed or pasted ("1234 5678", "1234-5678"), or UsageError."""
+    digits = "".join(c for c in text if c not in " -\t")
+    if len(digits) != SESSION_ID_DIGITS or not digits.isdigit():
+        raise UsageError(f"{text.strip()[:20]!r} is not a session ID: it has {SESSION_ID_DIGITS} digits, like "
+                         "1234 5678; check the number with the engineer")
+    return digits
+
+
+def _session_claim(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
+    """Offloaded: it waits for the portal in a worker thread, and changes the agent's state through `in_core`."""
+    typed = _text(args, "session_id", required=True)
+    try:
+        session_id = session_id_of(typed)
+    except UsageError as exc:
+        why = str(exc)
+        agent.in_core(lambda: agent.claim_refused(typed.strip()[:20], caller.user, why))
+        raise
+    if agent.portal_claim is None:
+        raise RefusedError(f"cannot claim a session: {agent.link_status().get('error') or 'no link to the portal'}")
+    try:
+        details = agent.portal_claim(session_id)
+    except ServiceGateError as exc:
+        why = str(exc)
+        agent.in_core(lambda: agent.claim_refused(session_id, caller.user, why))
+        raise
+    engineer = Engineer(_text(details, "engineer_id"), _text(details, "name"), _text(details, "company"))
+    level = _level(details) or AccessLevel.LIMITED
+    return agent.in_core(lambda: agent.claim_session(session_id, engineer, _text(details, "reason"), level,
+                                                     _kind(details), caller.user).to_dict())
 
 
 def _session_confirm(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
@@ -121,8 +162,9 @@ HANDLERS: dict[str, Handler] = {
     "session_confirm": _session_confirm,
     "session_decline": lambda agent, args, caller: agent.decline_session(
         _text(args, "session_id", required=True), caller.user).to_dict(),
-    "session_authenticated": lambda agent, args, caller: agent.authenticated(
-        _text(args, "session_id", required=True), caller.user).to_dict(),
+    "session_claim": _session_claim,
+    "session_authenticate": lambda agent, args, caller: agent.authenticate(
+        _text(args, "session_id", required=True), _text(args, "code", required=True), caller.user).to_dict(),
     "session_activity": lambda agent, args, caller: agent.record_activity(
         _text(args, "session_id", required=True)).to_dict(),
     "session_end": _session_end,
@@ -153,6 +195,9 @@ def handle_portal_message(agent: Agent, message_id: str, type: str, body: dict[s
         HANDLERS[op](agent, body, PORTAL)
     except ServiceGateError as exc:
         agent.audit.append("portal_message_refused", SYSTEM_ACTOR, {**details, "why": str(exc)})
+        session_id = body.get("session_id")
+        if isinstance(session_id, str) and session_id:  # the engineer learns why, through the portal
+            agent.publish("session_refused", {"id": session_id, "type": type, "why": str(exc)})
 
 
 def dispatcher(agent: Agent) -> Callable[[Request, Caller], Any]:

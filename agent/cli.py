@@ -81,14 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
     confirm.add_argument("--level", choices=SESSION_LEVEL_NAMES, help="level for this session alone")
     confirm.add_argument("--accept-disclaimer", action="store_true",
                          help="accept the data-privacy disclaimer without the question (scripts)")
+    claim = session.add_parser("claim", help="type in the session ID the engineer gave you: see who and why, "
+                                             "then accept or decline")
+    claim.add_argument("session_id", help="8 digits, e.g. 1234 5678")
+    claim.add_argument("--level", choices=SESSION_LEVEL_NAMES, help="level for this session alone (default: "
+                                                                    "what the engineer asked for)")
+    claim.add_argument("--accept-disclaimer", action="store_true",
+                       help="accept the data-privacy disclaimer without the question (scripts)")
     session.add_parser("decline", help="decline a session waiting for consent").add_argument("session_id")
-    session.add_parser("authenticate", help="mark the engineer authenticated (admin; tests and demo)").add_argument(
-        "session_id")
+    authenticate = session.add_parser("authenticate", help="check the engineer's one-time password (admin; the "
+                                                           "portal relays it)")
+    authenticate.add_argument("session_id")
+    authenticate.add_argument("--code", required=True, help="the 6-digit code")
     session.add_parser("activity", help="the engineer did something: reset the idle timer (admin; tests and demo)"
                        ).add_argument("session_id")
     end = session.add_parser("end", help="the engineer ends a session normally (admin; the portal does this)")
     end.add_argument("session_id", nargs="?")
-    end.add_argument("--reason", default="", help="free text for the audit log")
+    end.add_argument("--summary", default="",
+                     help="the engineer's summary: shown at the console, kept in the audit log")
 
     kill = sub.add_parser("kill", help="the kill switch: end every session now and set access to no-access")
     kill.add_argument("--reason", default="", help="free text for the audit log")
@@ -281,13 +291,21 @@ def session_command(args: argparse.Namespace, client: Client) -> int:
         session = client.call("session_request", engineer_id=args.engineer_id, name=args.name,
                               company=args.company, reason=args.reason, level=args.level, kind=args.kind)
         return show(args, session, format_session)
-    if action == "confirm":
-        session = next((s for s in client.call("session_list") if s["id"] == args.session_id), None)
-        if session is not None:
-            print(format_session(session))
+    if action in ("claim", "confirm"):
+        if action == "claim":
+            session = client.call("session_claim", session_id=args.session_id)
+            print(format_claim(session))
+        else:
+            session = next((s for s in client.call("session_list") if s["id"] == args.session_id), None)
+            if session is not None:
+                print(format_session(session))
         print(PRIVACY_DISCLAIMER)
         accepted = args.accept_disclaimer or ask_yes("Accept and start the session? [yes/no] ")
-        session = client.call("session_confirm", session_id=args.session_id, level=args.level,
+        session_id = session["id"] if session is not None else args.session_id
+        if not accepted and action == "claim":
+            print(format_session(client.call("session_decline", session_id=session_id)))
+            return 0
+        session = client.call("session_confirm", session_id=session_id, level=args.level,
                               disclaimer_accepted=accepted)
         print(format_session(session))
         return 0
@@ -295,12 +313,12 @@ def session_command(args: argparse.Namespace, client: Client) -> int:
         print(format_session(client.call("session_decline", session_id=args.session_id)))
         return 0
     if action == "authenticate":
-        print(format_session(client.call("session_authenticated", session_id=args.session_id)))
+        print(format_session(client.call("session_authenticate", session_id=args.session_id, code=args.code)))
         return 0
     if action == "activity":
         print(format_session(client.call("session_activity", session_id=args.session_id)))
         return 0
-    print(format_session(client.call("session_end", session_id=args.session_id, text=args.reason)))
+    print(format_session(client.call("session_end", session_id=args.session_id, text=args.summary)))
     return 0
 
 
@@ -327,8 +345,22 @@ def format_session(s: dict[str, Any]) -> str:
     company = f", {engineer['company']}" if engineer.get("company") else ""
     level = s.get("effective_level") or f"asks {s['requested_level']}"
     state = s["state"] + (f" ({s['end_reason']})" if s.get("end_reason") else "")
+    said = "Engineer's summary" if s.get("end_reason") == "completed" else "Note"
+    summary = f"\n  {said}: {s['end_text']}" if s.get("end_text") else ""
     return (f"Session {s['id']}: {state}, {level}, {s['kind']} - {engineer['name']} "
-            f"[{engineer['id']}{company}]: {s['reason']}")
+            f"[{engineer['id']}{company}]: {s['reason']}{summary}")
+
+
+def format_claim(s: dict[str, Any]) -> str:
+    """A claimed session, as the technologist must see it before accepting: who, which company, why, which level."""
+    engineer = s["engineer"]
+    level = AccessLevel(s["requested_level"])
+    lines = [f"Session {s['id'][:4]} {s['id'][4:]} ({s['kind']})",
+             f"  Engineer: {engineer['name']} (ID {engineer['id']})",
+             f"  Company:  {engineer['company'] or '-'}",
+             f"  Reason:   {s['reason']}",
+             f"  Level:    {level.value}: {level.consequence}"]
+    return "\n".join(lines)
 
 
 def format_status(status: dict[str, Any]) -> str:

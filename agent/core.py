@@ -21,7 +21,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from agent import __version__
+from agent import __version__, totp
 from agent.access import Grant, GrantStore, expire, new_grant, widens
 from agent.audit_log import AuditLog
 from agent.clock import Clock, utc_iso
@@ -36,6 +36,7 @@ from agent.session import (
     Session,
     admission,
     after_grant_change,
+    check_admissible,
     check_request,
     due_end,
     new_session_id,
@@ -60,12 +61,20 @@ class Agent:
         # `audit verify --against-portal` gets the checkpoint heads the portal holds (None: no link).
         self.link_status: Callable[[], dict[str, Any]] = lambda: {"state": "not enrolled"}
         self.portal_heads: Callable[[], list[dict[str, Any]]] | None = None
+        # From the enrollment: the portal claims a session by its ID (the details, or PortalError), and the secret
+        # the engineers' one-time passwords are checked against (PortalError when there is none).
+        self.portal_claim: Callable[[str], dict[str, Any]] | None = None
+        self.totp_secret: Callable[[], bytes] | None = None
+        # Runs a change of state where the agent's state lives: the daemon's event loop (an operation offloaded to
+        # a worker thread, like a claim that waits for the portal, makes its change through this).
+        self.in_core: Callable[[Callable[[], Any]], Any] = lambda change: change()
         self.problems: list[str] = []  # the latest things that could not be saved or recorded
         self._denials: dict[int, tuple[datetime, int]] = {}  # uid -> (last recorded, refused since)
         state_dir = config.paths.state_dir
         self._grants = GrantStore(state_dir / "grant.json")
         self._sessions_path = state_dir / "sessions.json"
         self._counters_path = state_dir / "counters.json"
+        self._totp_state_path = state_dir / "totp-state.json"  # the highest one-time-password step used
         s = config.sessions
         self.limits = Limits(idle_timeout=timedelta(minutes=s.idle_timeout_min),
                              time_limit=timedelta(minutes=s.time_limit_min),
@@ -135,10 +144,12 @@ class Agent:
     # ---- sessions: what widens access (recorded first) --------------------------------------------
 
     def request_session(self, engineer: Engineer, reason: str, level: AccessLevel, kind: SessionKind,
-                        actor: str) -> Session:
+                        actor: str, session_id: str = "") -> Session:
+        """The portal asks for a session under the standing grant (`session_id`: the portal's own ID for it)."""
         check_request(engineer, reason, level)
+        check_admissible(self.grant)
         now = self.clock.now()
-        requested = Session(id=new_session_id(set(self.sessions)), kind=kind, engineer=engineer, reason=reason,
+        requested = Session(id=self._new_id(session_id), kind=kind, engineer=engineer, reason=reason,
                             requested_level=level, state=SessionState.REQUESTED, created_at=now, state_since=now)
         nxt = admission(self.grant, level)
         if nxt is SessionState.AUTHENTICATING:
@@ -150,6 +161,34 @@ class Agent:
         self._store(session)
         self.publish("session_changed", session.to_dict())
         return session
+
+    def claim_session(self, session_id: str, engineer: Engineer, reason: str, level: AccessLevel,
+                      kind: SessionKind, actor: str) -> Session:
+        """The technologist typed in the ID the engineer read out, and the portal gave the session's details: it
+        waits for the technologist's confirmation with the data-privacy disclaimer, whatever the standing grant.
+        Claiming an ID that waits already shows it again."""
+        existing = self.sessions.get(session_id)
+        if existing is not None and existing.state is SessionState.AWAITING_CONSENT and existing.claimed:
+            return existing
+        try:
+            check_request(engineer, reason, level)
+        except UsageError as exc:
+            self.claim_refused(session_id, actor, str(exc))
+            raise
+        now = self.clock.now()
+        requested = Session(id=self._new_id(session_id), kind=kind, engineer=engineer, reason=reason,
+                            requested_level=level, state=SessionState.REQUESTED, created_at=now, state_since=now,
+                            claimed=True)
+        session = requested.move(SessionState.AWAITING_CONSENT, now, basis=Basis.CONSENT)
+        self._audit_first("session_claimed", actor, self._session_details(requested))
+        self._audit_first("session_awaiting_consent", SYSTEM_ACTOR, self._session_details(session))
+        self._store(session)
+        self.publish("session_changed", session.to_dict())
+        return session
+
+    def claim_refused(self, session_id: str, actor: str, why: str) -> None:
+        """A session ID typed in at the console was refused (by the portal, or as malformed): recorded."""
+        self._audit_after("session_claim_refused", actor, {"session_id": session_id, "why": why})
 
     def confirm_session(self, session_id: str, level: AccessLevel | None, actor: str,
                         disclaimer_accepted: bool) -> Session:
@@ -170,13 +209,44 @@ class Agent:
         self.publish("session_changed", session.to_dict())
         return session
 
-    def authenticated(self, session_id: str, actor: str) -> Session:
+    def authenticate(self, session_id: str, code: str, actor: str) -> Session:
+        """The engineer's one-time password (relayed by the portal): the session becomes active, or the failure is
+        counted and recorded; at MAX_FAILURES the session ends with `auth_failed`. A code sent before the
+        technologist confirmed the session is refused without counting."""
+        session = self._get(session_id)
+        if session.state is not SessionState.AUTHENTICATING:
+            raise RefusedError(f"session {session_id} is {session.state.value}, not waiting for the engineer's "
+                               "one-time password" + (" (the technologist has not confirmed it yet)"
+                                                      if session.state is SessionState.AWAITING_CONSENT else ""))
+        if self.totp_secret is None:
+            raise RefusedError("this device has no secret for engineers' one-time passwords: enroll it "
+                               "(`servicegate enroll`)")
+        secret = self.totp_secret()  # PortalError when the enrollment holds none
         now = self.clock.now()
-        session = self._get(session_id).move(SessionState.ACTIVE, now, activated_at=now, last_activity=now)
-        self._audit_first("session_active", session.engineer.id, {**self._session_details(session), "by": actor})
-        self._store(session)
-        self.publish("session_changed", session.to_dict())
-        return session
+        verifier = totp.Verifier(secret, self._last_step(), session.auth_failures)
+        outcome = verifier.check(code, now.timestamp())
+        details = {**self._session_details(session), "by": actor}
+        if outcome is totp.Outcome.ACCEPTED:
+            try:  # the step is used up before access widens: a code is never accepted twice
+                write_json(self._totp_state_path, {"last_step": verifier.last_step})
+            except OSError as exc:
+                raise AuditError(f"not done: cannot record the used one-time password ({exc}); no session starts "
+                                 "while that fails") from exc
+            active = session.move(SessionState.ACTIVE, now, activated_at=now, last_activity=now)
+            self._audit_first("session_active", session.engineer.id,
+                              {**self._session_details(active), "by": actor, "authentication": "totp"})
+            self._store(active)
+            self.publish("session_changed", active.to_dict())
+            return active
+        failed = replace(session, auth_failures=verifier.failures)
+        self._audit_after("engineer_auth_failed", session.engineer.id,
+                          {**details, "outcome": outcome.value, "failures": verifier.failures})
+        if verifier.failures >= totp.MAX_FAILURES:
+            return self._end(failed, EndReason.AUTH_FAILED, SYSTEM_ACTOR,
+                             f"{verifier.failures} wrong one-time passwords")
+        self._store(failed)
+        self.publish("session_changed", failed.to_dict())
+        return failed
 
     def record_activity(self, session_id: str) -> Session:
         """An action the engineer initiated (task request, input through the relay): resets the idle timer.
@@ -282,6 +352,24 @@ class Agent:
         self._audit_after("agent_stopped", SYSTEM_ACTOR, {"version": __version__})
 
     # ---- internals -------------------------------------------------------------------------------
+
+    def _new_id(self, given: str) -> str:
+        if not given:
+            return new_session_id(set(self.sessions))
+        if given in self.sessions:
+            raise RefusedError(f"session {given} is known already ({self.sessions[given].state.value}); the "
+                               "engineer opens a new session at the portal")
+        return given
+
+    def _last_step(self) -> int:
+        try:
+            return int(read_json(self._totp_state_path)["last_step"])
+        except FileNotFoundError:
+            return -1
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # Fail closed: with the used steps unknown, no code of the current window may be accepted again.
+            log.error("%s is unreadable (%s); codes up to now are taken as used", self._totp_state_path, exc)
+            return int(self.clock.now().timestamp()) // totp.STEP_S
 
     def _get(self, session_id: str) -> Session:
         try:

@@ -30,7 +30,7 @@ from agent.clock import Clock, SystemClock
 from agent.config import Config
 from agent.control import ControlServer
 from agent.core import Agent
-from agent.enroll import take_attempts
+from agent.enroll import take_attempts, totp_secret
 from agent.errors import ConfigError, ExitCode, ServiceGateError
 from agent.roles import RoleMap
 
@@ -39,8 +39,9 @@ T = TypeVar("T")
 
 TICK_S = 1.0  # while something may fall due by time alone (Agent.waiting): session timeouts, a grant's end
 IDLE_TICK_S = 30.0  # otherwise; every change of state or audit record brings the next tick to TICK_S at once
-# Operations that read the whole audit log run in a worker thread, so the kill switch never waits on them.
-OFFLOADED = frozenset({"audit_verify", "audit_export"})
+# Operations that read the whole audit log, or wait for the portal, run in a worker thread, so the kill switch never
+# waits on them.
+OFFLOADED = frozenset({"audit_verify", "audit_export", "session_claim"})
 PRUNE_EVERY_S = 24 * 3600
 
 _SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
@@ -118,6 +119,8 @@ class Daemon:
         agent = Agent(config, self.clock, audit)
         agent.link_status = link_state.to_dict
         agent.portal_heads = link.heads if link is not None else None
+        agent.portal_claim = link.claim if link is not None else None
+        agent.totp_secret = lambda: totp_secret(config.paths.state_dir)
         roles = RoleMap(config.control.console_group, config.control.modality_group, config.control.viewer_group,
                         admin_uids=frozenset({os.getuid()}))
         server = ControlServer(config.paths.control_socket, dispatcher(agent), roles,
@@ -132,6 +135,7 @@ class Daemon:
                               f"{str(config.paths.control_socket)!r}: cannot create the socket ({exc.strerror}); "
                               f"point it at a path in a folder the agent may write") from None
         loop = asyncio.get_running_loop()
+        agent.in_core = in_loop(loop)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop, signum)
         log.info("ServiceGate agent %s ready on %s (access: %s)", __version__, config.paths.control_socket,
@@ -170,6 +174,9 @@ class Daemon:
 
         def publish_and_wake(event: str, data: dict[str, Any]) -> None:
             server.publish(event, data)
+            if event in ("session_changed", "session_refused"):  # the portal (and the engineer) hear at once
+                telemetry.outbox.put("session_event", reporting.session_event(event, data))
+                telemetry.push_now()
             wake()
 
         agent.publish = publish_and_wake
@@ -234,6 +241,18 @@ def on_loop(loop: asyncio.AbstractEventLoop, call: Callable[[T], None]) -> Calla
 
     def from_thread(argument: T) -> None:
         asyncio.run_coroutine_threadsafe(run(argument), loop).result()  # once submitted, it runs: wait for it
+
+    return from_thread
+
+
+def in_loop(loop: asyncio.AbstractEventLoop) -> Callable[[Callable[[], T]], T]:
+    """Run a change on `loop` from a worker thread and wait for its result (or its exception)."""
+
+    async def run(change: Callable[[], T]) -> T:
+        return change()
+
+    def from_thread(change: Callable[[], T]) -> T:
+        return asyncio.run_coroutine_threadsafe(run(change), loop).result()
 
     return from_thread
 

@@ -5,8 +5,11 @@
 2. Make the device key (EC P-256) here; it never leaves the device. Without a TPM its protection is its file mode
    (0600, in the agent's 0700 state folder).
 3. Send a certificate request naming the device ID and this machine's hardware binding (agent.identity), with the
-   one-time password. Check what comes back: issued by the pinned CA, for this device, this machine, this key.
-4. Install the enrollment: `<state_dir>/portal/` holds `ca.pem`, `device.pem`, `device.key` and `enrollment.json`.
+   one-time password and a new 160-bit secret for the engineers' one-time passwords (agent.totp), which the portal
+   keeps to compute their codes. Check what comes back: issued by the pinned CA, for this device, this machine,
+   this key.
+4. Install the enrollment: `<state_dir>/portal/` holds `ca.pem`, `device.pem`, `device.key`, `totp.key` (the
+   secret, base32, 0600; like the key, protected only by its file mode) and `enrollment.json`.
    It is written as a new folder and swapped in by rename, so an enrollment (or a certificate renewal, which uses
    the same swap) is either whole or not there, and a failed one leaves the previous one as it was.
 
@@ -16,6 +19,7 @@ lines into its audit log when it starts (the audit log has one writer, the agent
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import getpass
 import hashlib
@@ -36,6 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from agent import totp
 from agent.config import Config, PortalConfig
 from agent.connection import pinned_session, short, tls_reason
 from agent.errors import PortalError
@@ -66,6 +71,11 @@ class Enrollment:
     def key_file(self) -> Path:
         return self.directory / "device.key"
 
+    @property
+    def totp_file(self) -> Path:
+        """The engineers' one-time-password secret (base32, 0600), shared with the portal at enrollment."""
+        return self.directory / "totp.key"
+
     @classmethod
     def load(cls, state_dir: Path) -> Enrollment | None:
         """This device's enrollment, or None when it was never enrolled."""
@@ -78,10 +88,25 @@ class Enrollment:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise PortalError(f"{directory / 'enrollment.json'} is damaged ({exc}); enroll again with "
                               "`servicegate enroll`") from None
-        for path in (enrollment.ca_file, enrollment.cert_file, enrollment.key_file):
+        for path in (enrollment.ca_file, enrollment.cert_file, enrollment.key_file, enrollment.totp_file):
             if not path.is_file():
                 raise PortalError(f"{path} is missing; enroll again with `servicegate enroll`")
         return enrollment
+
+
+def totp_secret(state_dir: Path) -> bytes:
+    """The engineers' one-time-password secret this device was enrolled with; PortalError when there is none."""
+    path = state_dir / PORTAL_DIR / "totp.key"
+    try:
+        secret = base64.b32decode(path.read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        raise PortalError("this device has no secret for engineers' one-time passwords: enroll it "
+                          "(`servicegate enroll`)") from None
+    except (OSError, ValueError) as exc:
+        raise PortalError(f"{path} cannot be read ({exc}); enroll the device again") from None
+    if len(secret) != totp.SECRET_BYTES:
+        raise PortalError(f"{path} does not hold a {totp.SECRET_BYTES * 8}-bit secret; enroll the device again")
+    return secret
 
 
 def enroll(config: Config, portal_url: str, ca_fingerprint: str, otp: str, device_id: str) -> Enrollment:
@@ -135,10 +160,13 @@ def _enroll(config: Config, portal_url: str, ca_fingerprint: str, otp: str, devi
         ca_pem = ca.public_bytes(serialization.Encoding.PEM)
         _write(staging / "ca.pem", ca_pem)
         key, csr = new_key_and_csr(device_id, config.portal)
+        secret = base64.b32encode(totp.new_secret())
         session = pinned_session(staging / "ca.pem", proxy_url=config.portal.proxy_url)
         with session:
-            answer = _post(session, f"{portal_url}/v1/enroll", {"device_id": device_id, "otp": otp, "csr": csr})
+            answer = _post(session, f"{portal_url}/v1/enroll", {"device_id": device_id, "otp": otp, "csr": csr,
+                                                                 "totp_secret": secret.decode()})
         certificate = _accept(answer, ca, device_id, key, config.portal)
+        _write(staging / "totp.key", secret + b"\n")
         _write(staging / "device.key", _key_pem(key))
         _write(staging / "device.pem", certificate.public_bytes(serialization.Encoding.PEM))
         _write(staging / "enrollment.json", json.dumps({
@@ -181,7 +209,8 @@ def replace_credentials(enrollment: Enrollment, key: ec.EllipticCurvePrivateKey,
     staging = state_dir / f"{PORTAL_DIR}.new"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(mode=0o700)
-    for name in ("ca.pem", "inbox-handled.json", "enrollment.json"):  # enrollment.json last: it marks a whole folder
+    # enrollment.json last: it marks a whole folder
+    for name in ("ca.pem", "totp.key", "inbox-handled.json", "enrollment.json"):
         if (enrollment.directory / name).exists():
             _write(staging / name, (enrollment.directory / name).read_bytes())
     _write(staging / "device.key", _key_pem(key))

@@ -166,27 +166,35 @@ OPERATIONS: dict[str, Operation] = {
                    "until": "ISO 8601 end time, only for limited (optional)"}),
         Operation("session_list", Role.VIEWER, "Open sessions and the most recent ended ones."),
         Operation("session_request", Role.ADMIN,
-                  "Request a remote session as the portal would (tests and the demo; the portal does this later).",
+                  "Request a remote session as the portal would under a standing grant (the portal's requests come "
+                  "through its inbox; tests and the demo use this). Refused under no-access.",
                   {"engineer_id": "engineer's unique ID", "name": "engineer's full name",
                    "company": "engineer's company (optional)", "reason": "why the session is needed",
-                   "level": "limited | full (default limited)", "kind": "service | application-support"}),
+                   "level": "limited | full (default limited)", "kind": "service | application-support",
+                   "session_id": "the portal's 8-digit ID for it (optional: the agent makes one)"}),
+        Operation("session_claim", Role.CONSOLE,
+                  "The technologist types in the session ID the engineer read out: the agent claims it from the "
+                  "portal and shows who, which company, why and which level; it then waits for `session_confirm`.",
+                  {"session_id": "the 8-digit session ID (spaces and dashes allowed)"}),
         Operation("session_confirm", Role.CONSOLE,
                   "The technologist confirms a session after reading the privacy disclaimer.",
                   {"session_id": "the session ID", "level": "limited | full: level granted for this session",
                    "disclaimer_accepted": "must be true"}),
         Operation("session_decline", Role.CONSOLE, "The technologist declines a session waiting for consent.",
                   {"session_id": "the session ID"}),
-        Operation("session_authenticated", Role.ADMIN,
-                  "Mark the engineer as authenticated (the portal connection's TOTP check does this later).",
-                  {"session_id": "the session ID"}),
+        Operation("session_authenticate", Role.ADMIN,
+                  "The engineer's time-based one-time password (the portal relays it); the session becomes active "
+                  "when it is right. Wrong and replayed codes are counted; after 10 the session ends (auth_failed).",
+                  {"session_id": "the session ID", "code": "the 6-digit code"}),
         Operation("session_activity", Role.ADMIN,
                   "The engineer did something (a task, input through the relay): resets the idle timer. "
                   "The task runner and relay report this later; tests and the demo use it now.",
                   {"session_id": "the session ID"}),
         Operation("session_end", Role.ADMIN,
-                  "The engineer ends the session normally (`completed`); the portal does this later. "
-                  "At the console, the kill switch ends a session.",
-                  {"session_id": "the session ID (optional: the one open session)", "text": "free text (optional)"}),
+                  "The engineer ends the session normally (`completed`), through the portal, with a summary that the "
+                  "console shows and the audit log keeps. At the console, the kill switch ends a session.",
+                  {"session_id": "the session ID (optional: the one open session)",
+                   "text": "the engineer's summary (optional)"}),
         Operation("kill", Role.CONSOLE,
                   "The kill switch: end every session with `killed` and set access to no-access. Idempotent.",
                   {"text": "why (optional)"}),
@@ -204,6 +212,8 @@ OPERATIONS: dict[str, Operation] = {
 EVENTS: dict[str, str] = {
     "access_changed": "The access grant changed; data is the new grant.",
     "session_changed": "A session changed state; data is the session.",
+    "session_refused": "A request of the portal about a session was refused; data: id, type (the inbox message "
+                       "type) and why.",
     "audit_appended": "An audit record was written; data is the record.",
 }
 

@@ -76,6 +76,17 @@ def checkpoint_head(record: Mapping[str, Any]) -> dict[str, Any]:
     return {"seq": record["seq"], "ts": record["ts"], **record["details"]}
 
 
+def session_event(event: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """What the portal hears of a session (kind `session_event`): its state, level, engineer, end reason and the
+    engineer's summary, failed one-time passwords; or why a request of the portal about it was refused."""
+    if event == "session_refused":
+        return {"session_id": data["id"], "refused": data["why"], "message_type": data["type"]}
+    return {"session_id": data["id"], "state": data["state"],
+            "level": data["effective_level"] or data["requested_level"], "engineer_id": data["engineer"]["id"],
+            "end_reason": data["end_reason"] or "", "end_text": data["end_text"],
+            "auth_failures": data["auth_failures"]}
+
+
 def _session(config: Config, where: str) -> tuple[requests.Session | None, str]:
     """The mutual-TLS session to the receiver: its CA the only trust anchor, the device certificate, no proxy
     or CA from the environment. (None, "unknown") when no receiver is configured."""

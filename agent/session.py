@@ -3,11 +3,14 @@
     requested -> awaiting_consent -> authenticating -> active -> ended(reason)
              \\_______________________^
 
-A session the portal requests within the standing grant skips `awaiting_consent`; anything
-else (no standing grant, a level above it, or FULL, which blocks examinations) waits for the
-technologist's confirmation. Every state can end; `ended` is final. An illegal move raises
-IllegalTransition naming both states. Time is passed in, never read, so expiry, idle timeout
-and time limit are tested without sleeping.
+A session comes into being in one of two ways. The technologist *claims* it by the ID the engineer
+reads out (any standing grant, NO_ACCESS included): it always waits for the technologist's
+confirmation with the data-privacy disclaimer. The portal *requests* it under a standing grant:
+within the grant it skips `awaiting_consent`; above the grant, or FULL (which blocks
+examinations), it waits for the console; under NO_ACCESS it is refused. `authenticating` ends
+when the engineer's one-time password is accepted (agent.totp). Every state can end; `ended`
+is final. An illegal move raises IllegalTransition naming both states. Time is passed in, never
+read, so expiry, idle timeout and time limit are tested without sleeping.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 from agent.access import Grant
 from agent.clock import parse_utc, utc_iso
-from agent.errors import IllegalTransition, UsageError
+from agent.errors import IllegalTransition, RefusedError, UsageError
 from agent.protocol import SESSION_LEVELS, AccessLevel, EndReason, SessionKind, SessionState
 
 
@@ -72,6 +75,8 @@ class Session:
     last_activity: datetime | None = None
     end_reason: EndReason | None = None
     end_text: str = ""
+    auth_failures: int = 0  # wrong or replayed one-time passwords the engineer sent for this session
+    claimed: bool = False  # the technologist typed in its ID (rather than the portal requesting it)
 
     @property
     def open(self) -> bool:
@@ -102,6 +107,7 @@ class Session:
             "state_since": iso(self.state_since), "activated_at": iso(self.activated_at),
             "last_activity": iso(self.last_activity),
             "end_reason": self.end_reason.value if self.end_reason else None, "end_text": self.end_text,
+            "auth_failures": self.auth_failures, "claimed": self.claimed,
             "blocks_examinations": self.blocks_examinations,
         }
 
@@ -122,7 +128,8 @@ class Session:
             confirmed_by=data.get("confirmed_by"), activated_at=when("activated_at"),
             last_activity=when("last_activity"),
             end_reason=EndReason(data["end_reason"]) if data.get("end_reason") else None,
-            end_text=data.get("end_text", ""),
+            end_text=data.get("end_text", ""), auth_failures=int(data.get("auth_failures", 0)),
+            claimed=bool(data.get("claimed", False)),
         )
 
 
@@ -149,12 +156,20 @@ def admission(grant: Grant, requested: AccessLevel) -> SessionState:
     """Where a session the portal requests goes next under the standing grant.
 
     Within the grant it goes straight to authentication (the technologist is notified). It waits
-    for the console when there is no standing grant, when it asks for more than the grant, or
-    when it asks for FULL: blocking examinations always needs someone at the scanner to agree.
+    for the console when it asks for more than the grant, or when it asks for FULL: blocking
+    examinations always needs someone at the scanner to agree. Under NO_ACCESS the portal cannot
+    request a session at all (`check_admissible`): only a session claimed by its ID exists.
     """
-    if grant.level is AccessLevel.NO_ACCESS or requested is AccessLevel.FULL or requested.rank > grant.level.rank:
+    if requested is AccessLevel.FULL or requested.rank > grant.level.rank:
         return SessionState.AWAITING_CONSENT
     return SessionState.AUTHENTICATING
+
+
+def check_admissible(grant: Grant) -> None:
+    """A session the portal requests needs a standing grant; under NO_ACCESS it is refused."""
+    if grant.level is AccessLevel.NO_ACCESS:
+        raise RefusedError("access is set to no-access: the portal cannot start a session; the engineer gives "
+                           "the technologist the session ID to type in at the console")
 
 
 def due_end(session: Session, now: datetime, limits: Limits) -> EndReason | None:

@@ -178,6 +178,17 @@ class Uplink:
             raise PortalError("the portal's answer holds no list of checkpoint heads")
         return heads
 
+    def claim(self, session_id: str) -> dict[str, Any]:
+        """The details of the session with this ID, claimed for this device (PortalError says why not)."""
+        try:
+            return self.call("POST", "/v1/sessions/claim", json={"session_id": session_id})
+        except LinkError as exc:
+            if exc.status in (404, 429):
+                raise PortalError(exc.detail) from None
+            raise PortalError(f"cannot claim the session: {exc}") from None
+        except Stopped:
+            raise PortalError("cannot claim the session: the agent is stopping") from None
+
     def _handle(self, message: InboxMessage) -> None:
         try:
             self.handler(message)
@@ -230,7 +241,8 @@ class Uplink:
             raise LinkError(f"the portal refused this device ({status}: {_detail(answer, body)}); enroll it again "
                             "with `servicegate enroll`")
         if status != 200:
-            raise LinkError(f"{method} {url} answered {status}: {_detail(answer, body)}")
+            raise LinkError(f"{method} {url} answered {status}: {_detail(answer, body)}", status=status,
+                            detail=_detail(answer, body))
         if not isinstance(answer, dict):
             raise LinkError(f"{method} {url} answered with something that is not a JSON object")
         self.state.state, self.state.error, self.state.last_contact = "connected", "", self._clock()
@@ -250,7 +262,13 @@ def _request(session: requests.Session, method: str, url: str, timeout: tuple[fl
 
 
 class LinkError(Exception):
-    """A call to the portal failed; the message says how. The inbox loop waits and tries again."""
+    """A call to the portal failed; the message says how. The inbox loop waits and tries again. `status` and
+    `detail`: the portal's answer, when it gave one."""
+
+    def __init__(self, message: str, *, status: int | None = None, detail: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
 
 
 def _message(raw: Any) -> InboxMessage | None:

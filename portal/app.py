@@ -55,6 +55,9 @@ class EnrollRequest(BaseModel):
     otp: str = Field(min_length=1, max_length=64, description="The one-time enrollment password.")
     csr: str = Field(max_length=16384, description="PEM certificate signing request: common name = device ID, "
                                                    "SAN URI urn:servicegate:hardware:<hex>, EC P-256 key.")
+    totp_secret: str = Field(pattern=r"^[A-Z2-7]{32}$", description="The device's new 160-bit secret for the "
+                                                                    "engineers' one-time passwords (RFC 6238), "
+                                                                    "base32.")
 
 
 class RenewRequest(BaseModel):
@@ -146,7 +149,7 @@ def create_app(store: Store, pki: PortalPki, *, cert_days: int = DEVICE_CERT_DAY
         except EnrollmentRefused as exc:
             log.warning("enrollment of %r refused: %s", body.device_id, exc)
             raise HTTPException(401, f"enrollment refused: {exc}") from None
-        return issued(body.device_id, certificate)
+        return issued(body.device_id, certificate, totp_secret=body.totp_secret)
 
     @app.post("/v1/renew", tags=["enrollment"])
     def renew(body: RenewRequest, request: Request, device_id: Caller) -> CertificateAnswer:
@@ -163,11 +166,11 @@ def create_app(store: Store, pki: PortalPki, *, cert_days: int = DEVICE_CERT_DAY
             store.log(device_id, "csr_refused", str(exc))
             raise HTTPException(400, f"certificate request refused: {exc}") from None
 
-    def issued(device_id: str, certificate: x509.Certificate, *, renewed_from: int | None = None
-               ) -> CertificateAnswer:
+    def issued(device_id: str, certificate: x509.Certificate, *, renewed_from: int | None = None,
+               totp_secret: str | None = None) -> CertificateAnswer:
         not_after = certificate.not_valid_after_utc
         store.enrolled(device_id, binding_of(certificate) or "", certificate.serial_number, not_after.timestamp(),
-                       renewed_from=renewed_from)
+                       renewed_from=renewed_from, totp_secret=totp_secret)
         return CertificateAnswer(certificate=certificate.public_bytes(serialization.Encoding.PEM).decode(),
                                  ca=pki.ca_pem, not_after=not_after.isoformat())
 

@@ -8,6 +8,15 @@ tests. Not part of the device install.
     servicegate-portal show --data-dir DIR --device-id ID      (what the portal holds for a device, JSON)
     servicegate-portal events --data-dir DIR                   (the portal's own log: enrollments, refusals)
 
+The engineer's tool (the vendor's own would sit behind its engineers' two-factor login):
+
+    servicegate-portal engineer open-session --data-dir DIR --device ID --engineer-id E --name "..." \
+        --company "..." --reason "..." --level limited|full --kind service|application-support [--request]
+    servicegate-portal engineer totp --data-dir DIR --device ID            (the current one-time password)
+    servicegate-portal engineer authenticate --data-dir DIR --session S --code C
+    servicegate-portal engineer end-session --data-dir DIR --session S --summary "..."
+    servicegate-portal engineer sessions --data-dir DIR --device ID       (JSON)
+
 The data folder holds the vendor CA, the server certificate and `portal.sqlite`; the commands other than
 `serve` work on it directly, with or without a running server.
 """
@@ -15,15 +24,21 @@ The data folder holds the vendor CA, the server certificate and `portal.sqlite`;
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import socket
 import ssl
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from portal.store import MESSAGE_TYPES, OTP_VALID_S, Store
+from cryptography.hazmat.primitives.hashes import SHA1
+from cryptography.hazmat.primitives.twofactor.totp import TOTP
+
+from portal.store import CLAIM_VALID_S, MESSAGE_TYPES, OTP_VALID_S, SESSION_KINDS, SESSION_LEVELS, Store
 
 DEFAULT_PORT = 8443
 
@@ -53,12 +68,73 @@ def main(argv: list[str] | None = None) -> int:
             print(store.post(args.device_id, args.type, body).id)
         elif args.command == "show":
             _show(store, args.device_id)
+        elif args.command == "engineer":
+            return _engineer(store, args)
         else:
             print(json.dumps(store.events(), indent=2))
     except OSError as exc:
         print(f"servicegate-portal: {exc.strerror or exc}: {exc.filename or data_dir}", file=sys.stderr)
         return 1
+    except ValueError as exc:
+        print(f"servicegate-portal: {exc}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _engineer(store: Store, args: argparse.Namespace) -> int:
+    """The engineer's side of a session. What the device did comes back as its session events; `authenticate` and
+    `end-session` wait up to --wait seconds for them and say what happened."""
+    action = args.action
+    if action == "open-session":
+        session_id = store.open_session(args.device_id, engineer_id=args.engineer_id, name=args.name,
+                                        company=args.company, reason=args.reason, level=args.level, kind=args.kind,
+                                        case_id=args.case_id)
+        print(session_id)
+        print(f"Read it out to the technologist as {session_id[:4]} {session_id[4:]}; it must be claimed at the "
+              f"console within {CLAIM_VALID_S // 60} minutes.")
+        if args.request:  # under a standing grant the device may take it without the ID being typed in
+            store.post(args.device_id, "session_request", {
+                "session_id": session_id, "engineer_id": args.engineer_id, "name": args.name,
+                "company": args.company, "reason": args.reason, "level": args.level, "kind": args.kind})
+            print("Requested from the device directly as well (within its standing grant).")
+        return 0
+    if action == "totp":
+        secret = store.totp_secret(args.device_id)
+        if not secret:
+            raise ValueError(f"device {args.device_id!r} has no one-time-password secret: is it enrolled?")
+        print(TOTP(base64.b32decode(secret), 6, SHA1(), 30).generate(int(time.time())).decode())
+        return 0
+    if action == "sessions":
+        print(json.dumps(store.sessions(args.device_id), indent=2))
+        return 0
+    session = store.session(args.session)
+    if session is None:
+        raise ValueError(f"no session {args.session!r}; `engineer sessions --device ID` lists them")
+    if action == "authenticate":
+        store.post(session["device_id"], "session_authenticate", {"session_id": args.session, "code": args.code})
+        done = _wait(store, session, args.wait, lambda s: s["state"] in ("active", "ended") or
+                     s["auth_failures"] > session["auth_failures"] or s["note"].startswith("refused"))
+    else:
+        store.post(session["device_id"], "session_end", {"session_id": args.session, "text": args.summary})
+        done = _wait(store, session, args.wait, lambda s: s["state"] == "ended" or s["note"].startswith("refused"))
+    if done is None:
+        print(f"sent; the device has not answered within {args.wait} s (`engineer sessions` shows it later)")
+        return 1
+    print(f"session {args.session}: {done['state']}" + (f" ({done['end_reason']})" if done["end_reason"] else "")
+          + (f"; {done['note']}" if done["note"] else ""))
+    wanted = "active" if action == "authenticate" else "ended"
+    return 0 if done["state"] == wanted and not done["note"].startswith("refused") else 1
+
+
+def _wait(store: Store, before: dict[str, Any], wait_s: float,
+          done: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        now = store.session(before["session_id"])
+        if now is not None and now["updated"] > before["updated"] and done(now):
+            return now
+        time.sleep(0.2)
+    return None
 
 
 def _serve(data_dir: Path, host: str, port: int, cert_days: int) -> int:
@@ -102,6 +178,7 @@ def _show(store: Store, device_id: str) -> None:
         "sequences": [r["sequence"] for r in records], "gaps": store.gaps(device_id),
         "audit_heads": store.audit_heads(device_id), "session_events": store.session_events(device_id),
         "messages": store.messages(device_id), "task_results": store.task_results(device_id),
+        "sessions": store.sessions(device_id),
         "alerts": [r["items"][0] for r in records if r["kind"] == "alert"],
         "shown_at": time.time(),
     }, indent=2))
@@ -132,4 +209,30 @@ def _parser() -> argparse.ArgumentParser:
     post.add_argument("--body", default="{}", help="a JSON object")
     command("show", "what the portal holds for a device (JSON)").add_argument("--device-id", required=True)
     command("events", "the portal's own log (JSON)")
+    engineer = sub.add_parser("engineer", help="the service engineer's tool").add_subparsers(dest="action",
+                                                                                            required=True)
+    opened = command("open-session", "open a session; prints its 8-digit ID for the technologist", engineer)
+    opened.add_argument("--device", "--device-id", dest="device_id", required=True)
+    opened.add_argument("--engineer-id", required=True, help="your unique engineer ID")
+    opened.add_argument("--name", required=True, help="your full name")
+    opened.add_argument("--company", required=True)
+    opened.add_argument("--reason", required=True, help="why the session is needed (shown at the console)")
+    opened.add_argument("--level", required=True, choices=SESSION_LEVELS)
+    opened.add_argument("--kind", default="service", choices=SESSION_KINDS)
+    opened.add_argument("--case-id", default="", help="the service case it belongs to (optional)")
+    opened.add_argument("--request", action="store_true",
+                        help="also ask the device directly, within its standing grant (no ID to type in)")
+    command("totp", "print the device's current one-time password", engineer).add_argument(
+        "--device", "--device-id", dest="device_id", required=True)
+    command("sessions", "a device's sessions (JSON)", engineer).add_argument(
+        "--device", "--device-id", dest="device_id", required=True)
+    auth = command("authenticate", "send your one-time password to the device", engineer)
+    auth.add_argument("--session", required=True)
+    auth.add_argument("--code", required=True)
+    auth.add_argument("--wait", type=float, default=60, help="seconds to wait for the device's answer")
+    end = command("end-session", "end a session with a summary (shown at the console, kept in its audit log)",
+                  engineer)
+    end.add_argument("--session", required=True)
+    end.add_argument("--summary", required=True)
+    end.add_argument("--wait", type=float, default=60, help="seconds to wait for the device's answer")
     return parser

@@ -30,7 +30,12 @@ from typing import Any
 OTP_VALID_S = 15 * 60
 OTP_MAX_FAILURES = 5
 OTP_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I: read out over the phone
-MESSAGE_TYPES = ("session_request", "task_request", "update_offer")
+MESSAGE_TYPES = ("session_request", "session_authenticate", "session_end", "task_request", "update_offer")
+SESSION_LEVELS = ("limited", "full")
+SESSION_KINDS = ("service", "application-support")
+CLAIM_VALID_S = 30 * 60  # an opened session must be claimed at the console within this time
+CLAIM_MAX_FAILURES = 5  # wrong session IDs from one device within CLAIM_WINDOW_S, then claims wait
+CLAIM_WINDOW_S = 10 * 60
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -43,7 +48,8 @@ CREATE TABLE IF NOT EXISTS devices (
     binding TEXT,
     cert_serial TEXT,
     previous_serial TEXT,
-    cert_not_after REAL
+    cert_not_after REAL,
+    totp_secret TEXT
 );
 CREATE TABLE IF NOT EXISTS records (
     device_id TEXT NOT NULL,
@@ -88,6 +94,30 @@ CREATE TABLE IF NOT EXISTS task_results (
     result TEXT NOT NULL,
     PRIMARY KEY (device_id, task_id)
 );
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    engineer_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    company TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    level TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    case_id TEXT NOT NULL DEFAULT '',
+    opened REAL NOT NULL,
+    claim_until REAL NOT NULL,
+    claimed REAL,
+    state TEXT NOT NULL,
+    end_reason TEXT,
+    summary TEXT NOT NULL DEFAULT '',
+    auth_failures INTEGER NOT NULL DEFAULT 0,
+    note TEXT NOT NULL DEFAULT '',
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS claim_failures (
+    device_id TEXT NOT NULL,
+    time REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     time REAL NOT NULL,
@@ -100,6 +130,14 @@ CREATE TABLE IF NOT EXISTS events (
 
 class EnrollmentRefused(Exception):
     """The one-time password was not accepted; the message is safe to show the caller."""
+
+
+class ClaimRefused(Exception):
+    """A session ID was not accepted; the message is safe to show the caller. `limited`: too many wrong ones."""
+
+    def __init__(self, message: str, *, limited: bool = False) -> None:
+        super().__init__(message)
+        self.limited = limited
 
 
 @dataclass(frozen=True)
@@ -130,6 +168,9 @@ class Store:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(devices)")}
+            if "totp_secret" not in columns:  # a data folder from before engineers' one-time passwords
+                db.execute("ALTER TABLE devices ADD COLUMN totp_secret TEXT")
         finally:
             db.close()
 
@@ -191,15 +232,16 @@ class Store:
             raise EnrollmentRefused(refusal)
 
     def enrolled(self, device_id: str, binding: str, serial: int, not_after: float, *,
-                 renewed_from: int | None = None) -> None:
+                 renewed_from: int | None = None, totp_secret: str | None = None) -> None:
         """A certificate was issued. After a renewal the certificate that asked for it (`renewed_from`) stays
         valid too, until the device is first seen with the new one: requests in flight do not fail, and a lost
-        answer does not lock the device out. A new enrollment leaves only the new certificate."""
+        answer does not lock the device out. A new enrollment leaves only the new certificate, and brings the
+        device's new secret for the engineers' one-time passwords (`totp_secret`, base32)."""
         with self._db() as db:
             db.execute("UPDATE devices SET enrolled = ?, binding = ?, previous_serial = ?, cert_serial = ?, "
-                       "cert_not_after = ? WHERE device_id = ?",
+                       "cert_not_after = ?, totp_secret = COALESCE(?, totp_secret) WHERE device_id = ?",
                        (self._clock(), binding, None if renewed_from is None else str(renewed_from), str(serial),
-                        not_after, device_id))
+                        not_after, totp_secret, device_id))
             self._log(db, device_id, "certificate_issued", f"serial {serial:x}, valid until {time.ctime(not_after)}")
 
     def switched(self, device_id: str) -> None:
@@ -268,6 +310,7 @@ class Store:
                 elif kind == "session_event":
                     db.execute("INSERT INTO session_events VALUES (?, ?, ?)",
                                (device_id, sequence, json.dumps(content)))
+                    self._session_seen(db, device_id, content)
         return new
 
     def sequences(self, device_id: str) -> list[int]:
@@ -297,6 +340,101 @@ class Store:
         with self._db(write=False) as db:
             rows = db.execute("SELECT event FROM session_events WHERE device_id = ? ORDER BY sequence", (device_id,))
             return [json.loads(r[0]) for r in rows]
+
+    # --- sessions ------------------------------------------------------------------------------------------
+
+    def totp_secret(self, device_id: str) -> str | None:
+        with self._db(write=False) as db:
+            row = db.execute("SELECT totp_secret FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+        return row[0] if row else None
+
+    def open_session(self, device_id: str, *, engineer_id: str, name: str, company: str, reason: str, level: str,
+                     kind: str, case_id: str = "") -> str:
+        """A session the engineer opens; returns its 8-digit ID (read out to the technologist, who claims it).
+        ValueError says what is missing."""
+        for what, value in (("the engineer's ID", engineer_id), ("the engineer's full name", name),
+                            ("a reason", reason)):
+            if not value.strip():
+                raise ValueError(f"a session needs {what}: a session without a named person and a reason is refused")
+        if level not in SESSION_LEVELS:
+            raise ValueError(f"level {level!r}: a session asks for one of {', '.join(SESSION_LEVELS)}")
+        if kind not in SESSION_KINDS:
+            raise ValueError(f"kind {kind!r}: one of {', '.join(SESSION_KINDS)}")
+        now = self._clock()
+        with self._db() as db:
+            row = db.execute("SELECT enrolled FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+            if row is None or row[0] is None:
+                raise ValueError(f"device {device_id!r} is not enrolled")
+            while True:
+                session_id = f"{secrets.randbelow(10**8):08d}"
+                if db.execute("SELECT 1 FROM sessions WHERE session_id = ?", (session_id,)).fetchone() is None:
+                    break
+            db.execute("INSERT INTO sessions (session_id, device_id, engineer_id, name, company, reason, level, kind, "
+                       "case_id, opened, claim_until, state, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (session_id, device_id, engineer_id.strip(), name.strip(), company.strip(), reason.strip(),
+                        level, kind, case_id, now, now + CLAIM_VALID_S, "open", now))
+            self._log(db, device_id, "session_opened", f"session {session_id} by engineer {engineer_id}")
+        return session_id
+
+    def claim(self, device_id: str, session_id: str) -> dict[str, Any]:
+        """The device claims the session the technologist typed in: its details, once. ClaimRefused otherwise;
+        every refusal counts, and after CLAIM_MAX_FAILURES within CLAIM_WINDOW_S the device must wait."""
+        now = self._clock()
+        refusal: ClaimRefused | None = None
+        with self._db() as db:
+            recent = db.execute("SELECT COUNT(*), MIN(time) FROM claim_failures WHERE device_id = ? AND time > ?",
+                                (device_id, now - CLAIM_WINDOW_S)).fetchone()
+            row = db.execute("SELECT * FROM sessions WHERE session_id = ? AND device_id = ?",
+                             (session_id, device_id)).fetchone()
+            columns = [c[0] for c in db.execute("SELECT * FROM sessions LIMIT 0").description]
+            session = dict(zip(columns, row, strict=True)) if row else None
+            if recent[0] >= CLAIM_MAX_FAILURES:
+                minutes = max(1, round((recent[1] + CLAIM_WINDOW_S - now) / 60))
+                refusal = ClaimRefused(f"too many wrong session IDs from this device; try again in {minutes} "
+                                       "minute(s)", limited=True)
+            elif session is None or session["state"] != "open" or session["claim_until"] < now:
+                # Said alike for an unknown ID, another device's and an expired one: nothing to learn by guessing.
+                refusal = ClaimRefused("no session with this ID is waiting for this device (it may have expired "
+                                       "or been claimed): check the number with the engineer")
+                db.execute("INSERT INTO claim_failures VALUES (?, ?)", (device_id, now))
+            else:
+                db.execute("UPDATE sessions SET state = 'claimed', claimed = ?, updated = ? WHERE session_id = ?",
+                           (now, now, session_id))
+            self._log(db, device_id, "session_claim_refused" if refusal else "session_claimed",
+                      f"session ID {session_id}: {refusal}" if refusal else f"session {session_id}")
+        if refusal is not None:
+            raise refusal
+        assert session is not None
+        return {key: session[key] for key in ("session_id", "engineer_id", "name", "company", "reason", "level",
+                                              "kind", "case_id")}
+
+    def session(self, session_id: str) -> dict[str, Any] | None:
+        with self._db(write=False) as db:
+            db.row_factory = sqlite3.Row
+            row = db.execute("SELECT * FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
+        return dict(row) if row else None
+
+    def sessions(self, device_id: str) -> list[dict[str, Any]]:
+        with self._db(write=False) as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute("SELECT * FROM sessions WHERE device_id = ? ORDER BY opened", (device_id,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def _session_seen(self, db: sqlite3.Connection, device_id: str, content: dict[str, Any]) -> None:
+        """A session event from the device: what the portal shows of the session follows it. A refusal (of an
+        engineer's request about the session) changes only its note."""
+        session_id = str(content.get("servicegate.session_id", ""))
+        if "servicegate.refused" in content:
+            db.execute("UPDATE sessions SET note = ?, updated = ? WHERE session_id = ? AND device_id = ?",
+                       (f"refused: {content['servicegate.refused']}", self._clock(), session_id, device_id))
+            return
+        failures = int(content.get("servicegate.auth_failures", 0))
+        db.execute("UPDATE sessions SET state = ?, end_reason = ?, summary = ?, auth_failures = ?, note = ?, "
+                   "updated = ? WHERE session_id = ? AND device_id = ?",
+                   (str(content.get("servicegate.state", "")), str(content.get("servicegate.end_reason", "")) or None,
+                    str(content.get("servicegate.end_text", "")), failures,
+                    f"{failures} wrong one-time password(s)" if failures else "", self._clock(), session_id,
+                    device_id))
 
     # --- inbox and task results ---------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from agent.errors import AgentUnreachableError
 STEPS = 18
 PORTAL = str(Path(sys.executable).parent / "servicegate-portal")
 DEVICE_ID = "CT-DEMO-01"
+DANA = ("--engineer-id", "E-1001", "--name", "Dana Example", "--company", "Vendor Service")
 
 
 class Demo:
@@ -42,6 +43,7 @@ class Demo:
         self.config = workdir / "agent.toml"
         self.socket = workdir / "run" / "control.sock"
         self.step_no = 0
+        self.used_codes: set[str] = set()
 
     def step(self, text: str) -> None:
         self.step_no += 1
@@ -130,9 +132,21 @@ class Demo:
             time.sleep(0.3)
         raise SystemExit(f"demo: {what} did not happen within {timeout_s:.0f} s; see agent.log and portal.log")
 
-    def session_id(self, output: str) -> str:
-        # "Session 12345678: ..." is the first line the CLI prints for a session
-        return output.split()[1].rstrip(":")
+    def authenticate(self, session_id: str) -> None:
+        """The engineer reads their one-time password (here from the portal's tool) and sends it to the device. A
+        code is accepted once: a second session within the same 30 seconds waits for the next code."""
+        code = self.portal("engineer", "totp", "--device", DEVICE_ID).strip()
+        if code in self.used_codes:
+            print("    (that code was used already; the next one comes within 30 seconds)")
+            self.wait("the next one-time password", lambda: self.totp() not in self.used_codes, timeout_s=40)
+            code = self.portal("engineer", "totp", "--device", DEVICE_ID).strip()
+        self.used_codes.add(code)
+        self.portal("engineer", "authenticate", "--session", session_id, "--code", code)
+
+    def totp(self) -> str:
+        return subprocess.run([PORTAL, "engineer", "totp", "--device", DEVICE_ID, "--data-dir",
+                               str(self.workdir / "portal")], capture_output=True, text=True, timeout=60,
+                              check=True).stdout.strip()
 
     def anonymize(self) -> None:
         """De-identify a CT image (pydicom's bundled sample) the way anything bound for the portal will be."""
@@ -182,29 +196,30 @@ class Demo:
             self.sg("status")
             self.step("The technologist grants limited access for 2 hours.")
             self.sg("access", "set", "limited", "--for", "2h")
-            self.step("An engineer asks for a limited service session through the portal; the standing grant "
-                      "admits it.")
-            self.portal("inbox", "post", "--device-id", DEVICE_ID, "--type", "session_request", "--body", json.dumps({
-                "engineer_id": "E-1001", "name": "Dana Example", "company": "Vendor Service",
-                "reason": "gantry error 4711", "level": "limited", "kind": "service"}))
-            self.wait("the session request", lambda: "Dana Example" in self.sg("session", "list", quiet=True))
-            sid = json.loads(self.sg("session", "list", "--json", quiet=True))[-1]["id"]
+            self.step("An engineer opens a limited service session at the portal and asks the device directly; the "
+                      "standing grant admits it.")
+            sid = self.portal("engineer", "open-session", "--device", DEVICE_ID, *DANA, "--reason",
+                              "gantry error 4711", "--level", "limited", "--request").split()[0]
+            self.wait("the session request", lambda: sid in self.sg("session", "list", quiet=True))
             self.sg("session", "list")
-            self.step("The engineer authenticates (their one-time password; the next connection issue makes this "
-                      "real).")
-            self.sg("session", "authenticate", sid)
+            self.step("The engineer authenticates at the system with their time-based one-time password, which the "
+                      "portal relays.")
+            self.authenticate(sid)
             self.sg("status")
-            self.step("The engineer finishes and ends the session.")
-            self.sg("session", "end", sid, "--reason", "error log collected")
+            self.step("The engineer finishes and ends the session with a summary the console shows.")
+            self.portal("engineer", "end-session", "--session", sid, "--summary",
+                        "error log collected; fan replacement ordered")
+            self.sg("session", "list")
             self.step("The technologist sets no access: remote access only case by case from now on.")
             self.sg("access", "set", "no-access")
-            self.step("An engineer asks for FULL access; under no access it waits for the console.")
-            sid = self.session_id(self.sg("session", "request", "--engineer-id", "E-2002", "--name", "Sam Sample",
-                                          "--reason", "detector calibration", "--level", "full"))
-            self.step("The technologist reads who asks and why, accepts the privacy disclaimer, grants FULL "
-                      "for this session alone.")
-            self.sg("session", "confirm", sid, "--level", "full", "--accept-disclaimer")
-            self.sg("session", "authenticate", sid)
+            self.step("An engineer opens a FULL session and reads its ID out over the phone.")
+            sid = self.portal("engineer", "open-session", "--device", DEVICE_ID, "--engineer-id", "E-2002", "--name",
+                              "Sam Sample", "--company", "Vendor Service", "--reason", "detector calibration",
+                              "--level", "full").split()[0]
+            self.step("The technologist types the ID in, reads who asks and why, accepts the privacy disclaimer and "
+                      "grants FULL for this session alone.")
+            self.sg("session", "claim", f"{sid[:4]} {sid[4:]}", "--level", "full", "--accept-disclaimer")
+            self.authenticate(sid)
             self.sg("status")
             self.step("A patient arrives: the technologist uses the kill switch.")
             self.sg("kill", "--reason", "patient on the table")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from agent import totp
 from agent.client import wait_for_agent
 from agent.errors import AgentUnreachableError
 
@@ -53,6 +57,18 @@ class AgentProcess:
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "agent.cli", "--config", str(self.config), *args],
                               capture_output=True, text=True, timeout=60)
+
+    def give_totp_secret(self) -> None:
+        """What enrollment leaves behind for the engineers' one-time passwords, for an agent tested without a
+        portal (an enrolled one has it from `servicegate enroll`)."""
+        folder = self.state / "portal"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "totp.key").write_text(base64.b32encode(secrets.token_bytes(totp.SECRET_BYTES)).decode())
+
+    def totp_code(self, step_offset: int = 0) -> str:
+        """The engineer's one-time password for now (or `step_offset` steps away), from the device's secret."""
+        secret = base64.b32decode((self.state / "portal" / "totp.key").read_text().strip())
+        return totp.code_at(secret, time.time() + step_offset * totp.STEP_S)
 
     def cli_json(self, *args: str) -> Any:
         result = self.cli(*args, "--json")

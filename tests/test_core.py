@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from agent import totp
 from agent.access import GrantStore
 from agent.audit_log import AuditLog, public_key_path
 from agent.audit_verify import export, verify
@@ -18,6 +20,7 @@ from agent.protocol import AccessLevel, EndReason, SessionKind, SessionState
 from agent.session import Basis, Engineer
 
 DANA = Engineer("E-1001", "Dana Example", "Vendor Service")
+SECRET = bytes(range(20))
 
 
 @pytest.fixture
@@ -33,7 +36,9 @@ def clock() -> ManualClock:
 
 def start(config: Config, clock: ManualClock) -> Agent:
     key = config.paths.state_dir / "keys" / "audit-signing.key"
-    return Agent(config, clock, AuditLog(config.paths.audit_dir, key, clock))
+    agent = Agent(config, clock, AuditLog(config.paths.audit_dir, key, clock))
+    agent.totp_secret = lambda: SECRET
+    return agent
 
 
 @pytest.fixture
@@ -46,7 +51,23 @@ def events(agent: Agent) -> list[str]:
 
 
 def request(agent: Agent, level: AccessLevel = AccessLevel.LIMITED) -> str:
+    """A session as the portal requests it under a standing grant; under no-access, one claimed by its ID (the only
+    way a session exists then)."""
+    if agent.grant.level is AccessLevel.NO_ACCESS:
+        session_id = f"{40000000 + len(agent.sessions)}"
+        return agent.claim_session(session_id, DANA, "gantry error 4711", level, SessionKind.SERVICE, "alice").id
     return agent.request_session(DANA, "gantry error 4711", level, SessionKind.SERVICE, "root").id
+
+
+def authenticate(agent: Agent, session_id: str) -> None:
+    """The engineer's right one-time password for now, as the portal relays it (half a minute later when this
+    step's code was used already: a code is accepted once)."""
+    state = agent.config.paths.state_dir / "totp-state.json"
+    if state.exists() and json.loads(state.read_text())["last_step"] >= agent.clock.now().timestamp() // totp.STEP_S:
+        assert isinstance(agent.clock, ManualClock)
+        agent.clock.advance(timedelta(seconds=totp.STEP_S))
+    code = totp.code_at(SECRET, agent.clock.now().timestamp())
+    assert agent.authenticate(session_id, code, "portal").state is SessionState.ACTIVE
 
 
 def test_a_new_device_has_no_access(agent: Agent) -> None:
@@ -78,7 +99,7 @@ def test_consent_path_full_for_this_session_alone_then_kill(agent: Agent, clock:
     session = agent.confirm_session(sid, AccessLevel.FULL, "alice", disclaimer_accepted=True)
     assert (session.state, session.basis, session.effective_level) == (
         SessionState.AUTHENTICATING, Basis.CONSENT, AccessLevel.FULL)
-    agent.authenticated(sid, "root")
+    authenticate(agent, sid)
     status = agent.status()
     assert status["examinations_blocked"] is True
     assert agent.grant.level is AccessLevel.NO_ACCESS  # the standing grant did not change
@@ -127,7 +148,7 @@ def test_standing_grant_admits_within_it_and_expiry_ends_what_it_admitted(agent:
     by_consent = request(agent, AccessLevel.FULL)
     agent.confirm_session(by_consent, None, "alice", disclaimer_accepted=True)
     for sid in (by_grant, by_consent):
-        agent.authenticated(sid, "root")
+        authenticate(agent, sid)
     clock.advance(timedelta(minutes=59))
     agent.record_activity(by_grant)
     agent.record_activity(by_consent)
@@ -142,7 +163,7 @@ def test_lowering_the_grant_narrows_then_revokes(agent: Agent) -> None:
     sid = request(agent, AccessLevel.FULL)
     assert agent.sessions[sid].state is SessionState.AWAITING_CONSENT  # FULL always asks the console
     agent.confirm_session(sid, None, "alice", disclaimer_accepted=True)
-    agent.authenticated(sid, "root")
+    authenticate(agent, sid)
     assert agent.status()["examinations_blocked"]
     agent.set_access(AccessLevel.LIMITED, None, "alice")
     assert agent.sessions[sid].effective_level is AccessLevel.LIMITED
@@ -155,7 +176,7 @@ def test_lowering_the_grant_narrows_then_revokes(agent: Agent) -> None:
 def test_idle_timeout_and_activity(agent: Agent, clock: ManualClock) -> None:
     agent.set_access(AccessLevel.PERMANENT_LIMITED, None, "alice")
     sid = request(agent)
-    agent.authenticated(sid, "root")
+    authenticate(agent, sid)
     clock.advance(timedelta(minutes=14))
     agent.record_activity(sid)
     clock.advance(timedelta(minutes=14))
@@ -192,7 +213,7 @@ def test_a_crash_never_resumes_a_session_and_state_survives(config: Config, cloc
     agent = start(config, clock)
     agent.set_access(AccessLevel.PERMANENT_LIMITED, None, "alice")
     sid = request(agent)
-    agent.authenticated(sid, "root")
+    authenticate(agent, sid)
     agent.record_event("scan", "", "modality")
     # no shutdown(): the process died
     restarted = start(config, clock)
@@ -243,7 +264,7 @@ def test_the_kill_switch_works_when_nothing_can_be_recorded(agent: Agent, monkey
     agent.set_access(AccessLevel.FULL, None, "alice")
     sid = request(agent, AccessLevel.FULL)
     agent.confirm_session(sid, None, "alice", disclaimer_accepted=True)
-    agent.authenticated(sid, "root")
+    authenticate(agent, sid)
     broken_audit(agent, monkeypatch)
     receipt = agent.kill("alice", "patient arrived")
     assert receipt["ended_sessions"] == [sid]
@@ -259,7 +280,7 @@ def test_the_kill_switch_works_when_nothing_can_be_recorded(agent: Agent, monkey
 def test_decline_only_waits_for_consent_and_an_ended_session_cannot_end_again(agent: Agent) -> None:
     agent.set_access(AccessLevel.PERMANENT_LIMITED, None, "alice")
     sid = request(agent)
-    agent.authenticated(sid, "root")
+    authenticate(agent, sid)
     with pytest.raises(RefusedError, match="only a session waiting for consent"):
         agent.decline_session(sid, "alice")
     agent.end_session(sid, "E-1001", "done")
@@ -299,3 +320,116 @@ def test_the_agent_waits_on_the_clock_only_while_something_can_fall_due(agent: A
     clock.advance(timedelta(minutes=5))
     agent.tick()
     assert not agent.waiting()
+
+
+# ---- claimed sessions and the engineer's one-time password ------------------------------------------------------
+
+def test_under_no_access_the_portal_cannot_start_a_session_but_a_claimed_one_waits_for_consent(
+        agent: Agent) -> None:
+    with pytest.raises(RefusedError, match="session ID"):
+        agent.request_session(DANA, "gantry error 4711", AccessLevel.LIMITED, SessionKind.SERVICE, "portal")
+    session = agent.claim_session("12345678", DANA, "gantry error 4711", AccessLevel.FULL, SessionKind.SERVICE,
+                                  "alice")
+    assert (session.id, session.state, session.claimed) == ("12345678", SessionState.AWAITING_CONSENT, True)
+    assert agent.claim_session("12345678", DANA, "gantry error 4711", AccessLevel.FULL, SessionKind.SERVICE,
+                               "alice") == session  # typed in twice: shown again, not a second session
+    confirmed = agent.confirm_session("12345678", AccessLevel.LIMITED, "alice", disclaimer_accepted=True)
+    assert confirmed.effective_level is AccessLevel.LIMITED  # the technologist granted less than was asked
+    records = export(agent.config.paths.audit_dir, None, None)
+    claimed = next(r for r in records if r["event"] == "session_claimed")
+    assert (claimed["actor"], claimed["details"]["engineer_id"], claimed["details"]["level"]) == (
+        "alice", "E-1001", "full")
+    assert next(r for r in records if r["event"] == "session_confirmed")["details"]["level"] == "limited"
+
+
+def test_a_claim_without_a_named_person_or_reason_is_refused_and_recorded(agent: Agent) -> None:
+    with pytest.raises(UsageError, match="named person"):
+        agent.claim_session("12345678", Engineer("E-1", ""), "reason", AccessLevel.LIMITED, SessionKind.SERVICE,
+                            "alice")
+    with pytest.raises(UsageError, match="reason"):
+        agent.claim_session("12345678", DANA, " ", AccessLevel.LIMITED, SessionKind.SERVICE, "alice")
+    assert agent.sessions == {}
+    refused = [r for r in export(agent.config.paths.audit_dir, None, None) if r["event"] == "session_claim_refused"]
+    assert [r["details"]["session_id"] for r in refused] == ["12345678", "12345678"]
+
+
+def claimed_and_confirmed(agent: Agent, session_id: str = "12345678") -> str:
+    agent.claim_session(session_id, DANA, "gantry error 4711", AccessLevel.LIMITED, SessionKind.SERVICE, "alice")
+    agent.confirm_session(session_id, None, "alice", disclaimer_accepted=True)
+    return session_id
+
+
+def auth_failures(agent: Agent) -> list[tuple[str, str, int]]:
+    return [(r["actor"], r["details"]["outcome"], r["details"]["failures"])
+            for r in export(agent.config.paths.audit_dir, None, None) if r["event"] == "engineer_auth_failed"]
+
+
+def test_totp_positive_control_then_replay_and_an_old_code_are_refused_and_audited(agent: Agent,
+                                                                                   clock: ManualClock) -> None:
+    sid = claimed_and_confirmed(agent)
+    now = clock.now().timestamp()
+    code = totp.code_at(SECRET, now)
+    assert agent.authenticate(sid, code, "portal").state is SessionState.ACTIVE  # positive control
+    active = next(r for r in export(agent.config.paths.audit_dir, None, None) if r["event"] == "session_active")
+    assert (active["actor"], active["details"]["authentication"]) == ("E-1001", "totp")
+
+    second = claimed_and_confirmed(agent, "87654321")
+    replayed = agent.authenticate(second, code, "portal")  # the same code, still within its window
+    assert (replayed.state, replayed.auth_failures) == (SessionState.AUTHENTICATING, 1)
+    old = agent.authenticate(second, totp.code_at(SECRET, now - 2 * totp.STEP_S), "portal")
+    assert (old.state, old.auth_failures) == (SessionState.AUTHENTICATING, 2)
+    assert auth_failures(agent) == [("E-1001", "replayed", 1), ("E-1001", "wrong", 2)]
+    clock.advance(timedelta(seconds=totp.STEP_S))  # positive control: the next step's code is accepted
+    assert agent.authenticate(second, totp.code_at(SECRET, clock.now().timestamp()), "portal").state is \
+        SessionState.ACTIVE
+
+
+def test_the_previous_step_counts_and_a_code_from_the_future_does_not(agent: Agent, clock: ManualClock) -> None:
+    sid = claimed_and_confirmed(agent)
+    now = clock.now().timestamp()
+    assert agent.authenticate(sid, totp.code_at(SECRET, now + totp.STEP_S), "portal").auth_failures == 1
+    assert agent.authenticate(sid, totp.code_at(SECRET, now - totp.STEP_S), "portal").state is SessionState.ACTIVE
+
+
+def test_ten_wrong_codes_end_the_session_with_auth_failed_and_nothing_is_accepted_after(
+        agent: Agent, clock: ManualClock) -> None:
+    sid = claimed_and_confirmed(agent)
+    right = totp.code_at(SECRET, clock.now().timestamp())
+    wrong = f"{(int(right) + 1) % 10**6:06d}"
+    for attempt in range(1, totp.MAX_FAILURES):
+        assert agent.authenticate(sid, wrong, "portal").auth_failures == attempt
+    ended = agent.authenticate(sid, "12ab56", "portal")  # not even digits: the tenth failure
+    assert (ended.state, ended.end_reason) == (SessionState.ENDED, EndReason.AUTH_FAILED)
+    with pytest.raises(RefusedError, match="not waiting"):
+        agent.authenticate(sid, right, "portal")
+    assert len(auth_failures(agent)) == totp.MAX_FAILURES
+    ended_record = [r for r in export(agent.config.paths.audit_dir, None, None) if r["event"] == "session_ended"]
+    assert ended_record[-1]["details"]["end_reason"] == "auth_failed"
+    # Only a new session from the portal can try again, and it can.
+    assert agent.authenticate(claimed_and_confirmed(agent, "11112222"), right, "portal").state is \
+        SessionState.ACTIVE
+
+
+def test_a_code_before_the_technologist_confirmed_is_refused_without_counting(agent: Agent,
+                                                                             clock: ManualClock) -> None:
+    agent.claim_session("12345678", DANA, "gantry error 4711", AccessLevel.LIMITED, SessionKind.SERVICE, "alice")
+    with pytest.raises(RefusedError, match="has not confirmed"):
+        agent.authenticate("12345678", totp.code_at(SECRET, clock.now().timestamp()), "portal")
+    assert agent.sessions["12345678"].auth_failures == 0
+
+
+def test_an_unenrolled_device_refuses_codes(agent: Agent) -> None:
+    agent.totp_secret = None
+    sid = claimed_and_confirmed(agent)
+    with pytest.raises(RefusedError, match="enroll"):
+        agent.authenticate(sid, "123456", "portal")
+
+
+def test_the_engineers_summary_is_kept(agent: Agent, clock: ManualClock) -> None:
+    sid = claimed_and_confirmed(agent)
+    authenticate(agent, sid)
+    ended = agent.end_session(sid, "portal", "replaced the gantry fan; scans verified")
+    assert (ended.end_reason, ended.end_text) == (EndReason.COMPLETED, "replaced the gantry fan; scans verified")
+    record = [r for r in export(agent.config.paths.audit_dir, None, None) if r["event"] == "session_ended"][-1]
+    assert (record["details"]["text"], record["details"]["engineer_id"]) == (
+        "replaced the gantry fan; scans verified", "E-1001")

@@ -61,7 +61,8 @@ def test_cli_round_trip_against_the_daemon(agent: AgentProcess) -> None:
     assert refused.returncode == 2
     assert "disclaimer" in refused.stderr
     assert agent.cli("session", "confirm", sid, "--level", "full", "--accept-disclaimer").returncode == 0
-    assert agent.cli("session", "authenticate", sid).returncode == 0
+    agent.give_totp_secret()
+    assert agent.cli("session", "authenticate", sid, "--code", agent.totp_code()).returncode == 0
     status = agent.cli_json("status")
     assert status["examinations_blocked"] is True
     assert [s["id"] for s in status["sessions"]] == [sid]

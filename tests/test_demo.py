@@ -50,11 +50,22 @@ def test_demo_walks_the_story_and_leaves_an_intact_audit_log(tmp_path: Path) -> 
     device = portal.device("CT-DEMO-01")
     assert device is not None
     assert device["binding"]
-    assert [m["acknowledged"] is not None for m in portal.messages("CT-DEMO-01")] == [True]
+    assert [(m["type"], m["acknowledged"] is not None) for m in portal.messages("CT-DEMO-01")] == [
+        ("session_request", True), ("session_authenticate", True), ("session_end", True),
+        ("session_authenticate", True)]
+    # the first session requested by the portal under the standing grant, the second claimed by its ID at the console;
+    # both made active by the engineer's one-time password, relayed by the portal
     requested = [r for r in records if r["event"] == "session_requested"]
-    assert [r["details"]["engineer_name"] for r in requested] == ["Dana Example", "Sam Sample"]
-    assert requested[0]["actor"] == "portal"
-    assert requested[1]["actor"] != "portal"  # the second was asked for on the command line
+    assert [(r["actor"], r["details"]["engineer_name"]) for r in requested] == [("portal", "Dana Example")]
+    claimed = [r for r in records if r["event"] == "session_claimed"]
+    assert [r["details"]["engineer_name"] for r in claimed] == ["Sam Sample"]
+    assert claimed[0]["details"]["session_id"] == confirmed[0]["session_id"]
+    active = [r for r in records if r["event"] == "session_active"]
+    assert [(r["actor"], r["details"]["authentication"]) for r in active] == [("E-1001", "totp"), ("E-2002", "totp")]
+    completed = [d for d in details("session_ended") if d["end_reason"] == "completed"]
+    assert completed[0]["text"] == "error log collected; fan replacement ordered"
+    sessions = {s["session_id"]: s for s in portal.sessions("CT-DEMO-01")}
+    assert sessions[requested[0]["details"]["session_id"]]["summary"] == completed[0]["text"]
     assert [r["details"]["outcome"] for r in records if r["event"] == "enrollment"] == ["enrolled"]
     kinds = [r["kind"] for r in portal.records("CT-DEMO-01")]
     assert "metric" in kinds

@@ -9,6 +9,7 @@ was). The end-to-end runs against the real portal are in tests/test_uplink.py an
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import hashlib
@@ -31,7 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from agent.cli import main
 from agent.config import Config, from_mapping
 from agent.connection import pinned_session
-from agent.enroll import ATTEMPTS_FILE, PORTAL_DIR, Enrollment, enroll, take_attempts
+from agent.enroll import ATTEMPTS_FILE, PORTAL_DIR, Enrollment, enroll, take_attempts, totp_secret
 from agent.errors import ConfigError, PortalError
 from agent.identity import BINDING_URI_PREFIX, binding_of, check_binding, hardware_binding
 from tests.pki import Ca, make_ca
@@ -253,9 +254,14 @@ def test_enrollment_installs_a_key_made_here_and_a_certificate_for_this_device_a
     for path in enrollment.directory.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert sorted(p.name for p in config.paths.state_dir.iterdir()) == sorted([PORTAL_DIR, ATTEMPTS_FILE])
-    # The portal got the device ID, the password and a request; never the key or the raw machine ID.
+    # The portal got the device ID, the password, a request and the engineers' one-time-password secret (kept on the
+    # device in a file of its own); never the key or the raw machine ID.
     [sent] = script.enroll_bodies
-    assert (sent["device_id"], sent["otp"], sorted(sent)) == (DEVICE_ID, OTP, ["csr", "device_id", "otp"])
+    assert (sent["device_id"], sent["otp"], sorted(sent)) == (DEVICE_ID, OTP, ["csr", "device_id", "otp",
+                                                                               "totp_secret"])
+    assert enrollment.totp_file.read_text().strip() == sent["totp_secret"]
+    assert totp_secret(config.paths.state_dir) == base64.b32decode(sent["totp_secret"])
+    assert len(base64.b32decode(sent["totp_secret"])) == 20
     assert MACHINE_ID not in json.dumps(sent)
     assert [a["outcome"] for a in take_attempts(config.paths.state_dir)] == ["enrolled"]
 

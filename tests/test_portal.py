@@ -30,6 +30,7 @@ from telemetry.outbox import Outbox
 from tests.pki import make_pki
 from tests.portal_process import PortalProcess
 
+TOTP_SECRET = "A" * 32  # base32 of 160 zero bits: what a device sends along
 OPENAPI = Path(__file__).parent.parent / "docs" / "protocol" / "openapi.json"
 
 
@@ -68,11 +69,16 @@ def csr_for(device_id: str, key: ec.EllipticCurvePrivateKey, binding: str = "ab"
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
 
 
+def body(device_id: str, otp: str, csr: str) -> dict[str, str]:
+    """An enrollment request, as a device sends it."""
+    return {"device_id": device_id, "otp": otp, "csr": csr, "totp_secret": TOTP_SECRET}
+
+
 def enroll(portal: PortalProcess, device_id: str, tmp: Path, *, otp: str | None = None) -> Device:
     otp = otp or portal.add_device(device_id)
     key = ec.generate_private_key(ec.SECP256R1())
-    answer = session(portal).post(f"{portal.url}/v1/enroll", json={"device_id": device_id, "otp": otp,
-                                                                    "csr": csr_for(device_id, key)}, timeout=10)
+    answer = session(portal).post(f"{portal.url}/v1/enroll", json=body(device_id, otp, csr_for(device_id, key)),
+                                  timeout=10)
     assert answer.status_code == 200, answer.text
     device = Device(device_id, tmp / f"{device_id}.pem", tmp / f"{device_id}.key")
     device.cert.write_text(answer.json()["certificate"])
@@ -122,7 +128,7 @@ def test_a_one_time_password_works_once(portal: PortalProcess, tmp_path: Path) -
     enroll(portal, "ct-0002", tmp_path, otp=otp)
     key = ec.generate_private_key(ec.SECP256R1())
     again = session(portal).post(f"{portal.url}/v1/enroll", timeout=10,
-                                 json={"device_id": "ct-0002", "otp": otp, "csr": csr_for("ct-0002", key)})
+                                 json=body("ct-0002", otp, csr_for("ct-0002", key)))
     assert again.status_code == 401
     assert "already used" in again.json()["detail"]
 
@@ -130,12 +136,13 @@ def test_a_one_time_password_works_once(portal: PortalProcess, tmp_path: Path) -
 def test_five_wrong_passwords_lock_the_enrollment_even_for_the_right_one(portal: PortalProcess) -> None:
     otp = portal.add_device("ct-0003")
     key = ec.generate_private_key(ec.SECP256R1())
-    tries = [session(portal).post(f"{portal.url}/v1/enroll", timeout=10, json={
-        "device_id": "ct-0003", "otp": f"WRONG-{i}", "csr": csr_for("ct-0003", key)}) for i in range(OTP_MAX_FAILURES)]
+    tries = [session(portal).post(f"{portal.url}/v1/enroll", timeout=10,
+                                  json=body("ct-0003", f"WRONG-{i}", csr_for("ct-0003", key)))
+             for i in range(OTP_MAX_FAILURES)]
     assert [t.status_code for t in tries] == [401] * OTP_MAX_FAILURES
     assert "now locked" in tries[-1].json()["detail"]
     right = session(portal).post(f"{portal.url}/v1/enroll", timeout=10,
-                                 json={"device_id": "ct-0003", "otp": otp, "csr": csr_for("ct-0003", key)})
+                                 json=body("ct-0003", otp, csr_for("ct-0003", key)))
     assert right.status_code == 401
     assert "locked" in right.json()["detail"]
     refused = [e for e in Store(portal.data_dir / "portal.sqlite").events("ct-0003")
@@ -149,7 +156,7 @@ def test_an_expired_password_is_refused(portal: PortalProcess) -> None:
     otp = store.add_device("ct-0004")
     key = ec.generate_private_key(ec.SECP256R1())
     answer = session(portal).post(f"{portal.url}/v1/enroll", timeout=10,
-                                  json={"device_id": "ct-0004", "otp": otp, "csr": csr_for("ct-0004", key)})
+                                  json=body("ct-0004", otp, csr_for("ct-0004", key)))
     assert answer.status_code == 401
     assert "expired" in answer.json()["detail"]
 
@@ -163,7 +170,7 @@ def test_a_request_that_does_not_name_the_device_and_its_machine_is_refused(
     otp = portal.add_device("ct-0005")
     key = ec.generate_private_key(ec.SECP256R1())
     answer = session(portal).post(f"{portal.url}/v1/enroll", timeout=10,
-                                  json={"device_id": "ct-0005", "otp": otp, "csr": csr_for(name, key, binding)})
+                                  json=body("ct-0005", otp, csr_for(name, key, binding)))
     assert answer.status_code == 400
     assert why in answer.json()["detail"]
     # The password was not used up by the faulty request.

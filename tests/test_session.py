@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.access import Grant
-from agent.errors import IllegalTransition, UsageError
+from agent.errors import IllegalTransition, RefusedError, UsageError
 from agent.protocol import AccessLevel, EndReason, SessionKind, SessionState
 from agent.session import (
     TRANSITIONS,
@@ -20,6 +20,7 @@ from agent.session import (
     Session,
     admission,
     after_grant_change,
+    check_admissible,
     check_request,
     due_end,
     new_session_id,
@@ -77,9 +78,14 @@ def test_end_reasons_are_the_agreed_list_and_each_has_a_meaning() -> None:
 @pytest.mark.parametrize("grant_level", list(AccessLevel))
 @pytest.mark.parametrize("requested", [AccessLevel.LIMITED, AccessLevel.FULL])
 def test_admission(grant_level: AccessLevel, requested: AccessLevel) -> None:
-    nxt = admission(Grant(grant_level, "tech", T0), requested)
-    within = grant_level is not AccessLevel.NO_ACCESS and requested is AccessLevel.LIMITED
-    assert nxt is (SessionState.AUTHENTICATING if within else SessionState.AWAITING_CONSENT)
+    grant = Grant(grant_level, "tech", T0)
+    if grant_level is AccessLevel.NO_ACCESS:
+        with pytest.raises(RefusedError, match="session ID"):
+            check_admissible(grant)
+        return
+    check_admissible(grant)
+    within = requested is AccessLevel.LIMITED
+    assert admission(grant, requested) is (SessionState.AUTHENTICATING if within else SessionState.AWAITING_CONSENT)
 
 
 @pytest.mark.parametrize("state", [SessionState.REQUESTED, SessionState.AWAITING_CONSENT])
