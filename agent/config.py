@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import json
+import re
 import sys
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -193,6 +194,45 @@ class AnonymizerConfig:
                         minimum=1, maximum=64)
 
 
+# A relay on this machine: mail to it never crosses the network, so STARTTLS may be left out.
+LOCAL_RELAYS = ("127.0.0.1", "localhost", "::1")
+# What `[notify]` takes as an e-mail address: one "@" with text on both sides, nothing that would make a header
+# list out of it (spaces, commas, angle brackets, quotes, semicolons).
+_ADDRESS = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+")
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """E-mail notices of remote sessions (optional). On every connection and disconnection of a remote service
+    engineer, the staff below get one message through the site's SMTP relay: who, which company, level, why,
+    when, and at the end the end reason and the engineer's summary. No patient data. A notice the relay does not
+    take is kept and sent again later; sending never holds up a session."""
+
+    smtp_host: str = setting("", "The site's SMTP relay, e.g. smtp.hospital.example. Empty: no notices.",
+                             may_be_empty=True)
+    smtp_port: int = setting(587, "The relay's port (587: submission with STARTTLS).", minimum=1, maximum=65535)
+    starttls: bool = setting(True, "Encrypt with STARTTLS and verify the relay's certificate; mail is never sent in "
+                                   "clear. false is allowed only for a relay on this machine (smtp_host = "
+                                   "\"127.0.0.1\" or \"localhost\"), whose traffic never leaves it.")
+    ca_file: Path = setting(Path(""), "The CA certificate (PEM) the relay's certificate is verified against. Empty: "
+                                      "the system's trust store.", may_be_empty=True)
+    username: str = setting("", "Log in to the relay as this user (after STARTTLS). Empty: no authentication.",
+                            may_be_empty=True)
+    password_file: Path = setting(Path(""), "A file holding only the relay password (mode 0600, readable by the "
+                                            "agent alone; never put the password in agent.toml). Required with "
+                                            "username; read at each sending.", may_be_empty=True)
+    sender: str = setting("", "The notices' From address. Empty: servicegate@ and this machine's full host name.",
+                          may_be_empty=True)
+    technical_staff: tuple[str, ...] = setting((), "E-mail addresses of the technical staff (biomedical "
+                                                   "engineering, site IT) told of every remote session.",
+                                               may_be_empty=True)
+    clinical_staff: tuple[str, ...] = setting((), "E-mail addresses of the clinical staff (e.g. the department's "
+                                                  "lead technologist) told of every remote session.",
+                                              may_be_empty=True)
+    timeout_s: int = setting(10, "How long the relay may take to answer before a sending counts as failed (it is "
+                                 "tried again later).", minimum=1, maximum=300)
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration. `source` is the file it came from (None: built-in defaults)."""
@@ -205,6 +245,7 @@ class Config:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     portal: PortalConfig = field(default_factory=PortalConfig)
     anonymizer: AnonymizerConfig = field(default_factory=AnonymizerConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     source: Path | None = field(default=None, compare=False)
 
 
@@ -248,9 +289,31 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
     if proxy and not proxy.startswith(("http://", "https://")):
         raise ConfigError(f"{where}: [portal] proxy_url = {proxy!r} is not a proxy URL; write it like "
                           "\"http://proxy.example:3128\".")
+    _check_notify(where, config.notify)
     if config.paths.audit_dir == Path(""):
         config = replace(config, paths=replace(config.paths, audit_dir=config.paths.state_dir / "audit"))
     return config
+
+
+def _check_notify(where: str, notify: NotifyConfig) -> None:
+    """What [notify] needs beyond each key's own type and range."""
+    if not notify.starttls and notify.smtp_host and notify.smtp_host not in LOCAL_RELAYS:
+        raise ConfigError(f"{where}: [notify] starttls = false is allowed only for a relay on this machine "
+                          f"(smtp_host = \"127.0.0.1\" or \"localhost\"); to smtp_host = {notify.smtp_host!r} the "
+                          "notices (and the password) would cross the network in clear. Set starttls = true.")
+    if notify.username and notify.password_file == Path(""):
+        raise ConfigError(f"{where}: [notify] username = {notify.username!r} needs password_file: the relay "
+                          "password is kept in a file of its own (mode 0600), never in agent.toml. Write it to a "
+                          "file and set password_file = \"/etc/servicegate/smtp-password\".")
+    if notify.password_file != Path("") and not notify.username:
+        raise ConfigError(f"{where}: [notify] password_file = {str(notify.password_file)!r} is set but username is "
+                          "empty, so the password would never be used. Set username, or remove password_file.")
+    addresses = [("sender", notify.sender)] if notify.sender else []
+    addresses += [(key, address) for key in ("technical_staff", "clinical_staff") for address in getattr(notify, key)]
+    for key, address in addresses:
+        if not _ADDRESS.fullmatch(address):
+            raise ConfigError(f"{where}: [notify] {key}: {address!r} is not an e-mail address; write each address "
+                              "alone, like \"radiology-it@hospital.example\" (no name, no <>, no spaces).")
 
 
 def defaults() -> Config:

@@ -32,6 +32,7 @@ from agent.control import ControlServer
 from agent.core import Agent
 from agent.enroll import take_attempts, totp_secret
 from agent.errors import ConfigError, ExitCode, ServiceGateError
+from agent.notify import Notifier
 from agent.roles import RoleMap
 
 log = logging.getLogger("servicegate.daemon")
@@ -142,6 +143,8 @@ class Daemon:
                  agent.grant.level.value)
         notify_systemd(f"READY=1\nSTATUS=access {agent.grant.level.value}")
         telemetry.start()
+        notifier = Notifier(config.notify, config.paths.state_dir / "mail-outbox.sqlite")
+        notifier.start()
         if link is not None:
             link.start(on_loop(loop, lambda message: handle_portal_message(agent, message.id, message.type,
                                                                            message.body)))
@@ -177,6 +180,8 @@ class Daemon:
             if event in ("session_changed", "session_refused"):  # the portal (and the engineer) hear at once
                 telemetry.outbox.put("session_event", reporting.session_event(event, data))
                 telemetry.push_now()
+            if event == "session_changed":  # e-mail to the site's staff, when configured; never blocks
+                notifier.session_changed(data)
             wake()
 
         agent.publish = publish_and_wake
@@ -194,6 +199,7 @@ class Daemon:
                 await asyncio.to_thread(link.stop)  # its thread may be waiting for this loop
             await server.stop()
             agent.shutdown()
+            notifier.close()  # a notice still waiting is sent after the next start
             audit.close()
             log.info("ServiceGate agent stopped")
             os.close(lock)

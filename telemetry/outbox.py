@@ -47,6 +47,7 @@ PRIORITIES: dict[str, int] = {
     "alert": PROTECTED + 20,
     "audit_checkpoint": PROTECTED + 10,
     "session_event": PROTECTED + 10,
+    "mail_notice": PROTECTED + 10,  # agent.notify keeps e-mail notices in an outbox of their own
     "shed": PROTECTED,
     "quarantined": PROTECTED,
 }

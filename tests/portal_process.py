@@ -78,9 +78,13 @@ class PortalProcess:
             return ""
         return self.process.stderr.read()
 
+    def run(self, *args: str, timeout_s: float = 90) -> subprocess.CompletedProcess[str]:
+        """`servicegate-portal ARGS --data-dir DIR`, whatever its exit status."""
+        return subprocess.run([PORTAL, *args, "--data-dir", str(self.data_dir)], capture_output=True, text=True,
+                              timeout=timeout_s)
+
     def cli(self, *args: str) -> str:
-        result = subprocess.run([PORTAL, *args, "--data-dir", str(self.data_dir)],
-                                capture_output=True, text=True, timeout=30)
+        result = self.run(*args)
         if result.returncode != 0:
             raise RuntimeError(f"servicegate-portal {' '.join(args)}: {result.stderr}")
         return result.stdout

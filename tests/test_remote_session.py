@@ -17,6 +17,7 @@ import pytest
 from portal.store import CLAIM_MAX_FAILURES
 from tests.agent_process import AgentProcess
 from tests.portal_process import PortalProcess
+from tests.smtp_relay import Inbox, free_port, server_tls, start_relay
 from tests.test_connection import FAST_TELEMETRY, audit_events, device, enroll, wait_for
 
 DEVICE_ID = "ct-2001"
@@ -30,8 +31,21 @@ def portal(tmp_path: Path) -> Iterator[PortalProcess]:
 
 
 @pytest.fixture
-def agent(portal: PortalProcess, tmp_path: Path) -> Iterator[AgentProcess]:
-    process = device(tmp_path, "a" * 32, FAST_TELEMETRY)
+def relay(tmp_path: Path) -> Iterator[tuple[Inbox, int, Path]]:
+    """The site's SMTP relay: STARTTLS with a certificate from the site's CA."""
+    context, ca_file = server_tls(tmp_path / "relay-pki")
+    inbox, port = Inbox(), free_port()
+    controller = start_relay(inbox, port, context)
+    yield inbox, port, ca_file
+    controller.stop()
+
+
+@pytest.fixture
+def agent(portal: PortalProcess, relay: tuple[Inbox, int, Path], tmp_path: Path) -> Iterator[AgentProcess]:
+    _, port, ca_file = relay
+    notify = (f'[notify]\nsmtp_host = "127.0.0.1"\nsmtp_port = {port}\nca_file = "{ca_file}"\n'
+              f'technical_staff = ["biomed@hospital.example"]\nclinical_staff = ["lead-tech@hospital.example"]\n')
+    process = device(tmp_path, "a" * 32, FAST_TELEMETRY + notify)
     assert enroll(process, portal, DEVICE_ID).returncode == 0
     process.start()
     yield process
@@ -50,7 +64,8 @@ def portal_session(portal: PortalProcess, session_id: str) -> dict[str, Any]:
     return next(s for s in portal.show(DEVICE_ID)["sessions"] if s["session_id"] == session_id)
 
 
-def test_open_claim_confirm_authenticate_end_with_summary(portal: PortalProcess, agent: AgentProcess) -> None:
+def test_open_claim_confirm_authenticate_end_with_summary(portal: PortalProcess, agent: AgentProcess,
+                                                          relay: tuple[Inbox, int, Path]) -> None:
     session_id = open_session(portal)
     claim = agent.cli("session", "claim", f"{session_id[:4]} {session_id[4:]}", "--level", "limited",
                       "--accept-disclaimer")
@@ -87,6 +102,19 @@ def test_open_claim_confirm_authenticate_end_with_summary(portal: PortalProcess,
                                            "session_active", "session_ended"]
     assert all(e["details"]["engineer_id"] == "E-4711" for e in steps)
     assert steps[-1]["details"]["text"] == "replaced the gantry fan; test scan fine"
+
+    # Both notices reached the site's relay, over TLS, to technical and clinical staff.
+    connected, disconnected = relay[0].wait_for(2)
+    for mail in (connected, disconnected):
+        assert mail.over_tls
+        assert sorted(mail.recipients) == ["biomed@hospital.example", "lead-tech@hospital.example"]
+        text = mail.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        for fact in ("Dana Scully", "E-4711", "Acme Medical Service", "gantry error 4711", "limited", session_id):
+            assert fact in text
+    assert "connected" in str(connected.message["Subject"])
+    assert "completed" in str(disconnected.message["Subject"])
+    assert "replaced the gantry fan; test scan fine" in \
+        disconnected.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
 
 
 def test_wrong_ids_are_refused_audited_and_rate_limited(portal: PortalProcess, agent: AgentProcess) -> None:
