@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from agent import upload
 from agent.audit_log import public_key_path
 from agent.audit_verify import PortalHead, export, verify
 from agent.clock import parse_utc
@@ -128,6 +130,19 @@ def _session_end(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
     return agent.end_session(session_id, caller.user, _text(args, "text")).to_dict()
 
 
+def _upload(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
+    """Offloaded: de-identification reads and writes every file; the queue's change is recorded through `in_core`."""
+    paths = args.get("paths")
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
+        raise UsageError("'paths' must be a list of one or more files or folders")
+    session_id = _text(args, "session_id") or agent.in_core(agent.active_session_id)
+    report = upload.prepare([Path(p) for p in paths], agent.config.paths.state_dir,
+                            agent.config.paths.anonymizer_key, case_id=_text(args, "case_id"), session_id=session_id)
+    agent.in_core(lambda: agent.uploads_queued(report.to_dict(), session_id, caller.user))
+    agent.wake_uploads()
+    return report.to_dict()
+
+
 def _audit_verify(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
     # Runs in a worker thread (the server offloads it): judge the log up to the head as of now.
     heads = None
@@ -169,6 +184,8 @@ HANDLERS: dict[str, Handler] = {
         _text(args, "session_id", required=True)).to_dict(),
     "session_end": _session_end,
     "kill": lambda agent, args, caller: agent.kill(caller.user, _text(args, "text")),
+    "upload": _upload,
+    "upload_list": lambda agent, args, caller: upload.Queue(agent.config.paths.state_dir).entries(),
     "audit_verify": _audit_verify,
     "audit_export": _audit_export,
     "record_event": lambda agent, args, caller: agent.record_event(

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 LEVELS = [level.value for level in AccessLevel]
 SESSION_LEVEL_NAMES = [level.value for level in SESSION_LEVELS]
 KINDS = [kind.value for kind in SessionKind]
+UPLOAD_TIMEOUT_S = 900  # de-identifying a large study takes a while; the kill switch is another connection
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     end.add_argument("session_id", nargs="?")
     end.add_argument("--summary", default="",
                      help="the engineer's summary: shown at the console, kept in the audit log")
+
+    up = reading(sub.add_parser("upload", help="de-identify DICOM files or folders and send them to the portal"))
+    up.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    up.add_argument("--case", default="", help="the service case it belongs to")
+    up.add_argument("--session", default="", help="the session it is for (default: the one active session)")
+    up.add_argument("--wait", type=float, default=0, help="seconds to wait until the portal accepted or rejected "
+                                                          "every file (default: do not wait)")
+    reading(sub.add_parser("uploads", help="the upload queue: each file and its state"))
 
     kill = sub.add_parser("kill", help="the kill switch: end every session now and set access to no-access")
     kill.add_argument("--reason", default="", help="free text for the audit log")
@@ -184,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "telemetry":
             return telemetry_command(args, config)  # reads the system and the outbox file: no agent needed
         try:
-            with Client(config.paths.control_socket) as client:
+            with Client(config.paths.control_socket, timeout_s=UPLOAD_TIMEOUT_S if args.command == "upload" else 10
+                        ) as client:
                 client.connect()
                 return dispatch(args, client)
         except AgentUnreachableError:
@@ -229,6 +239,10 @@ def dispatch(args: argparse.Namespace, client: Client) -> int:
     if command == "event":
         client.call("record_event", kind=args.kind, detail=args.detail)
         return 0
+    if command == "upload":
+        return upload_command(args, client)
+    if command == "uploads":
+        return show(args, client.call("upload_list"), format_uploads)
     raise UsageError(f"unknown command {command!r}")  # argparse prevents this
 
 
@@ -320,6 +334,38 @@ def session_command(args: argparse.Namespace, client: Client) -> int:
         return 0
     print(format_session(client.call("session_end", session_id=args.session_id, text=args.summary)))
     return 0
+
+
+def upload_command(args: argparse.Namespace, client: Client) -> int:
+    """De-identify and queue (the agent does both, as its own user); then, with --wait, follow the queue until the
+    portal has answered for every file. Exit 1 when a file was refused here or rejected by the portal."""
+    report = client.call("upload", paths=[str(p.resolve()) for p in args.paths], case_id=args.case,
+                         session_id=args.session)
+    mine = {e["entry_id"] for e in report["entries"]}
+    deadline = time.monotonic() + args.wait
+    entries = [e for e in client.call("upload_list") if e["entry_id"] in mine]
+    while args.wait and any(e["state"] in ("queued", "uploading") for e in entries) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        entries = [e for e in client.call("upload_list") if e["entry_id"] in mine]
+    if args.json:
+        print(json.dumps({**report, "entries": entries}, indent=2))
+    else:
+        print(f"{report['queued']} file(s) de-identified and queued, {report['refused']} refused and kept in "
+              f"{report['quarantine_dir']} (never sent).")
+        for refusal in report["refusals"]:
+            print(f"  refused: {refusal['path']}: {refusal['reason']}")
+        print(format_uploads(entries))
+        if report["stopped"]:
+            print(f"servicegate: de-identification stopped: {report['stopped']}", file=sys.stderr)
+    bad = report["refused"] or report["stopped"] or any(e["state"] in ("rejected", "failed") for e in entries)
+    return 1 if bad else 0
+
+
+def format_uploads(entries: list[dict[str, Any]]) -> str:
+    lines = [f"  {e['name']}: {e['state']}" + (f" ({e['sent']}/{e['size']} bytes)" if e["state"] == "uploading"
+                                                else "") + ("".join(f"\n    {p}" for p in e.get("problems") or []))
+             for e in entries]
+    return "\n".join(lines) or "No uploads."
 
 
 def ask_yes(prompt: str) -> bool:

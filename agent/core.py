@@ -68,6 +68,8 @@ class Agent:
         # Runs a change of state where the agent's state lives: the daemon's event loop (an operation offloaded to
         # a worker thread, like a claim that waits for the portal, makes its change through this).
         self.in_core: Callable[[Callable[[], Any]], Any] = lambda change: change()
+        # The daemon's upload worker: told when files were queued (a no-op without a link to the portal).
+        self.wake_uploads: Callable[[], None] = lambda: None
         self.problems: list[str] = []  # the latest things that could not be saved or recorded
         self._denials: dict[int, tuple[datetime, int]] = {}  # uid -> (last recorded, refused since)
         state_dir = config.paths.state_dir
@@ -314,6 +316,30 @@ class Agent:
         self._denials[uid] = (now, 0)
         self._audit_after("permission_denied", user, {"operation": op, "uid": uid,
                                                       "refused_since_last_record": suppressed})
+
+    # ---- uploads ---------------------------------------------------------------------------------------
+
+    def active_session_id(self) -> str:
+        """The one active session's ID (what an upload is for when none is named), or ""."""
+        active = [s.id for s in self.sessions.values() if s.state is SessionState.ACTIVE]
+        return active[0] if len(active) == 1 else ""
+
+    def uploads_queued(self, report: dict[str, Any], session_id: str, actor: str) -> None:
+        """De-identified files were queued for the portal (and refused ones quarantined): recorded, with the
+        session (and so the engineer) they are for. Names no input file: their names can carry patients' names."""
+        session = self.sessions.get(session_id)
+        self._audit_after("upload_queued", actor, {
+            **(self._session_details(session) if session else {"session_id": session_id}),
+            "batch_id": report["batch_id"], "queued": report["queued"], "refused": report["refused"],
+            "files": [e["name"] for e in report["entries"]]})
+
+    def upload_finished(self, entry: dict[str, Any]) -> None:
+        """The portal accepted or rejected a queued file (or it could not be sent): recorded."""
+        session = self.sessions.get(str(entry.get("session_id") or ""))
+        details = self._session_details(session) if session else {"session_id": entry.get("session_id") or ""}
+        self._audit_after(f"upload_{entry['state']}", SYSTEM_ACTOR, {
+            **details, "file": entry["name"], "sha256": entry["sha256"], "size": entry["size"],
+            "case_id": entry.get("case_id", ""), "problems": entry.get("problems", [])})
 
     # ---- modality events -------------------------------------------------------------------------
 

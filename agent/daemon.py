@@ -23,7 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent import __version__, reporting, uplink
+from agent import __version__, reporting, uplink, upload
 from agent.api import dispatcher, handle_portal_message
 from agent.audit_log import AuditLog, is_checkpoint
 from agent.clock import Clock, SystemClock
@@ -34,6 +34,7 @@ from agent.enroll import take_attempts, totp_secret
 from agent.errors import ConfigError, ExitCode, ServiceGateError
 from agent.notify import Notifier
 from agent.roles import RoleMap
+from telemetry.shipper import full_jitter
 
 log = logging.getLogger("servicegate.daemon")
 T = TypeVar("T")
@@ -42,8 +43,9 @@ TICK_S = 1.0  # while something may fall due by time alone (Agent.waiting): sess
 IDLE_TICK_S = 30.0  # otherwise; every change of state or audit record brings the next tick to TICK_S at once
 # Operations that read the whole audit log, or wait for the portal, run in a worker thread, so the kill switch never
 # waits on them.
-OFFLOADED = frozenset({"audit_verify", "audit_export", "session_claim"})
+OFFLOADED = frozenset({"audit_verify", "audit_export", "session_claim", "upload"})
 PRUNE_EVERY_S = 24 * 3600
+UPLOAD_RETRY_S = 60.0
 
 _SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
@@ -145,9 +147,13 @@ class Daemon:
         telemetry.start()
         notifier = Notifier(config.notify, config.paths.state_dir / "mail-outbox.sqlite")
         notifier.start()
+        uploads: UploadWorker | None = None
         if link is not None:
             link.start(on_loop(loop, lambda message: handle_portal_message(agent, message.id, message.type,
                                                                            message.body)))
+            uploads = UploadWorker(link, config.paths.state_dir, agent)
+            uploads.start()
+            agent.wake_uploads = uploads.wake
         timers: dict[str, asyncio.TimerHandle] = {}
 
         def every(name: str, seconds: float, job: Callable[[], None]) -> None:
@@ -197,6 +203,8 @@ class Daemon:
             telemetry.stop()
             if link is not None:
                 await asyncio.to_thread(link.stop)  # its thread may be waiting for this loop
+            if uploads is not None:
+                await asyncio.to_thread(uploads.join)
             await server.stop()
             agent.shutdown()
             notifier.close()  # a notice still waiting is sent after the next start
@@ -249,6 +257,49 @@ def on_loop(loop: asyncio.AbstractEventLoop, call: Callable[[T], None]) -> Calla
         asyncio.run_coroutine_threadsafe(run(argument), loop).result()  # once submitted, it runs: wait for it
 
     return from_thread
+
+
+class UploadWorker:
+    """Sends the upload queue (agent.upload) through the link, in a thread of its own: at start (what an earlier run
+    left half-sent goes on from where the portal says it stopped), when files are queued, and every minute while
+    the portal cannot be reached (with backoff). Each file that reaches a final state is recorded in the audit log
+    (on the event loop, through `Agent.in_core`). It stops with the link."""
+
+    def __init__(self, link: uplink.Uplink, state_dir: Path, agent: Agent) -> None:
+        self.link = link
+        self.uploader = upload.Uploader(link.call, state_dir)
+        self.agent = agent
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="portal-upload", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def join(self) -> None:
+        self._wake.set()
+        self._thread.join(timeout=5)
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        self.agent.in_core(lambda: self.agent.upload_finished(entry))
+
+    def _run(self) -> None:
+        failures = 0
+        while not self.link.stop_event.is_set():
+            before = {e["entry_id"]: e["state"] for e in self.uploader.list()}
+            try:
+                self.uploader.run_once()
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - the link is down or the portal refused: try again later
+                failures += 1
+                log.warning("upload: %s; trying again later", exc)
+            for entry in self.uploader.list():
+                if entry["state"] in upload.FINAL and before.get(entry["entry_id"]) in upload.PENDING:
+                    self._record(entry)
+            self._wake.wait(full_jitter(failures) if failures else UPLOAD_RETRY_S)
+            self._wake.clear()
 
 
 def in_loop(loop: asyncio.AbstractEventLoop) -> Callable[[Callable[[], T]], T]:

@@ -198,6 +198,15 @@ OPERATIONS: dict[str, Operation] = {
         Operation("kill", Role.CONSOLE,
                   "The kill switch: end every session with `killed` and set access to no-access. Idempotent.",
                   {"text": "why (optional)"}),
+        Operation("upload", Role.CONSOLE,
+                  "De-identify DICOM files (or folders) and queue them for a resumable upload to the portal; files the "
+                  "anonymizer refuses stay quarantined on the device and are listed, never sent. Answers the batch "
+                  "report; the upload runs in the background (`upload_list`).",
+                  {"paths": "list of files or folders, as the agent's user can read them",
+                   "case_id": "the service case it belongs to (optional)",
+                   "session_id": "the session it is for (optional: the one active session, if any)"}),
+        Operation("upload_list", Role.VIEWER, "The upload queue: each file with its state (queued, uploading, "
+                                              "accepted, rejected with the portal's problems, failed)."),
         Operation("audit_verify", Role.VIEWER, "Check the audit log's hash chain and signed checkpoints.",
                   {"against_portal": "true: also compare with the checkpoint heads the portal holds (optional)"}),
         Operation("audit_export", Role.VIEWER, "Audit records between two times.",

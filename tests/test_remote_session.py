@@ -12,10 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 
 from portal.store import CLAIM_MAX_FAILURES
+from portal.uploads import uploads_of
 from tests.agent_process import AgentProcess
+from tests.dicom_corpus import find_values, planted_series
 from tests.portal_process import PortalProcess
 from tests.smtp_relay import Inbox, free_port, server_tls, start_relay
 from tests.test_connection import FAST_TELEMETRY, audit_events, device, enroll, wait_for
@@ -64,8 +67,9 @@ def portal_session(portal: PortalProcess, session_id: str) -> dict[str, Any]:
     return next(s for s in portal.show(DEVICE_ID)["sessions"] if s["session_id"] == session_id)
 
 
-def test_open_claim_confirm_authenticate_end_with_summary(portal: PortalProcess, agent: AgentProcess,
-                                                          relay: tuple[Inbox, int, Path]) -> None:
+def test_open_claim_confirm_authenticate_upload_end_with_summary(portal: PortalProcess, agent: AgentProcess,
+                                                                 relay: tuple[Inbox, int, Path], tmp_path: Path
+                                                                 ) -> None:
     session_id = open_session(portal)
     claim = agent.cli("session", "claim", f"{session_id[:4]} {session_id[4:]}", "--level", "limited",
                       "--accept-disclaimer")
@@ -83,6 +87,18 @@ def test_open_claim_confirm_authenticate_end_with_summary(portal: PortalProcess,
     assert agent.cli_json("status")["sessions"][0]["state"] == "active"
     assert agent.cli_json("status")["examinations_blocked"] is False  # the technologist granted limited only
 
+    # During the session a study goes to the portal, de-identified: the portal's copies hold none of the planted values.
+    (tmp_path / "study").mkdir()
+    study, planted = planted_series(tmp_path / "study", 3)
+    uploaded = agent.cli("upload", str(study[0].parent), "--case", "CASE-77", "--wait", "45")
+    assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
+    arrived = uploads_of(portal.data_dir, DEVICE_ID)
+    assert [(u["state"], u["session_id"], u["case_id"]) for u in arrived] == [("accepted", session_id, "CASE-77")] * 3
+    for upload in arrived:
+        data = Path(upload["path"]).read_bytes()
+        assert find_values(data, planted.values) == set()
+        assert pydicom.dcmread(Path(upload["path"])).PatientIdentityRemoved == "YES"
+
     replayed = portal.run("engineer", "authenticate", "--session", session_id, "--code", code, "--wait", "30")
     assert replayed.returncode == 1  # active already: the code is not taken
     assert "refused" in replayed.stdout
@@ -99,7 +115,8 @@ def test_open_claim_confirm_authenticate_end_with_summary(portal: PortalProcess,
 
     steps = [e for e in audit_events(agent) if e.get("details", {}).get("session_id") == session_id]
     assert [e["event"] for e in steps] == ["session_claimed", "session_awaiting_consent", "session_confirmed",
-                                           "session_active", "session_ended"]
+                                           "session_active", "upload_queued", "upload_accepted", "upload_accepted",
+                                           "upload_accepted", "session_ended"]
     assert all(e["details"]["engineer_id"] == "E-4711" for e in steps)
     assert steps[-1]["details"]["text"] == "replaced the gantry fan; test scan fine"
 
