@@ -31,7 +31,7 @@ from pydicom.data import get_testdata_file
 from agent.client import wait_for_agent
 from agent.errors import AgentUnreachableError
 
-STEPS = 18
+STEPS = 19
 PORTAL = str(Path(sys.executable).parent / "servicegate-portal")
 DEVICE_ID = "CT-DEMO-01"
 DANA = ("--engineer-id", "E-1001", "--name", "Dana Example", "--company", "Vendor Service")
@@ -221,6 +221,12 @@ class Demo:
             self.sg("session", "claim", f"{sid[:4]} {sid[4:]}", "--level", "full", "--accept-disclaimer")
             self.authenticate(sid)
             self.sg("status")
+            self.step("The technologist sends the engineer a CT image: de-identified here, uploaded resumably, "
+                      "checked again at the portal.")
+            study = self.workdir / "study"
+            study.mkdir(exist_ok=True)
+            (study / "ct.dcm").write_bytes(Path(get_testdata_file("CT_small.dcm", download=False) or "").read_bytes())
+            self.sg("upload", str(study), "--case", "CASE-4711", "--wait", "40")
             self.step("A patient arrives: the technologist uses the kill switch.")
             self.sg("kill", "--reason", "patient on the table")
             self.sg("access", "show")

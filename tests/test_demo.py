@@ -11,6 +11,7 @@ from pydicom.data import get_testdata_file
 
 from agent.audit_verify import export, verify
 from portal.store import Store
+from portal.uploads import uploads_of
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,6 +68,12 @@ def test_demo_walks_the_story_and_leaves_an_intact_audit_log(tmp_path: Path) -> 
     sessions = {s["session_id"]: s for s in portal.sessions("CT-DEMO-01")}
     assert sessions[requested[0]["details"]["session_id"]]["summary"] == completed[0]["text"]
     assert [r["details"]["outcome"] for r in records if r["event"] == "enrollment"] == ["enrolled"]
+    # the de-identified upload during the claimed session: accepted by the portal's own check, no patient name in it
+    [upload] = uploads_of(tmp_path / "portal", "CT-DEMO-01")
+    assert (upload["state"], upload["case_id"], upload["session_id"]) == ("accepted", "CASE-4711",
+                                                                          claimed[0]["details"]["session_id"])
+    assert str(original.PatientName).encode() not in Path(upload["path"]).read_bytes()
+    assert [r["details"]["engineer_id"] for r in records if r["event"] == "upload_accepted"] == ["E-2002"]
     kinds = [r["kind"] for r in portal.records("CT-DEMO-01")]
     assert "metric" in kinds
     assert "alert" in kinds
