@@ -128,6 +128,24 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
+@contextlib.contextmanager
+def transaction(path: Path, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+    """One transaction on its own connection: IMMEDIATE (the write lock at once) for changes, a plain snapshot for
+    reads; synchronous=FULL. The portal's SQLite files (this store, the uploads) all go through it."""
+    db = sqlite3.connect(path, timeout=30, isolation_level=None)
+    try:
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    finally:
+        db.close()
+
+
 class EnrollmentRefused(Exception):
     """The one-time password was not accepted; the message is safe to show the caller."""
 
@@ -174,21 +192,8 @@ class Store:
         finally:
             db.close()
 
-    @contextlib.contextmanager
-    def _db(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
-        """One transaction: IMMEDIATE (the write lock at once) for changes, a plain snapshot for reads."""
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            db.close()
+    def _db(self, *, write: bool = True) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.path, write=write)
 
     # --- devices and enrollment -------------------------------------------------------------------------
 
@@ -382,12 +387,12 @@ class Store:
         now = self._clock()
         refusal: ClaimRefused | None = None
         with self._db() as db:
+            db.row_factory = sqlite3.Row
             recent = db.execute("SELECT COUNT(*), MIN(time) FROM claim_failures WHERE device_id = ? AND time > ?",
                                 (device_id, now - CLAIM_WINDOW_S)).fetchone()
             row = db.execute("SELECT * FROM sessions WHERE session_id = ? AND device_id = ?",
                              (session_id, device_id)).fetchone()
-            columns = [c[0] for c in db.execute("SELECT * FROM sessions LIMIT 0").description]
-            session = dict(zip(columns, row, strict=True)) if row else None
+            session = dict(row) if row else None
             if recent[0] >= CLAIM_MAX_FAILURES:
                 minutes = max(1, round((recent[1] + CLAIM_WINDOW_S - now) / 60))
                 refusal = ClaimRefused(f"too many wrong session IDs from this device; try again in {minutes} "

@@ -43,9 +43,10 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field, field_validator
 
+from anonymizer.pseudonyms import fsync_dir
 from portal.auth import Caller
 from portal.dicom_check import check_file
-from portal.store import Store
+from portal.store import Store, transaction
 
 log = logging.getLogger("servicegate.portal.uploads")
 
@@ -146,19 +147,9 @@ class Uploads:
 
     @contextlib.contextmanager
     def _db(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        try:
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            db.close()
+        with transaction(self.db_path, write=write) as db:
+            db.row_factory = sqlite3.Row
+            yield db
 
     def lock(self, upload_id: str) -> threading.Lock:
         return _LOCKS.of(f"{self.db_path.resolve()}:{upload_id}")
@@ -241,14 +232,6 @@ def uploads_of(data_dir: Path, device_id: str) -> list[dict[str, Any]]:
 
 # --- files ----------------------------------------------------------------------------------------------------
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _make_dirs(directory: Path) -> None:
     """`directory` and its parents, each new one made durable in its parent."""
     missing = []
@@ -258,7 +241,7 @@ def _make_dirs(directory: Path) -> None:
         missing.append(folder)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     for folder in reversed(missing):
-        _fsync_dir(folder.parent)
+        fsync_dir(folder.parent)
 
 
 def _write_chunk(part: Path, offset: int, chunk: bytes) -> None:
@@ -277,7 +260,7 @@ def _write_chunk(part: Path, offset: int, chunk: bytes) -> None:
     finally:
         os.close(fd)
     if created:
-        _fsync_dir(part.parent)
+        fsync_dir(part.parent)
 
 
 def _sha256_of(path: Path) -> str:
@@ -419,8 +402,8 @@ def complete(upload_id: UploadId, request: Request, device_id: Caller) -> Upload
             return _answer(row)
         _make_dirs(accepted.parent)
         os.replace(part, accepted)  # the same bytes if a copy is there already: names by SHA-256
-        _fsync_dir(accepted.parent)
-        _fsync_dir(part.parent)
+        fsync_dir(accepted.parent)
+        fsync_dir(part.parent)
         return _accept(uploads, store, row, accepted)
 
 

@@ -15,29 +15,20 @@ from typing import Any
 import pytest
 from pydicom import dcmwrite
 
-from agent.config import Config, from_mapping
+from agent.config import Config
 from agent.enroll import enroll
 from agent.uplink import LinkError, Uplink, connect
 from agent.upload import Queue, Uploader, prepare
 from portal.uploads import uploads_of
 from tests.dicom_corpus import Planted, find_values, planted_dataset, planted_series, write_planted_file
 from tests.portal_process import PortalProcess
+from tests.test_uplink import device_config
 
 
 @pytest.fixture
 def portal(tmp_path: Path) -> Iterator[PortalProcess]:
     with PortalProcess(tmp_path / "portal") as running:
         yield running
-
-
-def device_config(root: Path, machine_id: str) -> Config:
-    machine = root / "machine"
-    machine.mkdir(parents=True, exist_ok=True)
-    (machine / "machine-id").write_text(machine_id)
-    return from_mapping({"paths": {"state_dir": str(root / "state")},
-                         "portal": {"machine_id_file": str(machine / "machine-id"),
-                                    "product_uuid_file": str(machine / "none"),
-                                    "product_serial_file": str(machine / "none"), "request_timeout_s": 10}})
 
 
 def link(config: Config) -> Uplink:
@@ -48,7 +39,7 @@ def link(config: Config) -> Uplink:
 
 def enrolled(portal: PortalProcess, root: Path, device_id: str, machine_id: str = "a" * 32) -> tuple[Config, Uplink]:
     """A device enrolled with the portal, and its pinned mutual-TLS link (as the agent builds it)."""
-    config = device_config(root, machine_id)
+    config = device_config(root, machine_id, request_timeout_s=10)
     enroll(config, portal.url, portal.ca_fingerprint, portal.add_device(device_id), device_id)
     return config, link(config)
 
