@@ -28,10 +28,10 @@ Handler = Callable[[Agent, dict[str, Any], Caller], Any]
 # The portal, as the caller of what its inbox messages ask for (its messages come over the pinned mutual-TLS link,
 # not the control socket, so no peer credentials): the audit records name it as the actor.
 PORTAL = Caller(pid=0, uid=-1, gid=-1, user="portal", roles=frozenset())
-# Inbox message type -> the control operation it asks for. Task requests (the kill-switch issue) and update offers
-# (the updates issue) get theirs later; until then they are recorded and acknowledged, and nothing runs.
+# Inbox message type -> the control operation it asks for. Update offers (the updates issue) get theirs later; until
+# then they are recorded and acknowledged, and nothing runs.
 INBOX_OPERATIONS = {"session_request": "session_request", "session_authenticate": "session_authenticate",
-                    "session_end": "session_end"}
+                    "session_end": "session_end", "task_request": "task_run", "task_stop": "task_stop"}
 SESSION_ID_DIGITS = 8
 
 
@@ -143,6 +143,15 @@ def _upload(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
     return report.to_dict()
 
 
+def _task_run(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
+    params = args.get("params", {})
+    if not isinstance(params, dict):
+        raise UsageError("'params' must be an object of parameter names and values")
+    return agent.request_task(_text(args, "session_id", required=True), _text(args, "engineer_id", required=True),
+                              _text(args, "kind", required=True), params, caller.user,
+                              _text(args, "task_id")).to_dict()
+
+
 def _audit_verify(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
     # Runs in a worker thread (the server offloads it): judge the log up to the head as of now.
     heads = None
@@ -184,6 +193,17 @@ HANDLERS: dict[str, Handler] = {
         _text(args, "session_id", required=True)).to_dict(),
     "session_end": _session_end,
     "kill": lambda agent, args, caller: agent.kill(caller.user, _text(args, "text")),
+    "task_catalog": lambda agent, args, caller: [t.to_dict() for t in agent.catalog.kinds.values()],
+    "task_list": lambda agent, args, caller: agent.task_list(),
+    "task_run": _task_run,
+    "task_confirm": lambda agent, args, caller: agent.confirm_task(_text(args, "task_id", required=True),
+                                                                   caller.user).to_dict(),
+    "task_decline": lambda agent, args, caller: agent.decline_task(_text(args, "task_id", required=True),
+                                                                   caller.user).to_dict(),
+    "task_release": lambda agent, args, caller: agent.release_task_files(
+        _text(args, "task_id", required=True), caller.user, args.get("disclaimer_accepted") is True).to_dict(),
+    "task_stop": lambda agent, args, caller: agent.stop_task(_text(args, "task_id", required=True), caller.user,
+                                                             _text(args, "session_id")).to_dict(),
     "upload": _upload,
     "upload_list": lambda agent, args, caller: upload.Queue(agent.config.paths.state_dir).entries(),
     "audit_verify": _audit_verify,

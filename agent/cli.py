@@ -41,6 +41,7 @@ LEVELS = [level.value for level in AccessLevel]
 SESSION_LEVEL_NAMES = [level.value for level in SESSION_LEVELS]
 KINDS = [kind.value for kind in SessionKind]
 UPLOAD_TIMEOUT_S = 900  # de-identifying a large study takes a while; the kill switch is another connection
+KILL_TIMEOUT_S = 300  # the grace period, then each stopped task's restore command: the receipt waits for all of it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,8 +110,34 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "every file (default: do not wait)")
     reading(sub.add_parser("uploads", help="the upload queue: each file and its state"))
 
-    kill = sub.add_parser("kill", help="the kill switch: end every session now and set access to no-access")
+    kill = reading(sub.add_parser("kill", help="the kill switch: stop every task, end every session now and set "
+                                               "access to no-access"))
     kill.add_argument("--reason", default="", help="free text for the audit log")
+
+    task = sub.add_parser("task", help="service tasks of remote sessions").add_subparsers(
+        dest="task_command", required=True, metavar="ACTION")
+    reading(task.add_parser("list", help="waiting, running and recent tasks, with their output"))
+    reading(task.add_parser("catalog", help="the task kinds this device offers"))
+    run = reading(task.add_parser("run", help="ask for a task as the session's engineer (admin; the portal does "
+                                             "this; tests and demo)"))
+    run.add_argument("kind", help="a task kind of the catalog")
+    run.add_argument("params", nargs="*", metavar="NAME=VALUE", help="the task's parameters")
+    run.add_argument("--session", required=True, help="the active session")
+    run.add_argument("--engineer-id", required=True, help="the engineer asking (the session's)")
+    release = task.add_parser("release", help="send the files a task left in quarantine, after the privacy "
+                                              "disclaimer")
+    release.add_argument("task_id")
+    release.add_argument("--accept-disclaimer", action="store_true",
+                         help="you read the data-privacy disclaimer and accept it (else you are asked)")
+    for action, help in (("confirm", "allow a waiting application-support task"),
+                         ("decline", "decline a waiting task"), ("stop", "stop a running task")):
+        task.add_parser(action, help=help).add_argument("task_id")
+
+    exams = sub.add_parser("examinations", help="the examination block (no agent needed: site IT, the unit's stop "
+                                                "hook)").add_subparsers(dest="exam_command", required=True,
+                                                                        metavar="ACTION")
+    exams.add_parser("release", help="release the examination block now (the unit's ExecStopPost runs this)")
+    exams.add_parser("status", help="ask the modality whether examinations are blocked")
 
     audit = sub.add_parser("audit", help="the tamper-evident audit log").add_subparsers(
         dest="audit_command", required=True, metavar="ACTION")
@@ -192,9 +219,11 @@ def main(argv: list[str] | None = None) -> int:
             return enroll_command(args, config)  # talks to the portal, writes the state folder: no agent needed
         if args.command == "telemetry":
             return telemetry_command(args, config)  # reads the system and the outbox file: no agent needed
+        if args.command == "examinations":
+            return examinations_command(args, config)  # calls the modality's tool: works with the agent stopped
+        timeout = {"upload": UPLOAD_TIMEOUT_S, "kill": KILL_TIMEOUT_S}.get(args.command, 10)
         try:
-            with Client(config.paths.control_socket, timeout_s=UPLOAD_TIMEOUT_S if args.command == "upload" else 10
-                        ) as client:
+            with Client(config.paths.control_socket, timeout_s=timeout) as client:
                 client.connect()
                 return dispatch(args, client)
         except AgentUnreachableError:
@@ -227,9 +256,13 @@ def dispatch(args: argparse.Namespace, client: Client) -> int:
         return session_command(args, client)
     if command == "kill":
         receipt = client.call("kill", text=args.reason)
+        if args.json:
+            print(json.dumps(receipt, indent=2))
+            return int(ExitCode.PARTIAL) if receipt["problems"] else 0
         ended = ", ".join(receipt["ended_sessions"]) or "none was open"
+        stopped = len(receipt.get("stopped_tasks", []))
         print(f"Kill switch done at {local(parse_utc(receipt['at']))}. Sessions ended: {ended}. "
-              f"Access is now {receipt['access']['level']}.")
+              f"Tasks stopped: {stopped}. Access is now {receipt['access']['level']}.")
         for problem in receipt["problems"]:
             print(f"servicegate: but: {problem}", file=sys.stderr)
         return int(ExitCode.PARTIAL) if receipt["problems"] else 0
@@ -239,6 +272,8 @@ def dispatch(args: argparse.Namespace, client: Client) -> int:
     if command == "event":
         client.call("record_event", kind=args.kind, detail=args.detail)
         return 0
+    if command == "task":
+        return task_command(args, client)
     if command == "upload":
         return upload_command(args, client)
     if command == "uploads":
@@ -294,6 +329,70 @@ def audit_from_files(args: argparse.Namespace, config: Config) -> int:
 
     return audit_command(args, verify_log,
                          lambda since, until: export(audit_dir, when(since), when(until)))
+
+
+def task_command(args: argparse.Namespace, client: Client) -> int:
+    action = args.task_command
+    if action == "list":
+        return show(args, client.call("task_list"), lambda runs: "\n".join(map(format_task, runs)) or "No tasks.")
+    if action == "catalog":
+        return show(args, client.call("task_catalog"), format_catalog)
+    if action == "run":
+        params = dict(_name_value(text) for text in args.params)
+        run = client.call("task_run", session_id=args.session, engineer_id=args.engineer_id, kind=args.kind,
+                          params=params)
+        return show(args, run, format_task)
+    if action == "release":
+        run = next((t for t in client.call("task_list") if t["id"] == args.task_id), None)
+        if run is not None:
+            print(format_task(run))
+        print(PRIVACY_DISCLAIMER)
+        accepted = args.accept_disclaimer or ask_yes("Send these files to the service centre? [yes/no] ")
+        run = client.call("task_release", task_id=args.task_id, disclaimer_accepted=accepted)
+        print(format_task(run))
+        return 0
+    print(format_task(client.call(f"task_{action}", task_id=args.task_id)))
+    return 0
+
+
+def _name_value(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise UsageError(f"{text!r}: give each parameter as NAME=VALUE, like service=reconstruction")
+    return name, value
+
+
+def format_task(run: dict[str, Any]) -> str:
+    params = " ".join(f"{k}={v}" for k, v in run["params"].items())
+    line = f"Task {run['id']}: {run['kind']} {params}".rstrip() + f" — {run['state']}"
+    if run["stop_reason"]:
+        line += f" ({run['stop_reason']})"
+    if run["restore"]:
+        line += f"; restore {run['restore']}"
+    files = [f"  {f['name']}: {f['handling']}" for f in run["files"]]
+    return "\n".join([line, *files])
+
+
+def format_catalog(kinds: list[dict[str, Any]]) -> str:
+    lines = []
+    for kind in kinds:
+        flags = ", ".join(kind["flags"]) or "technical"
+        params = " ".join(f"{p['name']}=<{p['type']}>" for p in kind["params"])
+        lines.append(f"{kind['kind']:<18} {kind['level']:<8} {flags:<22} {params}")
+    return "\n".join(lines)
+
+
+def examinations_command(args: argparse.Namespace, config: Config) -> int:
+    from agent import exam_block  # runs the modality's tool: no agent, no socket
+
+    if args.exam_command == "status":
+        answer = exam_block.status(config.modality)
+        print(answer)
+        return 0 if answer in ("blocked", "unblocked") else int(ExitCode.FAILED)
+    ok, detail = exam_block.release(config.modality)
+    print("examination block released" if ok else f"servicegate: could not release the examination block: {detail}",
+          file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else int(ExitCode.FAILED)
 
 
 def session_command(args: argparse.Namespace, client: Client) -> int:
@@ -414,6 +513,7 @@ def format_status(status: dict[str, Any]) -> str:
     lines += [format_session(s) for s in status["sessions"]] or ["No open session."]
     if status["examinations_blocked"]:
         lines.append("Examinations are BLOCKED while the full-access session is active.")
+    lines += [format_task(run) for run in status.get("tasks", [])]
     portal = status.get("portal", {})
     where = f" {portal['portal_url']} as {portal['device_id']}" if portal.get("portal_url") else ""
     lines.append(f"Portal{where}: {portal.get('state', 'unknown')}" +

@@ -194,6 +194,46 @@ class AnonymizerConfig:
                         minimum=1, maximum=64)
 
 
+@dataclass(frozen=True)
+class TasksConfig:
+    """Service tasks a remote engineer runs in a session (docs/tasks.md): what they are (the catalog), who may run
+    which (the restrictions), and how the kill switch stops them."""
+
+    catalog: Path = setting(Path(""), "A TOML file of [[task]] tables (docs/tasks.md). Empty: the built-in catalog.",
+                            may_be_empty=True)
+    restrictions: Path = setting(Path(""), "A TOML file of [[restrict]] rules: which task kinds and flags an engineer "
+                                           "(by ID) or a company may use. Empty: no restriction beyond the access "
+                                           "level.", may_be_empty=True)
+    allowed_dirs: tuple[str, ...] = setting(("/var/log",), "Folders a task may read files from (fetch-file); a "
+                                                           "path is checked after resolving symbolic links.",
+                                            may_be_empty=True)
+    grace_s: int = setting(5, "The kill switch's grace period: tasks get SIGTERM, and what still runs after this "
+                              "long is killed.", minimum=1, maximum=60)
+    output_cap_kb: int = setting(256, "Output (stdout, stderr) kept per task and stream; the rest is counted and "
+                                      "dropped.", minimum=16, maximum=16384)
+    max_running: int = setting(20, "Tasks that may run at once.", minimum=1, maximum=100)
+    cgroups: bool = setting(True, "Run each task in a cgroup v2 of its own when the agent can create one (under "
+                                  "systemd: Delegate=yes); else in its own process group.")
+
+
+@dataclass(frozen=True)
+class ModalityConfig:
+    """The scanner's own service tool: the default task catalog's {modality} commands and the examination block
+    call it (its contract is in docs/tasks.md). While a FULL session is active the agent holds the examination
+    block as a lease it renews; when the agent dies the lease lapses by itself, so a crash never leaves the
+    scanner blocked."""
+
+    tool: tuple[str, ...] = setting((), "The tool as a command: an absolute program path and its arguments, no "
+                                        "shell, e.g. [\"/opt/vendor/bin/modalityctl\"]. Empty: no modality tasks, and "
+                                        "the examination block is only reported (status `examinations_blocked`) "
+                                        "for the scanner software to read.", may_be_empty=True)
+    block_lease_s: int = setting(15, "How long one renewal of the examination block holds.", minimum=3, maximum=300)
+    block_renew_s: int = setting(5, "How often the agent renews the block while it is held (less than the lease).",
+                                 minimum=1, maximum=100)
+    hook_timeout_s: int = setting(5, "How long one call of the tool for the block may take before it counts as "
+                                     "failed (and is killed).", minimum=1, maximum=60)
+
+
 # A relay on this machine: mail to it never crosses the network, so STARTTLS may be left out.
 LOCAL_RELAYS = ("127.0.0.1", "localhost", "::1")
 # What `[notify]` takes as an e-mail address: one "@" with text on both sides, nothing that would make a header
@@ -246,6 +286,8 @@ class Config:
     portal: PortalConfig = field(default_factory=PortalConfig)
     anonymizer: AnonymizerConfig = field(default_factory=AnonymizerConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+    modality: ModalityConfig = field(default_factory=ModalityConfig)
     source: Path | None = field(default=None, compare=False)
 
 
@@ -290,6 +332,7 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
         raise ConfigError(f"{where}: [portal] proxy_url = {proxy!r} is not a proxy URL; write it like "
                           "\"http://proxy.example:3128\".")
     _check_notify(where, config.notify)
+    _check_tasks(where, config)
     if config.paths.audit_dir == Path(""):
         config = replace(config, paths=replace(config.paths, audit_dir=config.paths.state_dir / "audit"))
     return config
@@ -314,6 +357,22 @@ def _check_notify(where: str, notify: NotifyConfig) -> None:
         if not _ADDRESS.fullmatch(address):
             raise ConfigError(f"{where}: [notify] {key}: {address!r} is not an e-mail address; write each address "
                               "alone, like \"radiology-it@hospital.example\" (no name, no <>, no spaces).")
+
+
+def _check_tasks(where: str, config: Config) -> None:
+    """What [tasks] and [modality] need beyond each key's own type and range."""
+    tool = config.modality.tool
+    if tool and not Path(tool[0]).is_absolute():
+        raise ConfigError(f"{where}: [modality] tool = {list(tool)!r}: the program must be an absolute path "
+                          f"(the search path is never used), like \"/opt/vendor/bin/{Path(tool[0]).name}\".")
+    if config.modality.block_renew_s >= config.modality.block_lease_s:
+        raise ConfigError(f"{where}: [modality] block_renew_s = {config.modality.block_renew_s} must be less than "
+                          f"block_lease_s = {config.modality.block_lease_s}, or the block would lapse between "
+                          "renewals; e.g. block_renew_s = 5 with block_lease_s = 15.")
+    for folder in config.tasks.allowed_dirs:
+        if not Path(folder).is_absolute():
+            raise ConfigError(f"{where}: [tasks] allowed_dirs: {folder!r} is not an absolute path; write each "
+                              "folder in full, like \"/var/log/modality\".")
 
 
 def defaults() -> Config:

@@ -15,20 +15,30 @@ that second kind are counted in `status` (`problems`) and returned in the kill s
 
 from __future__ import annotations
 
+import base64
+import functools
 import logging
-from collections.abc import Callable
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from agent import __version__, totp
+from agent import __version__, totp, upload
 from agent.access import Grant, GrantStore, expire, new_grant, widens
 from agent.audit_log import AuditLog
 from agent.clock import Clock, utc_iso
 from agent.config import Config
-from agent.errors import AuditError, NotFoundError, RefusedError, UsageError
+from agent.errors import AuditError, ConfigError, NotFoundError, RefusedError, ServiceGateError, UsageError
+from agent.exam_block import ExamBlock
 from agent.fsutil import read_json, write_json
+from agent.policy import Verdict, decide, load_restrictions
 from agent.protocol import EVENT_KINDS, SESSION_LEVELS, SYSTEM_ACTOR, AccessLevel, EndReason, SessionKind, SessionState
+from agent.runner import Finished, Launch, Runner, RunnerError
 from agent.session import (
     Basis,
     Engineer,
@@ -41,10 +51,16 @@ from agent.session import (
     due_end,
     new_session_id,
 )
+from agent.taskrun import RELEASABLE, OutputHandler, Restores, TaskRun, Workspace, environment
+from agent.tasks import build_argv, check_params, load_catalog
+from telemetry.scrubber import Scrubber
 
 log = logging.getLogger("servicegate.agent")
 
 KEEP_ENDED_SESSIONS = 50  # how many ended sessions `session list` shows; the audit log keeps them all
+TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
+KEEP_ENDED_TASKS = 100  # likewise for task runs (and their folders under <state_dir>/tasks)
+RELEASE_MAX_BYTES = 2 * 1024 * 1024  # a released file travels in one outbox record
 KEEP_PROBLEMS = 20
 DENIAL_WINDOW = timedelta(minutes=1)
 
@@ -70,13 +86,34 @@ class Agent:
         self.in_core: Callable[[Callable[[], Any]], Any] = lambda change: change()
         # The daemon's upload worker: told when files were queued (a no-op without a link to the portal).
         self.wake_uploads: Callable[[], None] = lambda: None
+        # Where a file the technologist released goes: the outbox (kind `task_file`), set by the daemon.
+        self.send_file: Callable[[dict[str, Any]], None] = lambda record: None
+        # The daemon's task runner (agent.runner) and examination block (agent.exam_block); without a runner, task
+        # requests are refused. `in_background` runs slow work (stopping a task waits its grace period) off the
+        # event loop.
+        self.runner: Runner | None = None
+        self.exam_block: ExamBlock | None = None
+        self.in_background: Callable[[Callable[[], None]], object] = lambda work: work()
+        self._kills = 0  # kill switches at work (pressed twice at once: both finish before anything is accepted)
         self.problems: list[str] = []  # the latest things that could not be saved or recorded
+        self._problem_texts: list[str] = []  # every one since start (the kill switch's receipt lists its own)
         self._denials: dict[int, tuple[datetime, int]] = {}  # uid -> (last recorded, refused since)
         state_dir = config.paths.state_dir
         self._grants = GrantStore(state_dir / "grant.json")
         self._sessions_path = state_dir / "sessions.json"
         self._counters_path = state_dir / "counters.json"
         self._totp_state_path = state_dir / "totp-state.json"  # the highest one-time-password step used
+        self._tasks_path = state_dir / "tasks.json"
+        self._kill_mark_path = state_dir / "kill.json"  # written first by the kill switch, removed when it is done
+        t = config.tasks
+        self.catalog = load_catalog(t.catalog if t.catalog != Path("") else None)
+        self.restrictions = load_restrictions(t.restrictions if t.restrictions != Path("") else None)
+        unknown = sorted({k for r in self.restrictions for k in (r.kinds or ())} - set(self.catalog.kinds))
+        if unknown:
+            raise ConfigError(f"{t.restrictions}: task kind {unknown[0]!r} is not in the catalog "
+                              f"({self.catalog.source}); its kinds: {', '.join(self.catalog.kinds)}")
+        self._restores = Restores(config.modality.tool)
+        self._outputs = OutputHandler(Scrubber(config.telemetry.scrub_patterns), self._upload_task_output)
         s = config.sessions
         self.limits = Limits(idle_timeout=timedelta(minutes=s.idle_timeout_min),
                              time_limit=timedelta(minutes=s.time_limit_min),
@@ -86,12 +123,36 @@ class Agent:
         self.grant = self._grants.load(now)
         self.sessions: dict[str, Session] = self._load_sessions()
         self.counters: dict[str, int] = self._load_counters()
+        self.task_runs: dict[str, TaskRun] = self._load_tasks()
         self.audit.append("agent_started", SYSTEM_ACTOR, {"version": __version__, "level": self.grant.level.value})
-        # Fail closed: a session that was open when the agent stopped does not resume.
+        # Fail closed: a session that was open when the agent stopped does not resume, nor does a task (the daemon
+        # has killed what was left of its processes; its restore command runs now).
         for session in list(self.sessions.values()):
             if session.open:
                 self._end(session, EndReason.AGENT_RESTART, SYSTEM_ACTOR, "the agent restarted")
+        for run in list(self.task_runs.values()):
+            if not run.ended:
+                restore = self._restores.run(self.catalog.kinds[run.kind], run.id, Workspace.of(
+                    state_dir, run.id).output) if run.kind in self.catalog.kinds and run.state == "running" else ""
+                self._task_ended(replace(run, state="stopped", stop_reason="agent_restart", restore=restore,
+                                         ended_at=now))
         self.tick()
+
+    @property
+    def killing(self) -> bool:
+        """The kill switch is at work: no task and no session is accepted."""
+        return self._kills > 0
+
+    @property
+    def kill_pending(self) -> dict[str, Any] | None:
+        """The mark of a kill switch that did not finish (the agent stopped in the middle): the daemon finishes it."""
+        try:
+            return dict(read_json(self._kill_mark_path))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as exc:
+            log.error("%s is unreadable (%s); finishing the kill switch anyway", self._kill_mark_path, exc)
+            return {"actor": SYSTEM_ACTOR, "text": "an unreadable kill mark was found"}
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -102,6 +163,10 @@ class Agent:
             "access": self.grant.to_dict(),
             "sessions": [s.to_dict() for s in self.sessions.values() if s.open],
             "examinations_blocked": any(s.blocks_examinations for s in self.sessions.values()),
+            "examination_block": {"held": self.exam_block.held if self.exam_block else False,
+                                  "enforced": bool(self.config.modality.tool)},
+            "tasks": [r.to_dict() for r in self.task_runs.values() if not r.ended],
+            "killing": self.killing,
             "counters": dict(self.counters),
             "portal": self.link_status(),
             "problems": list(self.problems),
@@ -118,7 +183,7 @@ class Agent:
         return grant
 
     def _apply_grant(self, grant: Grant, event: str, actor: str, *, expired: bool,
-                     details: dict[str, Any] | None = None) -> None:
+                     details: dict[str, Any] | None = None, sessions_follow: bool = True) -> None:
         previous = self.grant
         record = {**(details or {}), "previous_level": previous.level.value, "level": grant.level.value,
                   "until": utc_iso(grant.until) if grant.until else None}
@@ -132,7 +197,7 @@ class Agent:
             self._audit_after(event, actor, record)
         self.publish("access_changed", grant.to_dict())
         now = self.clock.now()
-        for session in list(self.sessions.values()):
+        for session in list(self.sessions.values()) if sessions_follow else []:
             changed = after_grant_change(session, previous, grant, now, expired=expired)
             if changed is session:
                 continue
@@ -140,6 +205,7 @@ class Agent:
                 self._store(changed)
                 self._audit_after("session_narrowed", actor, self._session_details(changed))
                 self.publish("session_changed", changed.to_dict())
+                self._stop_tasks(changed, "revoked", keep_allowed=True)
             else:
                 self._record_end(changed, actor)
 
@@ -149,6 +215,7 @@ class Agent:
                         actor: str, session_id: str = "") -> Session:
         """The portal asks for a session under the standing grant (`session_id`: the portal's own ID for it)."""
         check_request(engineer, reason, level)
+        self._check_not_killing()
         check_admissible(self.grant)
         now = self.clock.now()
         requested = Session(id=self._new_id(session_id), kind=kind, engineer=engineer, reason=reason,
@@ -169,6 +236,7 @@ class Agent:
         """The technologist typed in the ID the engineer read out, and the portal gave the session's details: it
         waits for the technologist's confirmation with the data-privacy disclaimer, whatever the standing grant.
         Claiming an ID that waits already shows it again."""
+        self._check_not_killing()
         existing = self.sessions.get(session_id)
         if existing is not None and existing.state is SessionState.AWAITING_CONSENT and existing.claimed:
             return existing
@@ -195,6 +263,7 @@ class Agent:
     def confirm_session(self, session_id: str, level: AccessLevel | None, actor: str,
                         disclaimer_accepted: bool) -> Session:
         session = self._get(session_id)
+        self._check_not_killing()
         if not disclaimer_accepted:
             raise RefusedError("the data-privacy disclaimer must be accepted before a session can start: "
                                "the service engineer could potentially view patient data")
@@ -286,21 +355,6 @@ class Agent:
             raise RefusedError(f"session {session.id} has already ended ({session.end_reason})")
         return self._end(session, EndReason.COMPLETED, actor, text)
 
-    def kill(self, actor: str, text: str) -> dict[str, Any]:
-        """The kill switch: end every open session and withdraw access. Never raises; safe to press twice.
-
-        Each step is shielded from the failure of the others; what could not be saved or recorded is
-        listed in the receipt's `problems` (the sessions are ended and access withdrawn regardless).
-        """
-        problems_before = len(self.problems)
-        ended = [self._end(s, EndReason.KILLED, actor, text).id for s in list(self.sessions.values()) if s.open]
-        if self.grant.level is not AccessLevel.NO_ACCESS:
-            self._apply_grant(Grant(AccessLevel.NO_ACCESS, actor, self.clock.now()), "access_set", actor,
-                              expired=False, details={"by": "kill"})
-        self._audit_after("kill", actor, {"ended_sessions": ended, "text": text, "level": self.grant.level.value})
-        return {"at": utc_iso(self.clock.now()), "ended_sessions": ended, "access": self.grant.to_dict(),
-                "text": text, "problems": self.problems[problems_before:]}
-
     def record_denial(self, user: str, uid: int, op: str) -> None:
         """Audit a refused control request; at most one record per user per minute (the rest are counted).
 
@@ -316,6 +370,321 @@ class Agent:
         self._denials[uid] = (now, 0)
         self._audit_after("permission_denied", user, {"operation": op, "uid": uid,
                                                       "refused_since_last_record": suppressed})
+
+    # ---- service tasks -----------------------------------------------------------------------------
+
+    def request_task(self, session_id: str, engineer_id: str, kind: str, params: Mapping[str, Any],
+                     actor: str, task_id: str = "") -> TaskRun:
+        """The engineer asks for a task of the catalog: checked, decided (agent.policy), audited, and started, or
+        left waiting for the technologist (application support), or refused with the reason. `task_id`: the
+        portal's own ID for the run (else the agent makes one)."""
+        session = self.sessions.get(session_id)
+        details = {"session_id": session_id, "engineer_id": engineer_id, "kind": kind, "task_id": task_id,
+                   "by": actor}
+        try:
+            if self.killing:
+                raise RefusedError("the kill switch is at work: no task is accepted")
+            if task_id and (not TASK_ID.fullmatch(task_id) or task_id in self.task_runs):
+                raise UsageError(f"task ID {task_id[:48]!r} is taken or malformed (letters, digits, - and _, at "
+                                 "most 40)")
+            task = self.catalog.get(kind)
+            values = check_params(task, params, [Path(d) for d in self.config.tasks.allowed_dirs])
+            decision = decide(task, session, engineer_id, self.restrictions)
+            if decision.verdict is Verdict.DENY:
+                raise RefusedError(f"task {kind!r} refused: {decision.reason}")
+            if self.runner is None:
+                raise RefusedError("tasks cannot run: the task runner is not started")
+            running = sum(1 for r in self.task_runs.values() if r.state == "running")
+            if running >= self.config.tasks.max_running:
+                raise RefusedError(f"{running} tasks are running, the most [tasks] max_running allows; wait for one")
+        except ServiceGateError as exc:
+            self._audit_after("task_refused", engineer_id or actor, {**details, "why": str(exc)})
+            raise
+        assert session is not None  # decide() allows nothing without one
+        now = self.clock.now()
+        run = TaskRun(id=task_id or f"t{now:%Y%m%d%H%M%S}-{secrets.token_hex(3)}", kind=kind, title=task.title,
+                      session_id=session_id, engineer_id=engineer_id, params=values,
+                      state="waiting" if decision.verdict is Verdict.ASK else "running", created_at=now)
+        self._audit_first("task_allowed" if decision.allowed else "task_awaiting_confirmation", engineer_id,
+                          {**run.audit_details(), "reason": decision.reason, "by": actor})
+        self.record_activity(session_id)
+        if decision.allowed:
+            return self._start_task(run)
+        self.publish("task_changed", self._store_task(run).to_dict())  # the console asks the technologist
+        return run
+
+    def confirm_task(self, task_id: str, actor: str) -> TaskRun:
+        """The technologist allows a waiting application-support task: decided again (the session may have
+        changed), then started."""
+        run = self._waiting_task(task_id)
+        decision = decide(self.catalog.get(run.kind), self.sessions.get(run.session_id), run.engineer_id,
+                          self.restrictions, confirmed=True)
+        running = sum(1 for r in self.task_runs.values() if r.state == "running")
+        why = "the kill switch is at work" if self.killing else "the task runner is not started" \
+            if self.runner is None else f"{running} tasks are running, the most [tasks] max_running allows" \
+            if running >= self.config.tasks.max_running else decision.reason
+        if decision.verdict is not Verdict.ALLOW or why != decision.reason:
+            self._task_ended(replace(run, state="refused", stop_reason=why, ended_at=self.clock.now()), actor)
+            raise RefusedError(f"task {task_id} can no longer run: {why}")
+        self._audit_first("task_confirmed", actor, {**run.audit_details(), "reason": decision.reason})
+        return self._start_task(replace(run, state="running"))
+
+    def decline_task(self, task_id: str, actor: str) -> TaskRun:
+        run = self._waiting_task(task_id)
+        return self._task_ended(replace(run, state="declined", stop_reason=f"declined by {actor}",
+                                        ended_at=self.clock.now()), actor)
+
+    def stop_task(self, task_id: str, actor: str, session_id: str = "") -> TaskRun:
+        """Stop one running task (the technologist, or the engineer through the portal): SIGTERM, the grace period,
+        then SIGKILL, in the background; the run ends as `stopped` and its restore command runs."""
+        run = self.task_runs.get(task_id)
+        if run is None or (session_id and run.session_id != session_id):
+            raise NotFoundError(f"no task with ID {task_id!r}" + (f" in session {session_id}" if session_id else "")
+                                + " (`servicegate task list` shows them)")
+        if run.state == "waiting":
+            return self.decline_task(task_id, actor)
+        if run.state != "running":
+            raise RefusedError(f"task {task_id} is not running ({run.state})")
+        run = self._store_task(replace(run, stop_reason=f"stopped by {actor}"))
+        self._stop_in_background([run.id])
+        return run
+
+    def release_task_files(self, task_id: str, actor: str, disclaimer_accepted: bool) -> TaskRun:
+        """The technologist releases what a `files` task wrote, after the data-privacy disclaimer: each file (up to
+        RELEASE_MAX_BYTES) goes to the portal through the outbox; larger ones stay quarantined."""
+        run = self.task_runs.get(task_id)
+        if run is None:
+            raise NotFoundError(f"no task with ID {task_id!r} (`servicegate task list` shows them)")
+        waiting = [f for f in run.files if str(f["handling"]).startswith(RELEASABLE)]
+        if not waiting:
+            raise RefusedError(f"task {task_id} has no files waiting for release (a stopped task's files are never "
+                               "sent)")
+        if not disclaimer_accepted:
+            raise RefusedError("the data-privacy disclaimer must be accepted before files are released: they may "
+                               "contain patient data")
+        quarantine = Workspace.of(self.config.paths.state_dir, task_id).quarantine
+        files = []
+        for entry in run.files:
+            if entry not in waiting:
+                files.append(entry)
+                continue
+            path = quarantine / str(entry["name"])
+            size = path.stat().st_size
+            if size > RELEASE_MAX_BYTES:
+                files.append({**entry, "handling": f"{RELEASABLE} (too large to release: {size} bytes, the limit is "
+                                                   f"{RELEASE_MAX_BYTES})"})
+                continue
+            self._audit_first("task_file_released", actor, {
+                "task_id": task_id, "session_id": run.session_id, "engineer_id": run.engineer_id,
+                "file": entry["name"], "size": size, "sha256": entry["sha256"], "disclaimer_accepted": True})
+            self.send_file({"task_id": task_id, "session_id": run.session_id, "name": entry["name"], "size": size,
+                            "sha256": entry["sha256"], "content": base64.b64encode(path.read_bytes()).decode()})
+            files.append({**entry, "handling": f"released by {actor}, sent"})
+        released = self._store_task(replace(run, files=tuple(files)))
+        self.publish("task_changed", released.to_dict())
+        return released
+
+    def task_list(self) -> list[dict[str, Any]]:
+        return [r.to_dict() for r in sorted(self.task_runs.values(), key=lambda r: r.created_at)]
+
+    def on_task_finished(self, finished: Finished) -> None:
+        """The runner's callback, in the task's watcher thread: restore if it was stopped early, handle what it
+        wrote (scrub, de-identify, quarantine), then record the end where the agent's state lives."""
+        run = self.in_core(lambda: self.task_runs.get(finished.task_id))
+        if run is None:
+            log.error("the runner reported task %s, which the agent does not know", finished.task_id)
+            return
+        workspace = Workspace.of(self.config.paths.state_dir, run.id)
+        restore = self._restore(run.id) if finished.outcome in ("stopped", "timeout") else ""
+        try:
+            done = self._outputs.handle(run, self.catalog.get(run.kind), finished, workspace)
+        except (OSError, ServiceGateError) as exc:
+            done = replace(run, returncode=finished.returncode, stderr=f"its output could not be handled: {exc}")
+            log.error("task %s: %s", run.id, exc)
+        state = finished.outcome
+        stop_reason = run.stop_reason or ("timeout" if state == "timeout" else "")
+        self.in_core(lambda: self._task_ended(replace(done, state=state, stop_reason=stop_reason,
+                                                      restore=restore,
+                                                      ended_at=self.clock.now())))
+
+    def _start_task(self, run: TaskRun) -> TaskRun:
+        task = self.catalog.get(run.kind)
+        workspace = Workspace.of(self.config.paths.state_dir, run.id)
+        assert self.runner is not None
+        try:
+            workspace.create()
+            argv = build_argv(task.command, run.params, modality=self.config.modality.tool, output=workspace.output)
+            env = environment(workspace, run, log_files=self.config.telemetry.log_files,
+                              allowed_dirs=self.config.tasks.allowed_dirs)
+            self._store_task(run)  # before it starts: its end may be reported at once
+            self.runner.start(Launch(task_id=run.id, argv=argv, cwd=workspace.root, env=env,
+                                     timeout_s=task.timeout_s, output_cap=self.config.tasks.output_cap_kb * 1024))
+        except (OSError, RunnerError, UsageError) as exc:
+            return self._task_ended(replace(run, state="failed", stderr=f"it could not start: {exc}",
+                                            ended_at=self.clock.now()))
+        self.publish("task_changed", run.to_dict())
+        return run
+
+    def _task_ended(self, run: TaskRun, actor: str = SYSTEM_ACTOR) -> TaskRun:
+        self._store_task(run)
+        self._audit_after("task_ended", actor, run.audit_details())
+        self.publish("task_changed", run.to_dict())
+        return run
+
+    def _store_task(self, run: TaskRun) -> TaskRun:
+        self.task_runs[run.id] = run
+        ended = sorted((r for r in self.task_runs.values() if r.ended), key=lambda r: r.created_at)
+        for old in ended[:-KEEP_ENDED_TASKS]:
+            del self.task_runs[old.id]
+            shutil.rmtree(Workspace.of(self.config.paths.state_dir, old.id).root, ignore_errors=True)
+        self._best_effort("save the task runs",
+                          lambda: write_json(self._tasks_path, [r.to_dict() for r in self.task_runs.values()]))
+        return run
+
+    def _waiting_task(self, task_id: str) -> TaskRun:
+        run = self.task_runs.get(task_id)
+        if run is None or run.state != "waiting":
+            raise RefusedError(f"task {task_id} is not waiting for confirmation"
+                               + (f" ({run.state})" if run else " (no such task)"))
+        return run
+
+    def _task_allowed(self, run: TaskRun, session: Session) -> bool:
+        task = self.catalog.kinds.get(run.kind)
+        return task is not None and decide(task, session, run.engineer_id, self.restrictions,
+                                           confirmed=True).allowed
+
+    def _stop_tasks(self, session: Session, reason: str, *, keep_allowed: bool = False) -> None:
+        """Stop the session's tasks, with `reason`: all of them, or (`keep_allowed`: the session was narrowed) those
+        its new level no longer allows."""
+        stopping = []
+        for run in list(self.task_runs.values()):
+            if run.session_id != session.id or run.ended or (keep_allowed and self._task_allowed(run, session)):
+                continue
+            if run.state == "waiting":
+                self._task_ended(replace(run, state="stopped", stop_reason=reason, ended_at=self.clock.now()))
+            elif not run.stop_reason:
+                self._store_task(replace(run, stop_reason=reason))
+                stopping.append(run.id)
+        if stopping:
+            self._stop_in_background(stopping)
+
+    def _stop_in_background(self, task_ids: list[str]) -> None:
+        runner = self.runner
+        if runner is None:
+            return
+
+        def stop() -> None:
+            for task_id in task_ids:
+                runner.stop(task_id)
+
+        self.in_background(stop)
+
+    def _upload_task_output(self, paths: list[Path], session_id: str) -> dict[str, Any]:
+        """A `dicom` task's files: de-identified and queued (agent.upload), recorded like any upload."""
+        report = upload.prepare(paths, self.config.paths.state_dir, self.config.paths.anonymizer_key,
+                                session_id=session_id).to_dict()
+        self.in_core(lambda: self.uploads_queued(report, session_id, SYSTEM_ACTOR))
+        self.wake_uploads()
+        return report
+
+    # ---- the kill switch -----------------------------------------------------------------------------
+
+    def kill(self, actor: str, text: str) -> dict[str, Any]:
+        """The kill switch (docs/kill-switch.md): one call that ends everything, whatever fails on the way.
+
+        In the daemon it runs in a worker thread, so its waits never hold the event loop; every change of the
+        agent's state goes through `in_core`. The steps, each shielded from the failure of the others (a failure is
+        listed in the receipt and in the audit record, which is written in any case): a mark on disk first (an agent
+        that stops in the middle finishes the job at its next start); access to no-access, and no task or session
+        accepted from here on; every task stopped (SIGTERM, the grace period, SIGKILL, confirmed gone); each
+        interrupted task's restore command; the examination block released; every open session ended with
+        `killed` (which tells the portal and sends the e-mail notices); the audit record. Safe to press twice.
+        """
+        started = time.monotonic()
+        problems: list[str] = []
+
+        def step(what: str, action: Callable[[], Any]) -> Any:
+            try:
+                return action()
+            except Exception as exc:  # noqa: BLE001 - the kill switch goes on whatever fails
+                problems.append(f"could not {what}: {exc}")
+                log.error("kill switch: could not %s: %s", what, exc)
+                return None
+
+        step("write the kill mark", lambda: write_json(self._kill_mark_path, {"actor": actor, "text": text}))
+        before = self.in_core(lambda: len(self._problem_texts))
+        step("withdraw access", lambda: self.in_core(lambda: self._kill_begin(actor)))
+        runner = self.runner
+        report = step("stop the tasks", lambda: runner.stop_all(self.config.tasks.grace_s)) if runner else None
+        restores: dict[str, str] = {}
+        for task_id in report.interrupted if report else ():
+            restores[task_id] = step(f"restore after task {task_id}", functools.partial(self._restore, task_id)) or ""
+        released = step("release the examination block", self._release_block)
+        if released is not None and not released[0]:
+            problems.append(f"could not release the examination block: {released[1]}")
+        stopped = {"containment": report.containment, "stopped_tasks": list(report.interrupted),
+                   "forced": report.forced, "remaining_pids": list(report.remaining)} if report else {}
+        if report is not None and report.remaining:
+            problems.append(f"task processes still alive after the kill: {list(report.remaining)}")
+        receipt: dict[str, Any] = step("end the sessions", lambda: self.in_core(lambda: self._kill_end(
+            actor, text, {**stopped, "restores": restores, "block_released": bool(released and released[0]),
+                          "elapsed_ms": round((time.monotonic() - started) * 1000)}, problems, before))) or {}
+        if not receipt:  # the agent's state could not be reached: record what happened anyway
+            self._audit_after("kill", actor, {"text": text, "problems": problems, **stopped})
+            receipt = {"at": utc_iso(self.clock.now()), "text": text, "problems": problems, "ended_sessions": [],
+                       "access": self.grant.to_dict(), **stopped}
+        step("remove the kill mark", lambda: self._kill_mark_path.unlink(missing_ok=True))
+        return receipt
+
+    def _restore(self, task_id: str) -> str:
+        """Run a stopped task's restore command (from a worker thread)."""
+        run = self.in_core(lambda: self.task_runs.get(task_id))
+        if run is None or run.kind not in self.catalog.kinds:
+            return ""
+        return self._restores.run(self.catalog.kinds[run.kind], run.id,
+                                  Workspace.of(self.config.paths.state_dir, task_id).output)
+
+    def _kill_begin(self, actor: str) -> None:
+        self._kills += 1
+        self._sync_block()
+        for run in list(self.task_runs.values()):
+            if run.state == "waiting":
+                self._task_ended(replace(run, state="stopped", stop_reason="killed", ended_at=self.clock.now()))
+            elif run.state == "running":
+                self._store_task(replace(run, stop_reason="killed"))
+        if self.grant.level is not AccessLevel.NO_ACCESS:
+            self._apply_grant(Grant(AccessLevel.NO_ACCESS, actor, self.clock.now()), "access_set", actor,
+                              expired=False, details={"by": "kill"}, sessions_follow=False)
+
+    def _release_block(self) -> tuple[bool, str]:
+        if self.exam_block is not None:
+            return self.exam_block.release_now()
+        return True, "no examination block is held by this agent"
+
+    def _kill_end(self, actor: str, text: str, steps: dict[str, Any], problems: list[str],
+                  problems_before: int) -> dict[str, Any]:
+        try:
+            ended = [self._end(s, EndReason.KILLED, actor, text).id for s in list(self.sessions.values()) if s.open]
+        finally:
+            self._kills -= 1
+        self._audit_after("kill", actor, {"ended_sessions": ended, "text": text, "level": self.grant.level.value,
+                                          **steps, "problems": [*problems, *self._problem_texts[problems_before:]]})
+        return {"at": utc_iso(self.clock.now()), "ended_sessions": ended, "access": self.grant.to_dict(),
+                "text": text, **steps, "problems": [*problems, *self._problem_texts[problems_before:]]}
+
+    def block_changed(self, held: bool) -> None:
+        """The examination block was set or released (agent.exam_block's thread, through the event loop)."""
+        self._audit_after("examination_block_held" if held else "examination_block_released", SYSTEM_ACTOR,
+                          {"lease_s": self.config.modality.block_lease_s})
+        self.publish("examination_block", {"held": held})
+
+    def block_problem(self, text: str) -> None:
+        self._problem(text)
+        self._audit_after("examination_block_failed", SYSTEM_ACTOR, {"why": text})
+
+    def _sync_block(self) -> None:
+        if self.exam_block is not None:
+            self.exam_block.want(not self.killing and any(s.blocks_examinations for s in self.sessions.values()))
 
     # ---- uploads ---------------------------------------------------------------------------------------
 
@@ -366,10 +735,20 @@ class Agent:
         replacement = expire(self.grant, now)
         if replacement is not None:
             self._apply_grant(replacement, "access_expired", SYSTEM_ACTOR, expired=True)
+        busy = {r.session_id for r in self.task_runs.values() if r.state == "running"}
         for session in list(self.sessions.values()):
+            if session.id in busy and session.state is SessionState.ACTIVE:
+                session = replace(session, last_activity=now)  # a task the engineer started is not idleness
+                self.sessions[session.id] = session
             if session.open and (reason := due_end(session, now, self.limits)) is not None:
                 self._end(session, reason, SYSTEM_ACTOR, "")
         self._best_effort("write an audit checkpoint", self.audit.tick)
+
+    def stopping(self) -> None:
+        """The agent stops: the tasks still running are stopped next (the daemon's runner), with this reason."""
+        for run in list(self.task_runs.values()):
+            if run.state == "running" and not run.stop_reason:
+                self._store_task(replace(run, stop_reason="agent_stopped"))
 
     def shutdown(self, reason: EndReason = EndReason.AGENT_RESTART) -> None:
         for session in list(self.sessions.values()):
@@ -397,6 +776,10 @@ class Agent:
             log.error("%s is unreadable (%s); codes up to now are taken as used", self._totp_state_path, exc)
             return int(self.clock.now().timestamp()) // totp.STEP_S
 
+    def _check_not_killing(self) -> None:
+        if self.killing:
+            raise RefusedError("the kill switch is at work: no session is accepted now; try again in a moment")
+
     def _get(self, session_id: str) -> Session:
         try:
             return self.sessions[session_id]
@@ -411,6 +794,7 @@ class Agent:
 
     def _record_end(self, session: Session, actor: str) -> None:
         self._store(session)
+        self._stop_tasks(session, session.end_reason.value if session.end_reason else "session_ended")
         reason = session.end_reason.value if session.end_reason else None
         self._audit_after("session_ended", actor,
                           {**self._session_details(session), "end_reason": reason, "text": session.end_text})
@@ -437,6 +821,8 @@ class Agent:
     def _problem(self, text: str) -> None:
         log.error("%s", text)
         self.problems = [*self.problems, f"{utc_iso(self.clock.now())} {text}"][-KEEP_PROBLEMS:]
+        self._problem_texts.append(self.problems[-1])
+        del self._problem_texts[:-1000]
 
     def _store(self, session: Session) -> None:
         self.sessions[session.id] = session
@@ -445,6 +831,7 @@ class Agent:
             del self.sessions[old.id]
         self._best_effort("save the sessions",
                           lambda: write_json(self._sessions_path, [s.to_dict() for s in self.sessions.values()]))
+        self._sync_block()
 
     @staticmethod
     def _session_details(session: Session) -> dict[str, Any]:
@@ -461,6 +848,15 @@ class Agent:
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             # Nothing is lost: the audit log has every session; this file is only the working copy.
             log.error("%s is unreadable (%s); starting with no sessions", self._sessions_path, exc)
+            return {}
+
+    def _load_tasks(self) -> dict[str, TaskRun]:
+        try:
+            return {r["id"]: TaskRun.from_dict(r) for r in read_json(self._tasks_path)}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.error("%s is unreadable (%s); starting with no task runs", self._tasks_path, exc)
             return {}
 
     def _load_counters(self) -> dict[str, int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import hashlib
 import logging
 import os
 import signal
@@ -23,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent import __version__, reporting, uplink, upload
+from agent import __version__, exam_block, reporting, uplink, upload
 from agent.api import dispatcher, handle_portal_message
 from agent.audit_log import AuditLog, is_checkpoint
 from agent.clock import Clock, SystemClock
@@ -32,8 +33,11 @@ from agent.control import ControlServer
 from agent.core import Agent
 from agent.enroll import take_attempts, totp_secret
 from agent.errors import ConfigError, ExitCode, ServiceGateError
+from agent.exam_block import ExamBlock
 from agent.notify import Notifier
+from agent.protocol import SYSTEM_ACTOR
 from agent.roles import RoleMap
+from agent.runner import Runner
 from telemetry.shipper import full_jitter
 
 log = logging.getLogger("servicegate.daemon")
@@ -43,7 +47,7 @@ TICK_S = 1.0  # while something may fall due by time alone (Agent.waiting): sess
 IDLE_TICK_S = 30.0  # otherwise; every change of state or audit record brings the next tick to TICK_S at once
 # Operations that read the whole audit log, or wait for the portal, run in a worker thread, so the kill switch never
 # waits on them.
-OFFLOADED = frozenset({"audit_verify", "audit_export", "session_claim", "upload"})
+OFFLOADED = frozenset({"audit_verify", "audit_export", "session_claim", "upload", "kill"})
 PRUNE_EVERY_S = 24 * 3600
 UPLOAD_RETRY_S = 60.0
 
@@ -102,6 +106,7 @@ class Daemon:
     async def serve(self) -> None:
         config = self.config
         prepare_directories(config)
+        loop = asyncio.get_running_loop()
         lock = self._lock_state(config.paths.state_dir)
         audit = AuditLog(config.paths.audit_dir, config.paths.audit_signing_key, self.clock,
                          retention_days=config.audit.retention_days,
@@ -119,7 +124,23 @@ class Daemon:
                 telemetry.outbox.put("audit_checkpoint", reporting.checkpoint_head(record))
 
         audit.listeners.append(send_head)
+        # Before the agent takes up its state: whatever an earlier run left is cleared, so that a crash never leaves
+        # a task running or the scanner blocked (the agent then ends the sessions and tasks that were open).
+        runner = Runner(task_tag(config.paths.state_dir), grace_s=config.tasks.grace_s,
+                        use_cgroup=config.tasks.cgroups,
+                        on_finished=lambda finished: agent.on_task_finished(finished))  # the agent, made below
+        leftovers = runner.sweep()
+        released = exam_block.release(config.modality)
         agent = Agent(config, self.clock, audit)
+        if leftovers:
+            audit.append("task_leftovers_killed", SYSTEM_ACTOR, {"pids": list(leftovers)})
+        if config.modality.tool:
+            audit.append("examination_block_released" if released[0] else "examination_block_release_failed",
+                         SYSTEM_ACTOR, {"at": "agent start", "detail": released[1]})
+        agent.runner = runner
+        block = ExamBlock(config.modality, on_problem=lambda text: loop.call_soon_threadsafe(agent.block_problem, text),
+                          on_change=lambda held: loop.call_soon_threadsafe(agent.block_changed, held))
+        agent.exam_block = block
         agent.link_status = link_state.to_dict
         agent.portal_heads = link.heads if link is not None else None
         agent.portal_claim = link.claim if link is not None else None
@@ -137,10 +158,18 @@ class Daemon:
             raise ConfigError(f"{config.source or 'configuration'}: [paths] control_socket = "
                               f"{str(config.paths.control_socket)!r}: cannot create the socket ({exc.strerror}); "
                               f"point it at a path in a folder the agent may write") from None
-        loop = asyncio.get_running_loop()
         agent.in_core = in_loop(loop)
+        agent.in_background = lambda work: loop.run_in_executor(None, work)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop, signum)
+        # The kill switch by signal: `kill -USR1 $(pidof ...)`, or systemd's `systemctl kill -s USR1 servicegate`.
+        loop.add_signal_handler(signal.SIGUSR1, lambda: loop.run_in_executor(None, agent.kill, "signal",
+                                                                              "SIGUSR1"))
+        block.start()
+        pending = agent.kill_pending
+        if pending is not None:  # the agent stopped in the middle of a kill: finish it
+            loop.run_in_executor(None, agent.kill, str(pending.get("actor", SYSTEM_ACTOR)),
+                                 f"{pending.get('text', '')} (finished after a restart)".strip())
         log.info("ServiceGate agent %s ready on %s (access: %s)", __version__, config.paths.control_socket,
                  agent.grant.level.value)
         notify_systemd(f"READY=1\nSTATUS=access {agent.grant.level.value}")
@@ -188,9 +217,18 @@ class Daemon:
                 telemetry.push_now()
             if event == "session_changed":  # e-mail to the site's staff, when configured; never blocks
                 notifier.session_changed(data)
+            if event == "task_changed":
+                telemetry.outbox.put("task_event", reporting.task_event(data))
+                telemetry.push_now()
             wake()
 
         agent.publish = publish_and_wake
+
+        def send_file(record: dict[str, Any]) -> None:
+            telemetry.outbox.put("task_file", record)
+            telemetry.push_now()
+
+        agent.send_file = send_file
         audit.listeners.append(wake)
         try:
             every("prune", PRUNE_EVERY_S, lambda: self._prune(audit))
@@ -206,7 +244,10 @@ class Daemon:
             if uploads is not None:
                 await asyncio.to_thread(uploads.join)
             await server.stop()
+            agent.stopping()
+            await asyncio.to_thread(runner.close)  # every task stopped (their ends are recorded on this loop)
             agent.shutdown()
+            await asyncio.to_thread(block.close)  # released: nobody renews it any more
             notifier.close()  # a notice still waiting is sent after the next start
             audit.close()
             log.info("ServiceGate agent stopped")
@@ -300,6 +341,12 @@ class UploadWorker:
                     self._record(entry)
             self._wake.wait(full_jitter(failures) if failures else UPLOAD_RETRY_S)
             self._wake.clear()
+
+
+def task_tag(state_dir: Path) -> str:
+    """The tag of this installation's task processes: the same after a restart (so leftovers are found), different
+    for two agents with different state folders (tests and the demo run several on one machine)."""
+    return "sg-" + hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
 
 
 def in_loop(loop: asyncio.AbstractEventLoop) -> Callable[[Callable[[], T]], T]:

@@ -196,8 +196,30 @@ OPERATIONS: dict[str, Operation] = {
                   {"session_id": "the session ID (optional: the one open session)",
                    "text": "the engineer's summary (optional)"}),
         Operation("kill", Role.CONSOLE,
-                  "The kill switch: end every session with `killed` and set access to no-access. Idempotent.",
+                  "The kill switch: set access to no-access, stop every task (SIGTERM, the grace period, SIGKILL), "
+                  "run their restore commands, release the examination block, end every session with `killed`. "
+                  "Idempotent; answers the receipt when all of it is done.",
                   {"text": "why (optional)"}),
+        Operation("task_catalog", Role.VIEWER, "The task kinds this device offers: parameters, level, flags."),
+        Operation("task_list", Role.VIEWER, "Waiting and running tasks, and the most recent ended ones, with "
+                                            "their (scrubbed) output and what happened to their files."),
+        Operation("task_run", Role.ADMIN,
+                  "Ask for a task as the session's engineer would through the portal (the portal's requests come "
+                  "through its inbox; tests and the demo use this). Checked, decided by the policy, audited.",
+                  {"session_id": "the active session", "engineer_id": "the engineer asking",
+                   "kind": "a task kind of the catalog", "params": "its parameters, an object",
+                   "task_id": "the portal's ID for the run (optional: the agent makes one)"}),
+        Operation("task_confirm", Role.CONSOLE, "The technologist allows a waiting application-support task.",
+                  {"task_id": "the task's ID"}),
+        Operation("task_decline", Role.CONSOLE, "The technologist declines a waiting task.",
+                  {"task_id": "the task's ID"}),
+        Operation("task_release", Role.CONSOLE,
+                  "The technologist releases the files a task left in quarantine (output `files`), after the "
+                  "data-privacy disclaimer; each (up to 2 MiB) is sent to the portal.",
+                  {"task_id": "the task's ID", "disclaimer_accepted": "must be true"}),
+        Operation("task_stop", Role.CONSOLE,
+                  "Stop one task (SIGTERM, the grace period, SIGKILL); its restore command runs.",
+                  {"task_id": "the task's ID", "session_id": "the session it belongs to (optional)"}),
         Operation("upload", Role.CONSOLE,
                   "De-identify DICOM files (or folders) and queue them for a resumable upload to the portal; files the "
                   "anonymizer refuses stay quarantined on the device and are listed, never sent. Answers the batch "
@@ -223,6 +245,8 @@ EVENTS: dict[str, str] = {
     "session_changed": "A session changed state; data is the session.",
     "session_refused": "A request of the portal about a session was refused; data: id, type (the inbox message "
                        "type) and why.",
+    "examination_block": "The examination block was set or released; data: held (true or false).",
+    "task_changed": "A task was asked for, started, or ended; data is the task run.",
     "audit_appended": "An audit record was written; data is the record.",
 }
 

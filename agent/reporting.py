@@ -87,6 +87,15 @@ def session_event(event: str, data: Mapping[str, Any]) -> dict[str, Any]:
             "auth_failures": data["auth_failures"]}
 
 
+def task_event(data: Mapping[str, Any]) -> dict[str, Any]:
+    """What the portal hears of a task run (kind `task_event`): the run as the agent shows it, whose output was
+    scrubbed and whose files were handled by type before it got here (agent.taskrun). The task's kind travels as
+    `task_kind`: `kind` is the outbox record's own (servicegate.kind = task_event)."""
+    return {"task_kind": data["kind"], **{key: data[key] for key in (
+        "id", "session_id", "engineer_id", "params", "state", "created_at", "ended_at", "stop_reason", "returncode",
+        "stdout", "stderr", "dropped", "files", "restore")}}
+
+
 def _session(config: Config, where: str) -> tuple[requests.Session | None, str]:
     """The mutual-TLS session to the receiver: its CA the only trust anchor, the device certificate, no proxy
     or CA from the environment. (None, "unknown") when no receiver is configured."""

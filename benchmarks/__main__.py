@@ -13,8 +13,9 @@ Prints a Markdown table; docs/performance.md keeps the figures with the command 
 its peers (`benchmarks.anonymizer_bench`: what each leaks, and speed on generated corpora; about five minutes, and
 the first run creates the peers' venv `.bench-venv/`); between them the telemetry outbox's drain rate
 (`benchmarks.telemetry_bench`) and the agent's idle cost beside prometheus-node-exporter (`benchmarks.idle_bench`,
-ten minutes; `--minutes` changes that). `--only agent`, `--only telemetry`, `--only idle`, `--only anonymizer`
-(leaks and speed) or `--only leaks` runs one part.
+ten minutes; `--minutes` changes that) and the kill switch's latency with 20 tasks (`benchmarks.kill_bench`, about
+20 s). `--only agent`, `--only telemetry`, `--only kill`, `--only idle`, `--only anonymizer` (leaks and speed) or
+`--only leaks` runs one part.
 """
 
 from __future__ import annotations
@@ -164,8 +165,9 @@ def bench_control(root: Path) -> list[tuple[str, str, str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("agent", "telemetry", "idle", "anonymizer", "leaks"),
-                        help="run one part: the agent's hot paths, the telemetry outbox's drain, the agent's idle "
+    parser.add_argument("--only", choices=("agent", "telemetry", "kill", "idle", "anonymizer", "leaks"),
+                        help="run one part: the agent's hot paths, the telemetry outbox's drain, the kill switch's "
+                             "latency, the agent's idle "
                              "cost beside prometheus-node-exporter, the anonymizer vs its peers (leaks and speed), "
                              "or the anonymizer's leak comparison alone")
     parser.add_argument("--minutes", type=float, default=10, help="how long the idle benchmark runs (default 10)")
@@ -178,6 +180,14 @@ def main(argv: list[str] | None = None) -> int:
         figure, value, target, verdict = telemetry_bench.drain()
         print(f"\n| telemetry | figure | target | |\n|---|---|---|---|\n| {figure} | {value} | {target} | {verdict} |",
               flush=True)
+    if args.only in (None, "kill"):
+        from benchmarks import kill_bench
+
+        print(f"\nThe kill switch: `Runner.stop_all` to the last task process gone, {kill_bench.TASKS} tasks, "
+              "5 repetitions:\n", flush=True)
+        print("| what | containment | median | max | target | |\n|---|---|---|---|---|---|")
+        for row in kill_bench.run():
+            print("| " + " | ".join(row) + " |", flush=True)
     if args.only in (None, "idle"):
         from benchmarks import idle_bench
 

@@ -107,15 +107,6 @@ class AckAnswer(BaseModel):
     acknowledged: int = Field(description="How many of the IDs were not acknowledged before.")
 
 
-class TaskResult(BaseModel):
-    status: str = Field(min_length=1, max_length=64, description="e.g. succeeded, failed, stopped")
-    output: dict[str, Any] = Field(default_factory=dict)
-
-
-class TaskResultAnswer(BaseModel):
-    new: bool = Field(description="False when this task's result had arrived before (the first one is kept).")
-
-
 # --- the application -------------------------------------------------------------------------------------------
 
 def create_app(store: Store, pki: PortalPki, *, cert_days: int = DEVICE_CERT_DAYS) -> FastAPI:
@@ -239,11 +230,6 @@ def create_app(store: Store, pki: PortalPki, *, cert_days: int = DEVICE_CERT_DAY
     def ack(body: AckRequest, device_id: Caller) -> AckAnswer:
         """Acknowledge messages once they are handled; they are not sent again."""
         return AckAnswer(acknowledged=store.acknowledge(device_id, body.ids))
-
-    @app.post("/v1/tasks/{task_id}/result", tags=["tasks"])
-    def task_result(task_id: str, body: TaskResult, device_id: Caller) -> TaskResultAnswer:
-        """The result of a task the portal requested."""
-        return TaskResultAnswer(new=store.task_result(device_id, task_id, body.model_dump()))
 
     return app
 

@@ -4,7 +4,7 @@ tests. Not part of the device install.
     servicegate-portal serve --data-dir DIR [--host 127.0.0.1] [--port 8443]
     servicegate-portal device add --data-dir DIR --device-id ID
     servicegate-portal device list --data-dir DIR
-    servicegate-portal inbox post --data-dir DIR --device-id ID --type task_request --body '{"task": "..."}'
+    servicegate-portal inbox post --data-dir DIR --device-id ID --type session_end --body '{"session_id": "..."}'
     servicegate-portal show --data-dir DIR --device-id ID      (what the portal holds for a device, JSON)
     servicegate-portal events --data-dir DIR                   (the portal's own log: enrollments, refusals)
 
@@ -16,6 +16,10 @@ The engineer's tool (the vendor's own would sit behind its engineers' two-factor
     servicegate-portal engineer authenticate --data-dir DIR --session S --code C
     servicegate-portal engineer end-session --data-dir DIR --session S --summary "..."
     servicegate-portal engineer sessions --data-dir DIR --device ID       (JSON)
+    servicegate-portal engineer run-task --data-dir DIR --session S --kind K [--param NAME=VALUE]... [--wait S]
+    servicegate-portal engineer stop-task --data-dir DIR --session S --task T
+    servicegate-portal engineer tasks --data-dir DIR --session S           (JSON)
+    servicegate-portal engineer task-file --data-dir DIR --session S --task T --name N --out FILE
 
 The data folder holds the vendor CA, the server certificate and `portal.sqlite`; the commands other than
 `serve` work on it directly, with or without a running server.
@@ -27,6 +31,7 @@ import argparse
 import base64
 import json
 import logging
+import secrets
 import socket
 import ssl
 import sys
@@ -110,6 +115,8 @@ def _engineer(store: Store, args: argparse.Namespace) -> int:
     session = store.session(args.session)
     if session is None:
         raise ValueError(f"no session {args.session!r}; `engineer sessions --device ID` lists them")
+    if action in ("run-task", "stop-task", "tasks", "task-file"):
+        return _task(store, session, args)
     if action == "authenticate":
         store.post(session["device_id"], "session_authenticate", {"session_id": args.session, "code": args.code})
         done = _wait(store, session, args.wait, lambda s: s["state"] in ("active", "ended") or
@@ -124,6 +131,57 @@ def _engineer(store: Store, args: argparse.Namespace) -> int:
           + (f"; {done['note']}" if done["note"] else ""))
     wanted = "active" if action == "authenticate" else "ended"
     return 0 if done["state"] == wanted and not done["note"].startswith("refused") else 1
+
+
+def _task(store: Store, session: dict[str, Any], args: argparse.Namespace) -> int:
+    """The engineer's tasks: ask for one (the portal names the run, so its events can be followed), stop one, list
+    them. `run-task --wait S` waits for the run's end and prints what the device sent (scrubbed, files by type)."""
+    device_id = session["device_id"]
+    if args.action == "tasks":
+        runs = [{**run, "released_files": store.task_files(device_id, str(run.get("id", "")))}
+                for run in store.tasks(device_id, args.session)]
+        print(json.dumps(runs, indent=2))
+        return 0
+    if args.action == "task-file":
+        data = store.task_file(device_id, args.task, args.name)
+        if data is None:
+            raise ValueError(f"no released file {args.name!r} of task {args.task!r}; `engineer tasks` lists them")
+        args.out.write_bytes(data)
+        print(f"{args.out}: {len(data)} bytes")
+        return 0
+    if args.action == "stop-task":
+        store.post(device_id, "task_stop", {"session_id": args.session, "task_id": args.task})
+        print(f"asked the device to stop task {args.task}")
+        return 0
+    params = dict(_name_value(text) for text in args.param)
+    task_id = f"pt-{secrets.token_hex(6)}"
+    store.post(device_id, "task_request", {"session_id": args.session, "engineer_id": session["engineer_id"],
+                                           "kind": args.kind, "params": params, "task_id": task_id})
+    print(task_id)
+    if args.wait <= 0:
+        return 0
+    asked_at = time.time()
+    deadline = time.monotonic() + args.wait
+    while time.monotonic() < deadline:
+        run = next((t for t in store.tasks(device_id, args.session) if t.get("id") == task_id), None)
+        if run is not None and run.get("state") not in ("waiting", "running"):
+            print(json.dumps(run, indent=2))
+            return 0 if run["state"] == "completed" else 1
+        now = store.session(args.session) or {}
+        note = str(now.get("note", ""))
+        if run is None and now.get("updated", 0) >= asked_at and note.startswith("refused") and "task" in note:
+            print(f"the device refused the task: {note}")
+            return 1
+        time.sleep(0.2)
+    print(f"sent; the task has not ended within {args.wait} s (`engineer tasks` shows it later)")
+    return 1
+
+
+def _name_value(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise ValueError(f"{text!r}: give each parameter as NAME=VALUE, like service=reconstruction")
+    return name, value
 
 
 def _wait(store: Store, before: dict[str, Any], wait_s: float,
@@ -177,7 +235,7 @@ def _show(store: Store, device_id: str) -> None:
         "device": store.device(device_id), "records": len(records), "kinds": kinds,
         "sequences": [r["sequence"] for r in records], "gaps": store.gaps(device_id),
         "audit_heads": store.audit_heads(device_id), "session_events": store.session_events(device_id),
-        "messages": store.messages(device_id), "task_results": store.task_results(device_id),
+        "messages": store.messages(device_id), "tasks": store.tasks(device_id),
         "sessions": store.sessions(device_id),
         "alerts": [r["items"][0] for r in records if r["kind"] == "alert"],
         "shown_at": time.time(),
@@ -235,4 +293,19 @@ def _parser() -> argparse.ArgumentParser:
     end.add_argument("--session", required=True)
     end.add_argument("--summary", required=True)
     end.add_argument("--wait", type=float, default=60, help="seconds to wait for the device's answer")
+    task = command("run-task", "ask the device to run a task of its catalog in the session", engineer)
+    task.add_argument("--session", required=True)
+    task.add_argument("--kind", required=True, help="a task kind (the device's `servicegate task catalog`)")
+    task.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a parameter (repeat)")
+    task.add_argument("--wait", type=float, default=0, help="seconds to wait for the task's end and print it")
+    stop = command("stop-task", "ask the device to stop a task", engineer)
+    stop.add_argument("--session", required=True)
+    stop.add_argument("--task", required=True)
+    command("tasks", "a session's tasks as the device reported them, with the files released (JSON)",
+            engineer).add_argument("--session", required=True)
+    fetched = command("task-file", "save a file the technologist released from a task", engineer)
+    fetched.add_argument("--session", required=True)
+    fetched.add_argument("--task", required=True)
+    fetched.add_argument("--name", required=True)
+    fetched.add_argument("--out", type=Path, required=True)
     return parser

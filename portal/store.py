@@ -7,7 +7,8 @@
   records are kept apart as well, for the endpoints and people that read them.
 - inbox: messages for a device (session requests, task requests, update offers), each with an ID, kept
   until the device acknowledges it.
-- task_results, and events: the portal's own log (enrollments, refusals), which `servicegate-portal` prints.
+- tasks: each run's latest state, from the device's task events.
+- events: the portal's own log (enrollments, refusals), which `servicegate-portal` prints.
 
 Each call opens its own connection (WAL, synchronous=FULL), so the server's threads and the command line
 can use the file at the same time.
@@ -15,6 +16,7 @@ can use the file at the same time.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -30,7 +32,8 @@ from typing import Any
 OTP_VALID_S = 15 * 60
 OTP_MAX_FAILURES = 5
 OTP_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I: read out over the phone
-MESSAGE_TYPES = ("session_request", "session_authenticate", "session_end", "task_request", "update_offer")
+MESSAGE_TYPES = ("session_request", "session_authenticate", "session_end", "task_request", "task_stop",
+                 "update_offer")
 SESSION_LEVELS = ("limited", "full")
 SESSION_KINDS = ("service", "application-support")
 CLAIM_VALID_S = 30 * 60  # an opened session must be claimed at the console within this time
@@ -87,12 +90,23 @@ CREATE TABLE IF NOT EXISTS inbox (
     acknowledged REAL
 );
 CREATE INDEX IF NOT EXISTS inbox_open ON inbox (device_id, acknowledged, created);
-CREATE TABLE IF NOT EXISTS task_results (
+CREATE TABLE IF NOT EXISTS tasks (
     device_id TEXT NOT NULL,
     task_id TEXT NOT NULL,
-    received REAL NOT NULL,
-    result TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    event TEXT NOT NULL,
     PRIMARY KEY (device_id, task_id)
+);
+CREATE TABLE IF NOT EXISTS task_files (
+    device_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    content BLOB NOT NULL,
+    PRIMARY KEY (device_id, task_id, name)
 );
 CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY,
@@ -316,6 +330,10 @@ class Store:
                     db.execute("INSERT INTO session_events VALUES (?, ?, ?)",
                                (device_id, sequence, json.dumps(content)))
                     self._session_seen(db, device_id, content)
+                elif kind == "task_event":
+                    self._task_seen(db, device_id, sequence, content)
+                elif kind == "task_file":
+                    self._task_file(db, device_id, content)
         return new
 
     def sequences(self, device_id: str) -> list[int]:
@@ -441,7 +459,7 @@ class Store:
                     f"{failures} wrong one-time password(s)" if failures else "", self._clock(), session_id,
                     device_id))
 
-    # --- inbox and task results ---------------------------------------------------------------------------
+    # --- inbox ---------------------------------------------------------------------------------------------
 
     def post(self, device_id: str, type: str, body: dict[str, Any]) -> Message:
         """Queue a message for `device_id`."""
@@ -474,16 +492,55 @@ class Store:
                               "ORDER BY created, id", (device_id,)).fetchall()
         return [{"id": i, "type": t, "body": json.loads(b), "created": c, "acknowledged": a} for i, t, b, c, a in rows]
 
-    def task_result(self, device_id: str, task_id: str, result: dict[str, Any]) -> bool:
-        """Keep a task's result; the first one counts (a device may send it again). True if it was new."""
-        with self._db() as db:
-            return bool(db.execute("INSERT INTO task_results VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                                   (device_id, task_id, self._clock(), json.dumps(result))).rowcount)
-
-    def task_results(self, device_id: str) -> dict[str, dict[str, Any]]:
+    def tasks(self, device_id: str, session_id: str = "") -> list[dict[str, Any]]:
+        """The latest state of each task run the device reported (of one session), oldest first."""
         with self._db(write=False) as db:
-            rows = db.execute("SELECT task_id, result FROM task_results WHERE device_id = ?", (device_id,))
-            return {t: json.loads(r) for t, r in rows}
+            rows = db.execute("SELECT event FROM tasks WHERE device_id = ? AND (? = '' OR session_id = ?) "
+                              "ORDER BY rowid", (device_id, session_id, session_id)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def task_files(self, device_id: str, task_id: str) -> list[dict[str, Any]]:
+        """The files the technologist released from a task (name, size, sha256; `task_file` has the bytes)."""
+        with self._db(write=False) as db:
+            rows = db.execute("SELECT name, size, sha256 FROM task_files WHERE device_id = ? AND task_id = ? "
+                              "ORDER BY name", (device_id, task_id)).fetchall()
+        return [{"name": n, "size": s, "sha256": h} for n, s, h in rows]
+
+    def task_file(self, device_id: str, task_id: str, name: str) -> bytes | None:
+        with self._db(write=False) as db:
+            row = db.execute("SELECT content FROM task_files WHERE device_id = ? AND task_id = ? AND name = ?",
+                             (device_id, task_id, name)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def _task_file(self, db: sqlite3.Connection, device_id: str, content: dict[str, Any]) -> None:
+        """A released file: kept when its bytes match the SHA-256 the device names (else the portal's log says so)."""
+        try:
+            data = base64.b64decode(str(content.get("servicegate.content", "")), validate=True)
+        except ValueError:
+            data = b""
+        name, task_id = str(content.get("servicegate.name", "")), str(content.get("servicegate.task_id", ""))
+        if hashlib.sha256(data).hexdigest() != content.get("servicegate.sha256"):
+            db.execute("INSERT INTO events (time, device_id, event, detail) VALUES (?, ?, ?, ?)",
+                       (self._clock(), device_id, "task_file_refused", f"{task_id}/{name}: SHA-256 does not match"))
+            return
+        db.execute("INSERT INTO task_files VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                   (device_id, task_id, name, len(data), hashlib.sha256(data).hexdigest(), data))
+
+    def _task_seen(self, db: sqlite3.Connection, device_id: str, sequence: int, content: dict[str, Any]) -> None:
+        """A task event: the run's latest state (a later sequence replaces an earlier one, whatever the order of
+        arrival). Structured fields arrive as JSON text (docs/protocol.md)."""
+        event = {key.removeprefix("servicegate."): value for key, value in content.items()
+                 if key.startswith("servicegate.") and key not in ("servicegate.sequence", "servicegate.kind")}
+        event["kind"] = event.pop("task_kind", "")
+        for key in ("params", "files", "returncode"):
+            if isinstance(event.get(key), str):
+                with contextlib.suppress(ValueError):
+                    event[key] = json.loads(event[key])
+        task_id, session_id = str(event.get("id", "")), str(event.get("session_id", ""))
+        db.execute("INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, task_id) DO UPDATE SET "
+                   "sequence = excluded.sequence, state = excluded.state, event = excluded.event "
+                   "WHERE excluded.sequence > tasks.sequence",
+                   (device_id, task_id, session_id, sequence, str(event.get("state", "")), json.dumps(event)))
 
 
 def _otp_hash(otp: str) -> str:

@@ -2,8 +2,8 @@
 
 Each step prints what happens in plain words, runs the real `servicegate` (and `servicegate-portal`) command a site
 IT person, technologist or vendor would type, and shows its output. The vendor side is the reference portal
-(`servicegate-portal`) on 127.0.0.1. Later issues add their steps (consent UI, de-identified uploads, screen
-sharing, updates).
+(`servicegate-portal`) on 127.0.0.1, and the scanner is the simulated modality (`servicegate-sim-modality`). Later
+issues add their steps (consent UI, screen sharing, updates).
 
     python scripts/demo.py [--workdir DIR]    # DIR is kept; without it a temporary one is removed
 """
@@ -31,8 +31,9 @@ from pydicom.data import get_testdata_file
 from agent.client import wait_for_agent
 from agent.errors import AgentUnreachableError
 
-STEPS = 19
+STEPS = 22
 PORTAL = str(Path(sys.executable).parent / "servicegate-portal")
+SIM = str(Path(sys.executable).parent / "servicegate-sim-modality")
 DEVICE_ID = "CT-DEMO-01"
 DANA = ("--engineer-id", "E-1001", "--name", "Dana Example", "--company", "Vendor Service")
 
@@ -98,6 +99,20 @@ class Demo:
                 time.sleep(0.05)
         raise SystemExit("demo: the portal does not accept connections")
 
+    def start_modality(self) -> Path:
+        """The simulated modality (portal/sim_modality.py): its services, logs, protocols, DICOM store and examination
+        block stand in for a scanner's; the default task catalog and the examination block act on it."""
+        modality = self.workdir / "modality"
+        print(f"  $ servicegate-sim-modality --state {modality} init", flush=True)
+        subprocess.run([SIM, "--state", str(modality), "init"], check=True, capture_output=True, timeout=60)
+        return modality
+
+    def modality(self) -> dict[str, Any]:
+        state: dict[str, Any] = json.loads(subprocess.run(
+            [SIM, "--state", str(self.workdir / "modality"), "status"], capture_output=True, text=True, timeout=60,
+            check=True).stdout)
+        return state
+
     def write_config(self) -> None:
         rules = self.workdir / "thresholds.toml"
         rules.write_text('[[rule]]\nname = "demo-uptime"\nmetric = "system.uptime"\ncomparison = ">"\nlimit = 60\n'
@@ -108,8 +123,11 @@ class Demo:
             "# Written by make demo: everything lives in this folder.\n"
             f'[paths]\nstate_dir = "{self.workdir / "state"}"\ncontrol_socket = "{self.socket}"\n'
             f'[telemetry]\nthresholds = "{rules}"\ncollect_s = 5\npush_s = 5\n'
+            f'log_files = ["{self.workdir / "modality" / "logs" / "acquisition.log"}"]\n'
             f'[portal]\nmachine_id_file = "{machine_id}"\nproduct_uuid_file = "{self.workdir / "no-uuid"}"\n'
             f'product_serial_file = "{self.workdir / "no-serial"}"\ninbox_wait_s = 5\n'
+            f'[modality]\ntool = ["{SIM}", "--state", "{self.workdir / "modality"}"]\n'
+            f'[tasks]\nallowed_dirs = ["{self.workdir / "modality" / "logs"}"]\n'
         )
 
     def start_agent(self) -> subprocess.Popen[bytes]:
@@ -185,6 +203,7 @@ class Demo:
             otp = re.search(r"password (\S+)", self.portal("device", "add", "--device-id", DEVICE_ID))
             assert otp is not None
             self.step("Site IT enrolls the device: the CA is checked against the fingerprint, the key stays here.")
+            self.start_modality()
             self.write_config()
             self.sg("enroll", "--portal", url, "--ca-fingerprint", fingerprint, "--otp", otp[1],
                     "--device-id", DEVICE_ID)
@@ -221,14 +240,37 @@ class Demo:
             self.sg("session", "claim", f"{sid[:4]} {sid[4:]}", "--level", "full", "--accept-disclaimer")
             self.authenticate(sid)
             self.sg("status")
+            self.step("While the FULL session is active, examinations are blocked: a lease the agent renews, so a "
+                      "crashed agent never leaves the scanner blocked.")
+            self.wait("the examination block", lambda: self.modality()["blocked"], timeout_s=20)
+            self.sg("examinations", "status")
+            self.step("The engineer runs the modality's diagnostics, a task of the device's catalog (never a shell); "
+                      "its output is scrubbed and reported to the portal.")
+            self.portal("engineer", "run-task", "--session", sid, "--kind", "run-diagnostics", "--param",
+                        "suite=quick", "--param", "seconds=1", "--wait", "60")
+            self.step("The engineer fetches a study from the modality's DICOM store: de-identified on the device, "
+                      "uploaded, checked again at the portal.")
+            study_uid = self.modality()["studies"][0]["study_uid"]
+            self.portal("engineer", "run-task", "--session", sid, "--kind", "fetch-study", "--param",
+                        f"study_uid={study_uid}", "--wait", "120")
+            self.wait("the study's upload", lambda: all(e["state"] == "accepted" for e in json.loads(
+                self.sg("uploads", "--json", quiet=True))), timeout_s=60)
+            self.sg("uploads")
             self.step("The technologist sends the engineer a CT image: de-identified here, uploaded resumably, "
                       "checked again at the portal.")
             study = self.workdir / "study"
             study.mkdir(exist_ok=True)
             (study / "ct.dcm").write_bytes(Path(get_testdata_file("CT_small.dcm", download=False) or "").read_bytes())
             self.sg("upload", str(study), "--case", "CASE-4711", "--wait", "40")
-            self.step("A patient arrives: the technologist uses the kill switch.")
+            self.step("A long diagnostics run is going when a patient arrives: the technologist uses the kill switch. "
+                      "The task is stopped, its restore runs, the block is released, the session ends.")
+            long_run = self.portal("engineer", "run-task", "--session", sid, "--kind", "run-diagnostics", "--param",
+                                   "suite=full", "--param", "seconds=600").split()[0]
+            self.wait("the long task to run", lambda: any(t["id"] == long_run and t["state"] == "running" for t in
+                                                          json.loads(self.sg("task", "list", "--json", quiet=True))))
             self.sg("kill", "--reason", "patient on the table")
+            self.sg("task", "list")
+            self.sg("examinations", "status")
             self.sg("access", "show")
             self.step("Who accessed this system, when, at which level, for what: the audit export.")
             self.sg("audit", "export", "--format", "csv")

@@ -89,6 +89,8 @@ def _summary(record: Record) -> str:
         return f"{body.get('state', 'firing')}: {body.get('rule', '')} ({body.get('metric', '')}" \
                f"{f' [{where}]' if where else ''} = {body.get('value', '')}, limit {body.get('comparison', '')} " \
                f"{body.get('limit', '')})"
+    if record.kind == "task_file":  # its content is in the attributes: not twice in one message
+        return f"task_file: {body.get('task_id', '')}/{body.get('name', '')} ({body.get('size', 0)} bytes)"
     if record.kind in ("shed", "quarantined"):
         return f"{record.kind}: {body.get('count', 0)} records; {body.get('reason', '')}"
     return json.dumps(body, sort_keys=True, separators=(",", ":"))

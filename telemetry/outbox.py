@@ -47,6 +47,8 @@ PRIORITIES: dict[str, int] = {
     "alert": PROTECTED + 20,
     "audit_checkpoint": PROTECTED + 10,
     "session_event": PROTECTED + 10,
+    "task_event": PROTECTED + 10,  # what a remote engineer ran, and its (scrubbed) output
+    "task_file": PROTECTED + 10,  # a file the technologist released at the console (at most 2 MiB)
     "mail_notice": PROTECTED + 10,  # agent.notify keeps e-mail notices in an outbox of their own
     "shed": PROTECTED,
     "quarantined": PROTECTED,

@@ -254,7 +254,7 @@ def test_portal_messages_reach_the_agent_once_and_unknown_ones_are_recorded(port
         request = portal.post("ct-1004", "session_request", {
             "engineer_id": "E-7", "name": "Dana Example", "company": "Vendor Service", "reason": "gantry error 4711",
             "level": "limited", "kind": "service"})
-        task = portal.post("ct-1004", "task_request", {"task": "collect_logs"})
+        task = portal.post("ct-1004", "update_offer", {"update": "virus-patterns-2026-12"})
         wait_for("both messages acknowledged", lambda: all(
             m["acknowledged"] for m in portal.show("ct-1004")["messages"]))
         sessions = agent.cli_json("session", "list")
@@ -272,7 +272,7 @@ def test_portal_messages_reach_the_agent_once_and_unknown_ones_are_recorded(port
     received = [e["details"]["message_id"] for e in events if e["event"] == "portal_message"]
     assert received == [request, task]
     refused = [e["details"] for e in events if e["event"] == "portal_message_refused"]
-    assert [(r["message_id"], r["type"]) for r in refused] == [(task, "task_request")]
+    assert [(r["message_id"], r["type"]) for r in refused] == [(task, "update_offer")]
 
 
 def test_audit_verify_against_the_portal_finds_records_cut_off_the_end(portal: PortalProcess,

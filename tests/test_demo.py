@@ -53,7 +53,7 @@ def test_demo_walks_the_story_and_leaves_an_intact_audit_log(tmp_path: Path) -> 
     assert device["binding"]
     assert [(m["type"], m["acknowledged"] is not None) for m in portal.messages("CT-DEMO-01")] == [
         ("session_request", True), ("session_authenticate", True), ("session_end", True),
-        ("session_authenticate", True)]
+        ("session_authenticate", True), ("task_request", True), ("task_request", True), ("task_request", True)]
     # the first session requested by the portal under the standing grant, the second claimed by its ID at the console;
     # both made active by the engineer's one-time password, relayed by the portal
     requested = [r for r in records if r["event"] == "session_requested"]
@@ -69,11 +69,38 @@ def test_demo_walks_the_story_and_leaves_an_intact_audit_log(tmp_path: Path) -> 
     assert sessions[requested[0]["details"]["session_id"]]["summary"] == completed[0]["text"]
     assert [r["details"]["outcome"] for r in records if r["event"] == "enrollment"] == ["enrolled"]
     # the de-identified upload during the claimed session: accepted by the portal's own check, no patient name in it
-    [upload] = uploads_of(tmp_path / "portal", "CT-DEMO-01")
+    [upload] = [u for u in uploads_of(tmp_path / "portal", "CT-DEMO-01") if u["case_id"] == "CASE-4711"]
     assert (upload["state"], upload["case_id"], upload["session_id"]) == ("accepted", "CASE-4711",
                                                                           claimed[0]["details"]["session_id"])
     assert str(original.PatientName).encode() not in Path(upload["path"]).read_bytes()
-    assert [r["details"]["engineer_id"] for r in records if r["event"] == "upload_accepted"] == ["E-2002"]
+    assert {r["details"]["engineer_id"] for r in records if r["event"] == "upload_accepted"} == {"E-2002"}
+    # the service tasks in the FULL session (the simulated modality as the scanner): diagnostics completed, a study
+    # fetched and uploaded de-identified, and a long diagnostics run stopped by the kill switch, its restore run, the
+    # examination block held during the session and released by the kill
+    sid = str(claimed[0]["details"]["session_id"])
+    tasks = {t["kind"] + ":" + t["params"].get("suite", ""): t for t in portal.tasks("CT-DEMO-01", sid)}
+    assert tasks["run-diagnostics:quick"]["state"] == "completed"
+    assert "ok" in tasks["run-diagnostics:quick"]["stdout"]
+    assert (tasks["run-diagnostics:full"]["state"], tasks["run-diagnostics:full"]["stop_reason"]) == ("stopped",
+                                                                                                       "killed")
+    fetched = tasks["fetch-study:"]
+    assert fetched["state"] == "completed"
+    fetched_names = {f["name"] for f in fetched["files"]}
+    accepted = {u["name"]: u for u in uploads_of(tmp_path / "portal", "CT-DEMO-01") if u["state"] == "accepted"}
+    assert fetched_names
+    assert fetched_names <= set(accepted)
+    from portal import sim_modality
+
+    modality = sim_modality.read_state(tmp_path / "modality")
+    planted = [s["patient_name"] for s in modality["studies"]]
+    assert all(name.encode() not in Path(accepted[n]["path"]).read_bytes() for n in fetched_names for name in planted)
+    assert [r["what"] for r in modality["restores"]] == ["diagnostics"]
+    assert modality["blocked"] is False
+    kill = details("kill")[0]
+    assert (kill["stopped_tasks"], kill["remaining_pids"], kill["block_released"]) == (
+        [tasks["run-diagnostics:full"]["id"]], [], True)
+    assert [r["event"] for r in records if r["event"].startswith("examination_block_")][:2] == [
+        "examination_block_released", "examination_block_held"]  # at start (whatever was held), then the session
     kinds = [r["kind"] for r in portal.records("CT-DEMO-01")]
     assert "metric" in kinds
     assert "alert" in kinds

@@ -220,9 +220,14 @@ def test_device_a_cannot_act_as_device_b(portal: PortalProcess, tmp_path: Path) 
     assert answer.status_code == 200
     assert portal.show("ct-00a")["records"] == 1
     assert portal.show("ct-00b")["records"] == 0
-    # A's results for a task are A's.
-    session(portal, a).post(f"{portal.url}/v1/tasks/t-1/result", json={"status": "succeeded"}, timeout=10)
-    assert portal.show("ct-00b")["task_results"] == {}
+    # A's task events are A's.
+    body = otlp_logs(tmp_path, [("log", {"body": "from a"}),  # sequence 1 arrived above; the event is 2
+                                ("task_event", {"id": "t-1", "session_id": "12345678", "state": "completed"})],
+                     device_claimed="ct-00b")
+    session(portal, a).post(f"{portal.url}/v1/logs", data=body, timeout=10, headers={
+        "Content-Encoding": "gzip", "Content-Type": "application/json"})
+    assert portal.show("ct-00b")["tasks"] == []
+    assert [t["id"] for t in portal.show("ct-00a")["tasks"]] == ["t-1"]
 
 
 def test_telemetry_is_kept_once_per_sequence_with_gaps_heads_and_session_events(portal: PortalProcess,
