@@ -23,9 +23,10 @@ able to stop the agent from answering the kill switch. Hence:
   connections after each one: a client that pipelines thousands of requests is served in turn
   with everyone else instead of all at once (reading from a full buffer and writing to a socket
   that is not full never suspend, so without the explicit yield nothing else would run);
-- the operations named in `offload` (the daemon passes `audit_verify` and `audit_export`, which
-  read and hash a year of log) run in a worker thread, so the kill switch does not wait behind
-  them. Everything else runs on the loop's thread, so the agent's core sees one call at a time.
+- the operations named in `offload` (the daemon passes those that read a year of audit log, wait for the
+  portal or de-identify a study) run in a worker thread, so nothing else waits behind them. The kill switch
+  (`kill`, which waits out its grace period) runs in a pool of its own: it never queues behind them.
+  Everything else runs on the loop's thread, so the agent's core sees one call at a time.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 # Worker threads for offloaded operations. Two: a second `audit_export` need not wait for a first,
 # and more would only compete with the loop's thread for the GIL while the kill switch is pressed.
 OFFLOAD_WORKERS = 2
+URGENT = frozenset({"kill"})  # offloaded to a pool of their own, when offloaded at all
+URGENT_WORKERS = 4  # the kill switch pressed at the console, by the CLI and by SIGUSR1 at once: none waits
 
 # Operations the server answers itself; they cannot be offloaded.
 _BUILT_IN = frozenset({"hello", "watch"})
@@ -111,6 +114,7 @@ class ControlServer:
         self._agent_version = agent_version
         self._offload = offload
         self._offload_pool: ThreadPoolExecutor | None = None
+        self._urgent_pool: ThreadPoolExecutor | None = None
         self._max_connections_per_uid = max_connections_per_uid
         self._watch_queue_size = watch_queue_size
         self._server: asyncio.AbstractServer | None = None
@@ -143,6 +147,7 @@ class ControlServer:
             # Our own threads, not the loop's default executor: a long export must not hold up the
             # user-database look-ups that every new connection makes there.
             self._offload_pool = ThreadPoolExecutor(OFFLOAD_WORKERS, thread_name_prefix="servicegate-offload")
+            self._urgent_pool = ThreadPoolExecutor(URGENT_WORKERS, thread_name_prefix="servicegate-urgent")
         self._server = await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_REQUEST_BYTES)
         # Everyone may connect: authorisation is by peer credentials and roles, per operation. A
         # file mode cannot say "root, or any of three groups", and a user without a role should get
@@ -199,6 +204,9 @@ class ControlServer:
             # Without waiting: a handler still working finishes in its thread and its result is dropped.
             self._offload_pool.shutdown(wait=False, cancel_futures=True)
             self._offload_pool = None
+        if self._urgent_pool is not None:
+            self._urgent_pool.shutdown(wait=False, cancel_futures=True)
+            self._urgent_pool = None
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -366,7 +374,7 @@ class ControlServer:
             f"{self._role_map.how_to_get(needed)}")
 
     async def _call_handler(self, request: Request, caller: Caller) -> bytes:
-        pool = self._offload_pool
+        pool = self._urgent_pool if request.op in URGENT else self._offload_pool
         if pool is not None and request.op in self._offload:
             return await asyncio.get_running_loop().run_in_executor(pool, self._answer, request, caller)
         return self._answer(request, caller)

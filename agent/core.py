@@ -72,7 +72,10 @@ class Agent:
         self.config = config
         self.clock = clock
         self.audit = audit
-        self.publish: Publish = lambda event, data: None
+        # Until the daemon wires it, what is published is kept (the ends of sessions and tasks at start), and told
+        # once it is (`publish_held`): the portal and the e-mail notices hear of them too.
+        self._held: list[tuple[str, dict[str, Any]]] = []
+        self.publish: Publish = lambda event, data: self._held.append((event, data))
         # The daemon sets these from the portal link (agent.uplink): its state for `status`, and where
         # `audit verify --against-portal` gets the checkpoint heads the portal holds (None: no link).
         self.link_status: Callable[[], dict[str, Any]] = lambda: {"state": "not enrolled"}
@@ -95,6 +98,7 @@ class Agent:
         self.exam_block: ExamBlock | None = None
         self.in_background: Callable[[Callable[[], None]], object] = lambda work: work()
         self._kills = 0  # kill switches at work (pressed twice at once: both finish before anything is accepted)
+        self._block_withheld = False  # the kill switch released the examination block; nothing takes it again
         self.problems: list[str] = []  # the latest things that could not be saved or recorded
         self._problem_texts: list[str] = []  # every one since start (the kill switch's receipt lists its own)
         self._denials: dict[int, tuple[datetime, int]] = {}  # uid -> (last recorded, refused since)
@@ -127,16 +131,28 @@ class Agent:
         self.audit.append("agent_started", SYSTEM_ACTOR, {"version": __version__, "level": self.grant.level.value})
         # Fail closed: a session that was open when the agent stopped does not resume, nor does a task (the daemon
         # has killed what was left of its processes; its restore command runs now).
+        # A kill switch the agent stopped in the middle of ends them as `killed` (the daemon then finishes it).
+        end_reason = EndReason.KILLED if self._kill_mark_path.exists() else EndReason.AGENT_RESTART
         for session in list(self.sessions.values()):
             if session.open:
-                self._end(session, EndReason.AGENT_RESTART, SYSTEM_ACTOR, "the agent restarted")
+                self._end(session, end_reason, SYSTEM_ACTOR, "the agent restarted")
         for run in list(self.task_runs.values()):
             if not run.ended:
+                kind = self.catalog.kinds.get(run.kind)
+                if kind is None or kind.output == "dicom":  # a raw export that will never be sent is not kept
+                    shutil.rmtree(Workspace.of(state_dir, run.id).output, ignore_errors=True)
                 restore = self._restores.run(self.catalog.kinds[run.kind], run.id, Workspace.of(
                     state_dir, run.id).output) if run.kind in self.catalog.kinds and run.state == "running" else ""
                 self._task_ended(replace(run, state="stopped", stop_reason="agent_restart", restore=restore,
                                          ended_at=now))
         self.tick()
+
+    def publish_held(self, publish: Publish) -> None:
+        """From now on publish through `publish`, starting with what was held since the agent started."""
+        self.publish = publish
+        held, self._held = self._held, []
+        for event, data in held:
+            publish(event, data)
 
     @property
     def killing(self) -> bool:
@@ -394,6 +410,10 @@ class Agent:
                 raise RefusedError(f"task {kind!r} refused: {decision.reason}")
             if self.runner is None:
                 raise RefusedError("tasks cannot run: the task runner is not started")
+            if decision.allowed and task.required_level is AccessLevel.FULL and self.config.modality.tool and \
+                    self.exam_block is not None and not self.exam_block.held:
+                raise RefusedError("examinations are not blocked yet (the modality has not confirmed the block): a "
+                                   "task that needs full access waits for it; try again in a few seconds")
             running = sum(1 for r in self.task_runs.values() if r.state == "running")
             if running >= self.config.tasks.max_running:
                 raise RefusedError(f"{running} tasks are running, the most [tasks] max_running allows; wait for one")
@@ -404,7 +424,8 @@ class Agent:
         now = self.clock.now()
         run = TaskRun(id=task_id or f"t{now:%Y%m%d%H%M%S}-{secrets.token_hex(3)}", kind=kind, title=task.title,
                       session_id=session_id, engineer_id=engineer_id, params=values,
-                      state="waiting" if decision.verdict is Verdict.ASK else "running", created_at=now)
+                      state="waiting" if decision.verdict is Verdict.ASK else "running", created_at=now,
+                      blocks=session.blocks_examinations and task.required_level is AccessLevel.FULL)
         self._audit_first("task_allowed" if decision.allowed else "task_awaiting_confirmation", engineer_id,
                           {**run.audit_details(), "reason": decision.reason, "by": actor})
         self.record_activity(session_id)
@@ -498,11 +519,15 @@ class Agent:
         restore = self._restore(run.id) if finished.outcome in ("stopped", "timeout") else ""
         try:
             done = self._outputs.handle(run, self.catalog.get(run.kind), finished, workspace)
-        except (OSError, ServiceGateError) as exc:
-            done = replace(run, returncode=finished.returncode, stderr=f"its output could not be handled: {exc}")
-            log.error("task %s: %s", run.id, exc)
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the run ends and nothing unchecked is kept
+            log.exception("task %s: its output could not be handled", run.id)
+            shutil.rmtree(workspace.output, ignore_errors=True)  # may hold what was not de-identified
+            done = replace(run, returncode=finished.returncode,
+                           stderr=f"its output could not be handled ({type(exc).__name__}: {exc}); what it wrote "
+                                  "was deleted, nothing was sent")
+            finished = replace(finished, outcome="failed")
         state = finished.outcome
-        stop_reason = run.stop_reason or ("timeout" if state == "timeout" else "")
+        stop_reason = "" if state in ("completed", "failed") else run.stop_reason or state  # it may end by itself
         self.in_core(lambda: self._task_ended(replace(done, state=state, stop_reason=stop_reason,
                                                       restore=restore,
                                                       ended_at=self.clock.now())))
@@ -533,6 +558,7 @@ class Agent:
 
     def _store_task(self, run: TaskRun) -> TaskRun:
         self.task_runs[run.id] = run
+        self._sync_block()
         ended = sorted((r for r in self.task_runs.values() if r.ended), key=lambda r: r.created_at)
         for old in ended[:-KEEP_ENDED_TASKS]:
             del self.task_runs[old.id]
@@ -646,7 +672,6 @@ class Agent:
 
     def _kill_begin(self, actor: str) -> None:
         self._kills += 1
-        self._sync_block()
         for run in list(self.task_runs.values()):
             if run.state == "waiting":
                 self._task_ended(replace(run, state="stopped", stop_reason="killed", ended_at=self.clock.now()))
@@ -657,9 +682,14 @@ class Agent:
                               expired=False, details={"by": "kill"}, sessions_follow=False)
 
     def _release_block(self) -> tuple[bool, str]:
+        """The kill switch's release, once the tasks are gone and restored (from its worker thread)."""
         if self.exam_block is not None:
+            self.in_core(self._withhold_block)
             return self.exam_block.release_now()
         return True, "no examination block is held by this agent"
+
+    def _withhold_block(self) -> None:
+        self._block_withheld = True
 
     def _kill_end(self, actor: str, text: str, steps: dict[str, Any], problems: list[str],
                   problems_before: int) -> dict[str, Any]:
@@ -667,6 +697,8 @@ class Agent:
             ended = [self._end(s, EndReason.KILLED, actor, text).id for s in list(self.sessions.values()) if s.open]
         finally:
             self._kills -= 1
+            self._block_withheld = self.killing  # a second kill still at work keeps it released
+            self._sync_block()
         self._audit_after("kill", actor, {"ended_sessions": ended, "text": text, "level": self.grant.level.value,
                                           **steps, "problems": [*problems, *self._problem_texts[problems_before:]]})
         return {"at": utc_iso(self.clock.now()), "ended_sessions": ended, "access": self.grant.to_dict(),
@@ -683,8 +715,12 @@ class Agent:
         self._audit_after("examination_block_failed", SYSTEM_ACTOR, {"why": text})
 
     def _sync_block(self) -> None:
+        """Examinations stay blocked while a FULL session is active, and after it until each task it started has
+        stopped and been restored; the kill switch lets go only at its own step (after the restores)."""
         if self.exam_block is not None:
-            self.exam_block.want(not self.killing and any(s.blocks_examinations for s in self.sessions.values()))
+            wanted = any(s.blocks_examinations for s in self.sessions.values()) or \
+                any(r.blocks and not r.ended for r in self.task_runs.values())
+            self.exam_block.want(wanted and not self._block_withheld)
 
     # ---- uploads ---------------------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from agent.notify import Notifier
 from agent.protocol import SYSTEM_ACTOR
 from agent.roles import RoleMap
 from agent.runner import Runner
+from telemetry.scrubber import Scrubber
 from telemetry.shipper import full_jitter
 
 log = logging.getLogger("servicegate.daemon")
@@ -210,6 +211,8 @@ class Daemon:
             """Something changed (from any thread): the next tick within TICK_S."""
             loop.call_soon_threadsafe(arm, TICK_S)
 
+        scrubber = Scrubber(config.telemetry.scrub_patterns)
+
         def publish_and_wake(event: str, data: dict[str, Any]) -> None:
             server.publish(event, data)
             if event in ("session_changed", "session_refused"):  # the portal (and the engineer) hear at once
@@ -218,11 +221,11 @@ class Daemon:
             if event == "session_changed":  # e-mail to the site's staff, when configured; never blocks
                 notifier.session_changed(data)
             if event == "task_changed":
-                telemetry.outbox.put("task_event", reporting.task_event(data))
+                telemetry.outbox.put("task_event", reporting.task_event(data, scrubber.scrub))
                 telemetry.push_now()
             wake()
 
-        agent.publish = publish_and_wake
+        agent.publish_held(publish_and_wake)
 
         def send_file(record: dict[str, Any]) -> None:
             telemetry.outbox.put("task_file", record)

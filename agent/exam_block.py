@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from agent.config import ModalityConfig
+from agent.runner import run_helper
 
 log = logging.getLogger("servicegate.exam_block")
 
@@ -33,16 +34,15 @@ log = logging.getLogger("servicegate.exam_block")
 def call(tool: Sequence[str], args: Sequence[str], timeout_s: float) -> tuple[bool, str]:
     """Run one hook: (succeeded, its output or the reason it failed)."""
     try:
-        done = subprocess.run([*tool, *args], capture_output=True, text=True, timeout=timeout_s, check=False,
-                              stdin=subprocess.DEVNULL)
+        returncode, output = run_helper([*tool, *args], timeout_s)
     except subprocess.TimeoutExpired:
         return False, f"`{args[0]}` did not answer within {timeout_s:g} s"
     except OSError as exc:
         return False, f"`{args[0]}` could not run: {exc.strerror or exc}"
-    if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()
-        return False, f"`{args[0]}` failed (exit {done.returncode})" + (f": {detail[-1]}" if detail else "")
-    return True, done.stdout.strip()
+    if returncode != 0:
+        detail = output.strip().splitlines()
+        return False, f"`{args[0]}` failed (exit {returncode})" + (f": {detail[-1]}" if detail else "")
+    return True, output.strip()
 
 
 def release(config: ModalityConfig) -> tuple[bool, str]:

@@ -87,13 +87,16 @@ def session_event(event: str, data: Mapping[str, Any]) -> dict[str, Any]:
             "auth_failures": data["auth_failures"]}
 
 
-def task_event(data: Mapping[str, Any]) -> dict[str, Any]:
+def task_event(data: Mapping[str, Any], scrub: Callable[[str], str]) -> dict[str, Any]:
     """What the portal hears of a task run (kind `task_event`): the run as the agent shows it, whose output was
-    scrubbed and whose files were handled by type before it got here (agent.taskrun). The task's kind travels as
+    scrubbed and whose files were handled by type before it got here (agent.taskrun). Parameter values and file
+    names are scrubbed here (a path or a file name can hold a patient's name). The task's kind travels as
     `task_kind`: `kind` is the outbox record's own (servicegate.kind = task_event)."""
-    return {"task_kind": data["kind"], **{key: data[key] for key in (
-        "id", "session_id", "engineer_id", "params", "state", "created_at", "ended_at", "stop_reason", "returncode",
-        "stdout", "stderr", "dropped", "files", "restore")}}
+    files = [{**f, "name": scrub(str(f["name"]))} for f in data["files"]]
+    params = {name: scrub(str(value)) for name, value in data["params"].items()}
+    return {"task_kind": data["kind"], "params": params, "files": files, **{key: data[key] for key in (
+        "id", "session_id", "engineer_id", "state", "created_at", "ended_at", "stop_reason", "returncode",
+        "stdout", "stderr", "dropped", "restore")}}
 
 
 def _session(config: Config, where: str) -> tuple[requests.Session | None, str]:

@@ -52,9 +52,10 @@ import select
 import selectors
 import signal
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -276,7 +277,49 @@ class _Reaper:
                     os.waitpid(zombie.pid, os.WNOHANG)
 
 
+    def forget_finished_helpers(self, snapshot: _Snapshot) -> None:
+        """A helper's record goes once no process of its session is left (its pid may then be reused)."""
+        alive = {g for p in snapshot.procs.values() for g in (p.pgid, p.sid)}
+        with self._lock:
+            for key in [k for k in self._groups if k.startswith("helper-")]:
+                if not self._groups[key] & alive:
+                    self._groups.pop(key, None)
+                    self._seen.pop(key, None)
+
+
 _REAPER = _Reaper()
+
+
+def run_helper(argv: Sequence[str], timeout_s: float, env: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """Run a short program the agent calls itself (an examination-block hook, a restore command): (exit status,
+    stdout and stderr). Raises subprocess.TimeoutExpired after `timeout_s`, having killed its whole session, and
+    OSError when it cannot start.
+
+    It runs in a session of its own, with its output in a temporary file rather than a pipe (a background child it
+    leaves behind must not hold the call open). The agent is a child subreaper, so such a child re-parents to the
+    agent when the program exits: the session is recorded, and its zombies are reaped here at every call, never
+    piled up (the _Reaper's rule: only what is recognisably ours)."""
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(list(argv), start_new_session=True, stdin=subprocess.DEVNULL, stdout=output,
+                                   stderr=subprocess.STDOUT, env=dict(env) if env is not None else None)
+        _REAPER.note(f"helper-{process.pid}", [], groups=[process.pid])
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
+        finally:
+            reap_helpers()
+        output.seek(0)
+        return process.returncode, output.read(1 << 20).decode("utf-8", "replace")
+
+
+def reap_helpers() -> None:
+    """Reap the zombies that helper programs' children left (run_helper), and forget finished helpers."""
+    _REAPER.reap(_Snapshot(everyone=False))
+    _REAPER.forget_finished_helpers(_Snapshot(everyone=False))
 
 
 def _become_subreaper() -> bool:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.clock import parse_utc, utc_iso
-from agent.runner import Finished
+from agent.runner import Finished, run_helper
 from agent.tasks import TaskKind, build_argv
 from telemetry.scrubber import Scrubber
 
@@ -58,6 +58,7 @@ class TaskRun:
     dropped: int = 0
     files: tuple[Mapping[str, Any], ...] = ()  # name, size, sha256, handling (sent, uploaded, quarantined, ...)
     restore: str = ""  # "", "ran", "failed: why"
+    blocks: bool = False  # needs FULL, started in a FULL session: examinations stay blocked until it ended (restored)
 
     @property
     def ended(self) -> bool:
@@ -69,7 +70,7 @@ class TaskRun:
                 "created_at": utc_iso(self.created_at), "ended_at": utc_iso(self.ended_at) if self.ended_at else None,
                 "stop_reason": self.stop_reason, "returncode": self.returncode, "stdout": self.stdout,
                 "stderr": self.stderr, "dropped": self.dropped, "files": [dict(f) for f in self.files],
-                "restore": self.restore}
+                "restore": self.restore, "blocks": self.blocks}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TaskRun:
@@ -79,7 +80,8 @@ class TaskRun:
                    ended_at=parse_utc(data["ended_at"]) if data.get("ended_at") else None,
                    stop_reason=data.get("stop_reason", ""), returncode=data.get("returncode"),
                    stdout=data.get("stdout", ""), stderr=data.get("stderr", ""), dropped=int(data.get("dropped", 0)),
-                   files=tuple(data.get("files", ())), restore=data.get("restore", ""))
+                   files=tuple(data.get("files", ())), restore=data.get("restore", ""),
+                   blocks=bool(data.get("blocks", False)))
 
     def audit_details(self) -> dict[str, Any]:
         """What the audit log keeps of a run: never its output (that is in the outbox record)."""
@@ -146,15 +148,14 @@ class Restores:
     def _call(self, task: TaskKind, output: Path) -> str:
         try:
             argv = build_argv(task.restore, {}, modality=self.modality, output=output)
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=RESTORE_TIMEOUT_S, check=False,
-                                  stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+            returncode, text = run_helper(argv, RESTORE_TIMEOUT_S, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
         except subprocess.TimeoutExpired:
             return f"failed: no answer within {RESTORE_TIMEOUT_S} s"
         except Exception as exc:  # noqa: BLE001 - a restore that cannot run is recorded, never raised
             return f"failed: {exc}"
-        if done.returncode != 0:
-            lines = (done.stderr or done.stdout).strip().splitlines()
-            return f"failed: exit {done.returncode}" + (f" ({lines[-1][:200]})" if lines else "")
+        if returncode != 0:
+            lines = text.strip().splitlines()
+            return f"failed: exit {returncode}" + (f" ({lines[-1][:200]})" if lines else "")
         return "ran"
 
 

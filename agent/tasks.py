@@ -143,8 +143,9 @@ choices = ["acquisition", "reconstruction", "viewer"]
 
 [[task]]
 kind = "fetch-file"
-title = "Fetch a file from an allowed folder"
+title = "Fetch a file from an allowed folder (held until the technologist releases it)"
 command = ["{builtin}", "fetch-file", "{path}", "{output}"]
+patient_data = true
 output = "files"
 timeout_s = 120
 [task.params.path]

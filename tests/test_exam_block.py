@@ -3,8 +3,14 @@ counts its calls. The renewals run in the block's own thread, so the test waits 
 
 from __future__ import annotations
 
+import ctypes
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import psutil
+import pytest
 
 from agent.config import ModalityConfig
 from agent.exam_block import ExamBlock, release, status
@@ -16,6 +22,9 @@ root = pathlib.Path(sys.argv[1])
 with (root / "calls").open("a") as calls:
     calls.write(" ".join(sys.argv[2:]) + "\\n")
 mode = (root / "mode").read_text().strip()
+if mode == "orphan":  # leaves a child behind that outlives it (a vendor tool starting a helper)
+    import subprocess
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"], start_new_session=False)
 if mode == "fail":
     print("detector bus not answering", file=sys.stderr)
     sys.exit(1)
@@ -88,3 +97,34 @@ def test_without_a_tool_nothing_is_called_and_nothing_fails() -> None:
     block.want(True)
     block.close()
     assert block.held is False
+
+
+@pytest.fixture
+def subreaper() -> Iterator[None]:
+    """As in the agent: this process is a child subreaper (agent.runner makes it one); reset afterwards."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    before = ctypes.c_int()
+    libc.prctl(37, ctypes.byref(before), 0, 0, 0)
+    libc.prctl(36, ctypes.c_ulong(1), 0, 0, 0)
+    yield
+    libc.prctl(36, ctypes.c_ulong(before.value), 0, 0, 0)
+
+
+def zombies() -> list[int]:
+    return [c.pid for c in psutil.Process(os.getpid()).children() if c.status() == psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.usefixtures("subreaper")
+def test_children_a_hook_leaves_behind_are_reaped_not_piled_up(tmp_path: Path) -> None:
+    config = tool(tmp_path, "orphan")
+    for _ in range(5):
+        assert release(config)[0]
+    orphans = [c for c in psutil.Process(os.getpid()).children() if c.status() != psutil.STATUS_ZOMBIE
+               and "time.sleep(0.3)" in " ".join(c.cmdline())]
+    assert orphans  # they re-parented to this process, as to the agent
+    wait_for("the orphans to exit", lambda: all(not o.is_running() or o.status() == psutil.STATUS_ZOMBIE
+                                                for o in orphans))
+    assert set(zombies()) >= {o.pid for o in orphans}
+    (tmp_path / "mode").write_text("ok")
+    assert release(config)[0]  # the next call reaps what the earlier ones left
+    assert not set(zombies()) & {o.pid for o in orphans}

@@ -137,6 +137,8 @@ def full_session(agent: AgentProcess, kind: str = "service", level: str = "full"
         assert confirmed.returncode == 0, confirmed.stderr
     done = agent.cli("session", "authenticate", sid, "--code", agent.totp_code())
     assert done.returncode == 0, done.stderr
+    if level == "full":  # tasks that need full access wait for the modality to confirm the block
+        wait_for("the examination block", lambda: agent.cli_json("status")["examination_block"]["held"])
     return sid
 
 
@@ -197,10 +199,15 @@ def test_kill_stops_twenty_tasks_of_every_kind_runs_restores_and_releases_the_bl
     assert {r["details"]["stop_reason"] for r in task_ends} == {"killed"}
     assert {r["details"]["state"] for r in task_ends} == {"stopped"}
     # The order of the story: access withdrawn, then the block released, then the session ended, then the record.
+    # The order of the story: access withdrawn; every task stopped and restored; only then the block released; then
+    # the session ended; then the record.
     events = [r["event"] for r in audit(agent)]
     start = events.index("task_allowed")
     story = [e for e in events[start:] if e in ("access_set", "examination_block_released", "session_ended", "kill")]
     assert story == ["access_set", "examination_block_released", "session_ended", "kill"]
+    last_task_end = max(i for i, e in enumerate(events) if e == "task_ended")
+    assert events.index("access_set", start) < events.index("task_ended", start)
+    assert last_task_end < events.index("examination_block_released", start)
     # Pressing it again is harmless.
     again = agent.cli("kill", "--json")
     assert again.returncode == 0
@@ -322,8 +329,8 @@ def test_an_agent_killed_mid_session_never_leaves_the_scanner_blocked_or_a_task_
         run_task(agent, sid, "escape")
         wait_for("the tasks", lambda: len(alive(pids)) == 3)
         agent.stop(signal.SIGKILL)
-        # The lease (3 s) lapses by itself: nobody renews it.
-        wait_for("the lease to lapse", lambda: not sim_modality.read_state(modality)["blocked"], timeout_s=10)
+        # The lease (3 s from the last renewal, at most 1 s before the crash) lapses by itself: nobody renews it.
+        wait_for("the lease to lapse", lambda: not sim_modality.read_state(modality)["blocked"], timeout_s=3.5)
         agent.start()
         assert alive(pids) == []
         sessions = agent.cli_json("session", "list")
@@ -344,14 +351,22 @@ def test_a_kill_interrupted_by_a_crash_is_finished_at_the_next_start(tmp_path: P
     agent.start()
     try:
         assert agent.cli("access", "set", "full").returncode == 0
-        agent.stop()
+        sid = full_session(agent)
+        run_task(agent, sid, "stubborn")
+        wait_for("the task", lambda: len(alive(pids)) == 1)
+        # The kill switch wrote its mark (its first step) when the agent died.
         (agent.state / "kill.json").write_text(json.dumps({"actor": "tech1", "text": "patient arrived"}))
+        agent.stop(signal.SIGKILL)
         agent.start()
         kill = wait_for("the kill finished", lambda: [r for r in audit(agent) if r["event"] == "kill"])
         assert kill[-1]["actor"] == "tech1"
         assert "finished after a restart" in kill[-1]["details"]["text"]
+        assert alive(pids) == []
         assert agent.cli_json("access", "show")["level"] == "no-access"
+        assert agent.cli_json("session", "list")[-1]["end_reason"] == "killed"
         assert not (agent.state / "kill.json").exists()
+        assert [r["what"] for r in sim_modality.read_state(modality)["restores"]] == ["diagnostics"]
+        assert sim_modality.read_state(modality)["blocked"] is False
     finally:
         agent.stop()
         kill_leftovers(pids)

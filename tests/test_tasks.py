@@ -51,7 +51,7 @@ def test_the_default_catalog_offers_every_kind_of_the_issue() -> None:
     ("system-report", set(), "text"),
     ("run-diagnostics", set(), "text"),
     ("restart-service", {"changes_system"}, "text"),
-    ("fetch-file", set(), "files"),
+    ("fetch-file", {"patient_data"}, "files"),  # a log or a file may hold patient data
     ("fetch-study", {"patient_data"}, "dicom"),
     ("apply-config", {"changes_system"}, "text"),
     ("adjust-protocol", {"application_support"}, "text"),
@@ -62,6 +62,9 @@ def test_default_flags_and_outputs(kind: str, flags: set[str], output: str) -> N
     assert task.output == output
     assert task.level is AccessLevel.LIMITED
     assert task.to_dict()["flags"] == sorted(flags)
+    needed = AccessLevel.FULL if flags & {"patient_data", "changes_system"} else AccessLevel.LIMITED
+    assert task.required_level is needed
+    assert task.to_dict()["level"] == needed.value
 
 
 def test_system_changing_tasks_can_be_restored_and_builtin_ones_run_the_agents_programs() -> None:

@@ -7,6 +7,7 @@ learns of it when it is back.
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,3 +110,14 @@ def test_the_kill_switch_works_without_the_portal_which_learns_of_it_when_back(
         (s for s in portal.show(DEVICE_ID)["sessions"] if s["session_id"] == session_id and s["state"] == "ended"),
         None))
     assert at_portal["end_reason"] == "killed"
+
+
+def test_the_portal_learns_of_a_session_ended_by_a_crash_of_the_agent(portal: PortalProcess,
+                                                                      agent: AgentProcess) -> None:
+    session_id = active_session(portal, agent)
+    agent.stop(signal.SIGKILL)
+    agent.start()
+    at_portal = wait_for("the session's end at the portal", lambda: next(
+        (s for s in portal.show(DEVICE_ID)["sessions"] if s["session_id"] == session_id and s["state"] == "ended"),
+        None))
+    assert at_portal["end_reason"] == "agent_restart"
