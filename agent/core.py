@@ -138,9 +138,7 @@ class Agent:
                 self._end(session, end_reason, SYSTEM_ACTOR, "the agent restarted")
         for run in list(self.task_runs.values()):
             if not run.ended:
-                kind = self.catalog.kinds.get(run.kind)
-                if kind is None or kind.output == "dicom":  # a raw export that will never be sent is not kept
-                    shutil.rmtree(Workspace.of(state_dir, run.id).output, ignore_errors=True)
+                shutil.rmtree(Workspace.of(state_dir, run.id).output, ignore_errors=True)  # unchecked: never sent
                 restore = self._restores.run(self.catalog.kinds[run.kind], run.id, Workspace.of(
                     state_dir, run.id).output) if run.kind in self.catalog.kinds and run.state == "running" else ""
                 self._task_ended(replace(run, state="stopped", stop_reason="agent_restart", restore=restore,
@@ -518,7 +516,7 @@ class Agent:
         workspace = Workspace.of(self.config.paths.state_dir, run.id)
         restore = self._restore(run.id) if finished.outcome in ("stopped", "timeout") else ""
         try:
-            done = self._outputs.handle(run, self.catalog.get(run.kind), finished, workspace)
+            done = self._outputs.handle(run, finished, workspace)
         except Exception as exc:  # noqa: BLE001 - whatever went wrong, the run ends and nothing unchecked is kept
             log.exception("task %s: its output could not be handled", run.id)
             shutil.rmtree(workspace.output, ignore_errors=True)  # may hold what was not de-identified

@@ -1,16 +1,16 @@
 """One run of a service task, and the work around it that happens off the agent's event loop.
 
 A run is requested by the engineer (through the portal), decided by agent.policy, started by
-agent.runner, and finished when its process is gone. What it wrote is handled by the task kind's
-`output` before anything leaves (the seed: no patient data leaves un-de-identified):
+agent.runner, and finished when its process is gone. What it wrote is handled by what each file
+is, before anything leaves (the seed: no patient data leaves un-de-identified):
 
-- its stdout and stderr, and `text` files: every line through the log scrubber (telemetry.scrubber);
-- `dicom` files: de-identified with verification by the anonymizer and queued for upload
-  (agent.upload); files it refuses stay in the upload quarantine; the raw export is deleted;
-- `files`: kept in `<state_dir>/tasks/<id>/quarantine` until the technologist releases them at the
-  console, after the data-privacy disclaimer;
-- a run that was stopped (kill switch, revoked, timeout) sends no files at all: what it wrote is
-  quarantined.
+- its stdout and stderr, and text files: every line through the log scrubber (telemetry.scrubber);
+- DICOM files: de-identified with verification by the anonymizer and queued for upload
+  (agent.upload); files it refuses stay in the upload quarantine; the raw files are deleted;
+- anything else: kept in `<state_dir>/tasks/<id>/quarantine` until the technologist releases it at
+  the console, after the data-privacy disclaimer;
+- a run that was stopped (kill switch, revoked, timeout) sends no files at all: its text and other
+  files are quarantined, its DICOM files deleted.
 
 A run stopped early runs its kind's restore command once (whoever stops it first claims it: the
 kill switch, or the run's own end).
@@ -18,6 +18,7 @@ kill switch, or the run's own end).
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 import shutil
@@ -167,34 +168,37 @@ class OutputHandler:
     scrubber: Scrubber
     upload: Callable[[list[Path], str], dict[str, Any]]
 
-    def handle(self, run: TaskRun, task: TaskKind, finished: Finished, workspace: Workspace) -> TaskRun:
+    def handle(self, run: TaskRun, finished: Finished, workspace: Workspace) -> TaskRun:
         stdout = self._scrub(finished.stdout.decode("utf-8", "replace"))
         stderr = self._scrub(finished.stderr.decode("utf-8", "replace"))
         files = sorted(p for p in workspace.output.rglob("*") if p.is_file() and not p.is_symlink())
-        if finished.outcome in ("completed", "failed") and files:
-            handled = self._send(task, run, files, workspace)
-        elif task.output == "dicom":  # raw patient data that will never be sent is not kept either
+        by_kind: dict[str, list[Path]] = {"dicom": [], "text": [], "other": []}
+        for path in files:
+            by_kind[classify(path)].append(path)
+        if finished.outcome in ("completed", "failed"):
+            handled = self._dicom(by_kind["dicom"], run.session_id)
+            handled += [self._text_file(path, workspace) for path in by_kind["text"]]
+            handled += _quarantine(by_kind["other"], workspace, RELEASABLE)
+        else:  # a run that did not finish sends nothing; raw DICOM that will never be sent is not kept either
             handled = [{"name": str(p.relative_to(workspace.output)), "size": p.stat().st_size, "sha256": "",
-                        "handling": "deleted: the task did not finish"} for p in files]
-            shutil.rmtree(workspace.output, ignore_errors=True)
-        else:
-            handled = _quarantine(files, workspace, "quarantined: the task did not finish")
+                        "handling": "deleted: the task did not finish"} for p in by_kind["dicom"]]
+            handled += _quarantine(by_kind["text"] + by_kind["other"], workspace,
+                                   "quarantined: the task did not finish")
+        shutil.rmtree(workspace.output, ignore_errors=True)  # what is left is raw DICOM: sent de-identified, or not
         return replace(run, stdout=stdout, stderr=stderr, dropped=finished.dropped, returncode=finished.returncode,
                        files=tuple(handled))
 
-    def _send(self, task: TaskKind, run: TaskRun, files: list[Path], workspace: Workspace) -> list[dict[str, Any]]:
-        if task.output == "text":
-            return [self._text_file(path, workspace) for path in files]
-        if task.output == "dicom":
-            report = self.upload([workspace.output], run.session_id)
-            shutil.rmtree(workspace.output, ignore_errors=True)  # the raw export holds patient data
-            queued = [{"name": e["name"], "size": e["size"], "sha256": e["sha256"],
-                       "handling": "de-identified, queued for upload"} for e in report["entries"]]
-            refused = [{"name": f"refused file {number}", "size": 0, "sha256": "",
-                        "handling": f"refused by the anonymizer, kept in the upload quarantine: {r['reason']}"}
-                       for number, r in enumerate(report["refusals"], 1)]
-            return queued + refused
-        return _quarantine(files, workspace, RELEASABLE)
+    def _dicom(self, files: list[Path], session_id: str) -> list[dict[str, Any]]:
+        """De-identified (verified) and queued for upload; what the anonymizer refuses stays in its quarantine."""
+        if not files:
+            return []
+        report = self.upload(files, session_id)
+        queued = [{"name": e["name"], "size": e["size"], "sha256": e["sha256"],
+                   "handling": "de-identified, queued for upload"} for e in report["entries"]]
+        refused = [{"name": f"refused file {number}", "size": 0, "sha256": "",
+                    "handling": f"refused by the anonymizer, kept in the upload quarantine: {r['reason']}"}
+                   for number, r in enumerate(report["refusals"], 1)]
+        return queued + refused
 
     def _text_file(self, path: Path, workspace: Workspace) -> dict[str, Any]:
         """Its last TEXT_FILE_CAP bytes (a log's newest lines), scrubbed."""
@@ -208,6 +212,22 @@ class OutputHandler:
     def _scrub(self, text: str) -> str:
         lines = [self.scrubber.scrub(line) for line in text.splitlines()]
         return "\n".join(lines)
+
+
+def classify(path: Path) -> str:
+    """What a file a task wrote is: "dicom" (a DICOM file: "DICM" after its 128-byte preamble), "text" (its start is
+    UTF-8 without NUL), or "other"."""
+    with path.open("rb") as handle:
+        head = handle.read(4096)
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom"
+    if b"\0" in head:
+        return "other"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) < 4096)
+    except UnicodeDecodeError:
+        return "other"
+    return "text"
 
 
 def _quarantine(files: list[Path], workspace: Workspace, handling: str) -> list[dict[str, Any]]:

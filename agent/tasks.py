@@ -3,12 +3,10 @@
 A task kind is a program and its arguments (an argv list, run without a shell), typed parameters
 whose values are checked before anything runs, the lowest access level it needs, three flags
 (may touch patient data, changes the system, application support; none set means a technical
-task), a timeout, an optional restore command run when the task is stopped early, and how the
-files it writes are handled on their way out (`output`):
-
-    text   scrubbed like log lines (telemetry.scrubber), then sent
-    dicom  de-identified by the anonymizer (with verification), then uploaded
-    files  anything else: quarantined until the technologist releases it at the console
+task), a timeout, and an optional restore command run when the task is stopped early. What a
+task writes into its output folder is handled by what each file is (agent.taskrun), whatever the
+task: DICOM through the anonymizer, text through the log scrubber, anything else quarantined until
+the technologist releases it at the console.
 
 The catalog is a TOML file (`[tasks] catalog`; the built-in DEFAULT_CATALOG otherwise):
 
@@ -47,13 +45,12 @@ from typing import Any
 from agent.errors import ConfigError, UsageError
 from agent.protocol import AccessLevel
 
-OUTPUTS = ("text", "dicom", "files")
 PARAM_TYPES = ("text", "integer", "choice", "path", "uid")
 FLAGS = ("patient_data", "changes_system", "application_support")
 _KIND = re.compile(r"[a-z][a-z0-9-]{0,39}")
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _TEXT_MAX = 256
-_TASK_KEYS = ("kind", "title", "command", "restore", "level", *FLAGS, "timeout_s", "output", "params")
+_TASK_KEYS = ("kind", "title", "command", "restore", "level", *FLAGS, "timeout_s", "params")
 _PARAM_KEYS = ("type", "help", "pattern", "minimum", "maximum", "choices")
 
 
@@ -80,7 +77,6 @@ class TaskKind:
     application_support: bool = False
     timeout_s: int = 300
     restore: tuple[str, ...] = ()
-    output: str = "text"
 
     @property
     def flags(self) -> frozenset[str]:
@@ -94,7 +90,7 @@ class TaskKind:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "title": self.title, "level": self.required_level.value, "flags": sorted(self.flags),
-                "timeout_s": self.timeout_s, "output": self.output, "restorable": bool(self.restore),
+                "timeout_s": self.timeout_s, "restorable": bool(self.restore),
                 "params": [{"name": p.name, "type": p.type, "help": p.help, **({"choices": list(p.choices)}
                                                                               if p.choices else {})}
                            for p in self.params]}
@@ -146,7 +142,6 @@ kind = "fetch-file"
 title = "Fetch a file from an allowed folder (held until the technologist releases it)"
 command = ["{builtin}", "fetch-file", "{path}", "{output}"]
 patient_data = true
-output = "files"
 timeout_s = 120
 [task.params.path]
 type = "path"
@@ -156,7 +151,6 @@ kind = "fetch-study"
 title = "Fetch a DICOM study (de-identified before it leaves)"
 command = ["{modality}", "export-study", "{study_uid}", "{output}"]
 patient_data = true
-output = "dicom"
 timeout_s = 600
 [task.params.study_uid]
 type = "uid"
@@ -262,17 +256,11 @@ def _task(raw: dict[str, Any], where: str) -> TaskKind:
     timeout = raw.get("timeout_s", 300)
     if not isinstance(timeout, int) or isinstance(timeout, bool) or not 1 <= timeout <= 24 * 3600:
         raise ConfigError(f"{where}: timeout_s = {timeout!r}; give whole seconds from 1 to 86400")
-    output = raw.get("output", "text")
-    if output not in OUTPUTS:
-        raise ConfigError(f"{where}: output = {output!r}; allowed: {', '.join(OUTPUTS)}")
-    if flags["patient_data"] and output == "text":
-        raise ConfigError(f"{where}: a task that may touch patient data declares output = \"dicom\" or \"files\" "
-                          "(\"files\" are quarantined until the technologist releases them)")
     title = raw.get("title", kind)
     if not isinstance(title, str) or not title.strip():
         raise ConfigError(f"{where}: title = {title!r}; give a short description")
     return TaskKind(kind=kind, title=title, command=command, params=params, level=AccessLevel(level),
-                    timeout_s=timeout, restore=restore, output=output, **flags)
+                    timeout_s=timeout, restore=restore, **flags)
 
 
 def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:

@@ -63,7 +63,6 @@ kind = "export"
 title = "copies a DICOM file"
 command = {json.dumps(["/bin/cp", str(dicom), "{output}"])}
 patient_data = true
-output = "dicom"
 ''')
     return from_mapping({"paths": {"state_dir": str(tmp_path / "state"), "control_socket": str(tmp_path / "c.sock")},
                          "tasks": {"catalog": str(tmp_path / "catalog.toml"), "grace_s": 1},

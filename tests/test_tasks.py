@@ -46,20 +46,19 @@ def test_the_default_catalog_offers_every_kind_of_the_issue() -> None:
     assert parse_catalog(DEFAULT_CATALOG, "x").kinds == CATALOG.kinds
 
 
-@pytest.mark.parametrize(("kind", "flags", "output"), [
-    ("collect-logs", set(), "text"),
-    ("system-report", set(), "text"),
-    ("run-diagnostics", set(), "text"),
-    ("restart-service", {"changes_system"}, "text"),
-    ("fetch-file", {"patient_data"}, "files"),  # a log or a file may hold patient data
-    ("fetch-study", {"patient_data"}, "dicom"),
-    ("apply-config", {"changes_system"}, "text"),
-    ("adjust-protocol", {"application_support"}, "text"),
+@pytest.mark.parametrize(("kind", "flags"), [
+    ("collect-logs", set()),
+    ("system-report", set()),
+    ("run-diagnostics", set()),
+    ("restart-service", {"changes_system"}),
+    ("fetch-file", {"patient_data"}),  # a log or a file may hold patient data
+    ("fetch-study", {"patient_data"}),
+    ("apply-config", {"changes_system"}),
+    ("adjust-protocol", {"application_support"}),
 ])
-def test_default_flags_and_outputs(kind: str, flags: set[str], output: str) -> None:
+def test_default_flags(kind: str, flags: set[str]) -> None:
     task = CATALOG.get(kind)
     assert task.flags == flags
-    assert task.output == output
     assert task.level is AccessLevel.LIMITED
     assert task.to_dict()["flags"] == sorted(flags)
     needed = AccessLevel.FULL if flags & {"patient_data", "changes_system"} else AccessLevel.LIMITED
@@ -104,8 +103,7 @@ PARAM = '[task.params.value]\ntype = "text"\n'
                                                               "the search path is never used"]),
     ('[[task]]\nkind = "k"\ncommand = ["{value}"]\n' + PARAM, ["the program '{value}' must be an absolute path"]),
     (TASK + 'level = "root"\n' + PARAM, ["level = 'root'", 'needs "limited" or "full"']),
-    (TASK + 'output = "email"\n' + PARAM, ["output = 'email'", "allowed: text, dicom, files"]),
-    (TASK + "patient_data = true\n" + PARAM, ['declares output = "dicom" or "files"']),
+    (TASK + 'output = "email"\n' + PARAM, ["unknown key 'output'"]),
     (TASK + 'changes_system = "yes"\n' + PARAM, ["changes_system = 'yes'", "write true or false"]),
     (TASK + "timeout_s = 0\n" + PARAM, ["timeout_s = 0", "whole seconds from 1 to 86400"]),
     (TASK + "timeout_s = 90000\n" + PARAM, ["timeout_s = 90000", "whole seconds from 1 to 86400"]),
@@ -161,12 +159,12 @@ def test_a_missing_or_undecodable_catalog_file(tmp_path: Path) -> None:
 def test_a_catalog_file_of_its_own(tmp_path: Path) -> None:
     path = tmp_path / "catalog.toml"
     path.write_text('[[task]]\nkind = "dump-config"\ntitle = "Dump"\ncommand = ["/usr/bin/tool", "{what}"]\n'
-                    'level = "full"\ntimeout_s = 5\noutput = "files"\n[task.params.what]\ntype = "choice"\n'
+                    'level = "full"\ntimeout_s = 5\n[task.params.what]\ntype = "choice"\n'
                     'help = "Which part"\nchoices = ["a", "b"]\n')
     catalog = load_catalog(path)
     assert catalog.source == str(path)
     task = catalog.get("dump-config")
-    assert (task.level, task.timeout_s, task.output, task.restore) == (AccessLevel.FULL, 5, "files", ())
+    assert (task.level, task.timeout_s, task.restore) == (AccessLevel.FULL, 5, ())
     assert task.to_dict()["params"] == [{"name": "what", "type": "choice", "help": "Which part", "choices": ["a", "b"]}]
 
 

@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydicom.data import get_testdata_file
 
+from portal.uploads import uploads_of
 from tests.agent_process import AgentProcess
 from tests.portal_process import PortalProcess
 from tests.test_connection import FAST_TELEMETRY, audit_events, device, enroll, wait_for
@@ -31,6 +33,8 @@ def allowed(tmp_path: Path) -> Path:
     folder = tmp_path / "service-files"
     folder.mkdir()
     (folder / "detector-map.bin").write_bytes(bytes(range(256)) * 64)
+    (folder / "last-exam.dcm").write_bytes(Path(get_testdata_file("CT_small.dcm", download=False) or "").read_bytes())
+    (folder / "scanner.log").write_text("12:01 Patient DOE^JANE (ID 12345678) registered\n12:02 gantry ok\n")
     return folder
 
 
@@ -121,3 +125,25 @@ def test_the_portal_learns_of_a_session_ended_by_a_crash_of_the_agent(portal: Po
         (s for s in portal.show(DEVICE_ID)["sessions"] if s["session_id"] == session_id and s["state"] == "ended"),
         None))
     assert at_portal["end_reason"] == "agent_restart"
+
+
+def test_what_a_task_fetched_is_handled_by_what_it_is(portal: PortalProcess, agent: AgentProcess,
+                                                      allowed: Path) -> None:
+    session_id = active_session(portal, agent)
+    runs = {}
+    for name in ("last-exam.dcm", "scanner.log"):
+        asked = portal.run("engineer", "run-task", "--session", session_id, "--kind", "fetch-file", "--param",
+                           f"path={allowed / name}", "--wait", "60")
+        assert asked.returncode == 0, asked.stdout + asked.stderr
+        runs[name] = next(t for t in portal.show(DEVICE_ID)["tasks"] if t["id"] == asked.stdout.splitlines()[0])
+    [dicom] = runs["last-exam.dcm"]["files"]
+    assert dicom["handling"] == "de-identified, queued for upload"  # never sent raw, not even after a release
+    uploaded = wait_for("the de-identified image at the portal", lambda: [
+        u for u in uploads_of(portal.data_dir, DEVICE_ID) if u["state"] == "accepted"])
+    assert [u["name"] for u in uploaded] == [dicom["name"]]
+    assert b"CompressedSamples" not in Path(uploaded[0]["path"]).read_bytes()  # the sample's patient name
+    [log] = runs["scanner.log"]["files"]
+    assert log["handling"] == "scrubbed, sent"
+    assert "gantry ok" in log["text"]
+    assert "DOE" not in log["text"]
+    assert "12345678" not in log["text"]
