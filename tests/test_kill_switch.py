@@ -380,3 +380,35 @@ def test_the_unit_stop_hook_releases_the_block_without_an_agent(tmp_path: Path) 
     assert released.returncode == 0, released.stderr
     assert sim_modality.read_state(modality)["blocked"] is False
     assert agent.cli("examinations", "status").stdout.strip() == "unblocked"
+
+
+def test_a_failing_step_is_recorded_and_the_kill_goes_on(tmp_path: Path) -> None:
+    """The modality's tool refuses `unblock`: the kill switch still stops the task, ends the session and withdraws
+    access; the failure is in the receipt (exit 3) and in the audit record."""
+    agent, modality, pids = make_agent(tmp_path, cgroups=False)
+    wrapper = tmp_path / "stubborn-tool.py"
+    wrapper.write_text("import subprocess, sys\n"
+                       "if sys.argv[1:2] == ['unblock']:\n"
+                       "    sys.exit('unblock: the gantry controller does not answer')\n"
+                       f"sys.exit(subprocess.call({SIM!r} + ['--state', {str(modality)!r}] + sys.argv[1:]))\n")
+    config = agent.config.read_text()
+    tool_line = next(line for line in config.splitlines() if line.startswith("tool = "))
+    agent.config.write_text(config.replace(tool_line, f"tool = {json.dumps([sys.executable, str(wrapper)])}"))
+    agent.start()
+    try:
+        sid = full_session(agent)
+        run_task(agent, sid, "cooperative")
+        wait_for("the task", lambda: len(alive(pids)) == 1)
+        killed = agent.cli("kill", "--json")
+        assert killed.returncode == 3, killed.stderr
+        receipt = json.loads(killed.stdout)
+        assert receipt["block_released"] is False
+        assert any("gantry controller does not answer" in p for p in receipt["problems"])
+        assert receipt["ended_sessions"] == [sid]
+        assert alive(pids) == []
+        assert agent.cli_json("access", "show")["level"] == "no-access"
+        record = [r for r in audit(agent) if r["event"] == "kill"][-1]["details"]
+        assert record["problems"] == receipt["problems"]
+    finally:
+        agent.stop()
+        kill_leftovers(pids)
