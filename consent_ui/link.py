@@ -17,6 +17,7 @@ The UI holds no authority: everything it may do, the agent checks again from its
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 from collections.abc import Callable
@@ -37,7 +38,7 @@ Failed = Callable[[ServiceGateError], None]
 
 
 class AgentLink(QObject):
-    event = Signal(str, dict)  # an event of the agent (agent.protocol.EVENTS): name, data
+    agent_event = Signal(str, dict)  # an event of the agent (agent.protocol.EVENTS): name, data
     available = Signal(bool, str)  # the agent can be reached (True), or not and why
     _answer = Signal(object, object)  # (callback, argument): run on the GUI thread
 
@@ -77,7 +78,7 @@ class AgentLink(QObject):
     def _run_calls(self) -> None:
         while (item := self._calls.get()) is not None:
             op, args, done, failed = item
-            self._deliver(lambda: self._client.call(op, **args), done, failed)
+            self._deliver(functools.partial(self._client.call, op, **args), done, failed)
 
     def _run_urgent(self, op: str, args: dict[str, Any], done: Done, failed: Failed) -> None:
         with Client(self.socket_path, timeout_s=KILL_TIMEOUT_S) as client:
@@ -102,7 +103,7 @@ class AgentLink(QObject):
                     up = True
                     self.available.emit(True, "")
                 for name, data in events:
-                    self.event.emit(name, data)
+                    self.agent_event.emit(name, data)
                 if self._stop.is_set():
                     return
                 raise AgentUnreachableError("the agent closed the connection")

@@ -42,7 +42,7 @@ def answer(qtbot: QtBot, link: AgentLink, op: str, args: dict[str, Any] | None =
 
 def test_calls_are_answered_and_events_passed_on(qtbot: QtBot, link: AgentLink) -> None:
     assert answer(qtbot, link, "status")["access"]["level"] == "no-access"
-    with qtbot.waitSignal(link.event, timeout=10_000,
+    with qtbot.waitSignal(link.agent_event, timeout=10_000,
                           check_params_cb=lambda name, data: name == "access_changed") as changed:
         granted = answer(qtbot, link, "access_set", {"level": "permanent-limited"})
     assert granted["level"] == "permanent-limited"
