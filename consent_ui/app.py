@@ -1,0 +1,227 @@
+"""`servicegate ui` (`python -m consent_ui`): the consent UI in the technologist's desktop session.
+
+`Console` keeps what the agent last said (status, tasks, uploads), follows its events, and drives the
+windows: a small ServiceGate window (the access level, Change access, Enter session ID, and
+"remote service unavailable" while the agent cannot be reached), the access and session dialogs, a
+request the engineer made through the service centre, the banner, and the receipt when a session
+ends. It holds no authority and keeps no state of its own: everything comes from the agent, and
+every decision goes back to it. The banner and its End session button keep working while a dialog
+is open (dialogs are not modal to the application). One UI per user session (a lock file in the
+user's runtime folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QLockFile, QObject, QStandardPaths, QTimer
+from PySide6.QtWidgets import QApplication, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
+
+from agent.errors import AgentUnreachableError, ServiceGateError
+from agent.protocol import SessionState
+from consent_ui import models
+from consent_ui.banner import Banners
+from consent_ui.dialogs import AccessDialog, ReceiptDialog, SessionDialog, tr, wrapped
+from consent_ui.link import AgentLink
+
+DEFAULT_SOCKET = Path("/run/servicegate/control.sock")
+TICK_MS = 1000  # the banner's clock: elapsed and remaining time
+
+
+class Launcher(QWidget):
+    """The small ServiceGate window: where the technologist changes access or types in a session ID."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self.setWindowTitle(self.tr("ServiceGate remote service"))
+        self.access = wrapped(name="access")
+        self.state = wrapped(name="state")
+        self.change = QPushButton(self.tr("Change access level…"))
+        self.enter = QPushButton(self.tr("Enter session ID…"))
+        for button in (self.change, self.enter):
+            button.setMinimumHeight(44)
+        self.change.clicked.connect(console.open_access)
+        self.enter.clicked.connect(console.open_session_id)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.access)
+        layout.addWidget(self.state)
+        row = QHBoxLayout()
+        row.addWidget(self.change)
+        row.addWidget(self.enter)
+        layout.addLayout(row)
+
+
+class Console(QObject):
+    def __init__(self, link: AgentLink) -> None:
+        super().__init__()
+        self.link = link
+        self.status: dict[str, Any] = {}
+        self.tasks: list[dict[str, Any]] = []
+        self.uploads: list[dict[str, Any]] = []
+        self.up = False
+        self.launcher = Launcher(self)
+        self.banners = Banners(self.end_session)
+        self.dialogs: list[Any] = []  # open dialogs (kept referenced while shown)
+        self.receipts: dict[str, ReceiptDialog] = {}
+        self.asked: set[str] = set()  # sessions the engineer requested that were shown already
+        link.agent_event.connect(self._event)
+        link.available.connect(self._available)
+        self.timer = QTimer(self)
+        self.timer.timeout.connect(self._show_banner)
+        self.timer.start(TICK_MS)
+        self._available(False, "")
+
+    # ---- what the agent says ------------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        self.link.call("status", done=self._status, failed=self._failed)
+        self.link.call("task_list", done=self._tasks, failed=self._failed)
+        self.link.call("upload_list", done=self._uploads, failed=self._failed)
+
+    def _status(self, status: dict[str, Any]) -> None:
+        self.status = status
+        self.launcher.state.setText("")
+        self.launcher.access.setText(tr(models.current_access(status["access"], datetime.now(UTC))))
+        self._show_banner()
+
+    def _tasks(self, tasks: list[dict[str, Any]]) -> None:
+        self.tasks = tasks
+        self._show_banner()
+
+    def _uploads(self, uploads: list[dict[str, Any]]) -> None:
+        self.uploads = uploads
+        self._show_banner()
+
+    def _failed(self, error: ServiceGateError) -> None:
+        if isinstance(error, AgentUnreachableError):
+            return  # the watcher says so (and says when the agent is back)
+        self.launcher.state.setText(tr(models.error_text(error).text))
+
+    def _available(self, up: bool, why: str) -> None:
+        self.up = up
+        self.launcher.change.setEnabled(up)
+        self.launcher.enter.setEnabled(up)
+        if up:
+            self.launcher.state.setText("")
+            self.refresh()
+        else:
+            self.launcher.state.setText(self.tr("Remote service unavailable: the ServiceGate agent cannot be "
+                                                "reached. Remote access is not possible meanwhile."))
+
+    def _event(self, name: str, data: dict[str, Any]) -> None:
+        if name in ("access_changed", "session_changed", "task_changed", "examination_block"):
+            self.refresh()
+        if name == "session_changed":
+            self._session_changed(data)
+
+    def _session_changed(self, session: dict[str, Any]) -> None:
+        state = session.get("state")
+        if state == SessionState.ENDED.value and session.get("activated_at") and session["id"] not in self.receipts:
+            self._receipt(session)
+        elif not session.get("claimed") and session["id"] not in self.asked and state in (
+                SessionState.AWAITING_CONSENT.value, SessionState.AUTHENTICATING.value):
+            self.asked.add(session["id"])
+            self._incoming(session)
+
+    def _show_banner(self) -> None:
+        if not self.status:
+            return
+        self.banners.update(models.banner(self.status, self.tasks, self.uploads, datetime.now(UTC)))
+
+    # ---- what the technologist does -------------------------------------------------------------------------------
+
+    def open_access(self) -> AccessDialog:
+        dialog = AccessDialog(self.link, self.status.get("access") or {"level": "no-access", "set_by": "",
+                                                                       "set_at": datetime.now(UTC).isoformat()})
+        self._show(dialog)
+        return dialog
+
+    def open_session_id(self) -> SessionDialog:
+        dialog = SessionDialog(self.link, self.status.get("access") or {"level": "no-access"})
+        self._show(dialog)
+        return dialog
+
+    def _incoming(self, session: dict[str, Any]) -> None:
+        """A session the engineer asked for: it waits for the technologist (above the grant, or FULL), or it only
+        informs (within the grant; the engineer is signing in)."""
+        notice = models.incoming_request(session)
+        if notice.needs_action:
+            dialog = SessionDialog(self.link, self.status.get("access") or {"level": "no-access"})
+            dialog.setWindowTitle(tr(notice.title))
+            dialog.show_session(session)
+            self._show(dialog)
+            return
+        info = RequestNotice(notice)
+        self._show(info)
+
+    def end_session(self) -> None:
+        """The banner's End session: the kill switch, on a connection of its own (it never waits behind a call)."""
+        self.link.call("kill", models.kill_request("End session at the console"), urgent=True,
+                       done=lambda receipt: self.refresh(), failed=self._failed)
+
+    def _receipt(self, session: dict[str, Any]) -> None:
+        def show(tasks: list[dict[str, Any]]) -> None:
+            self.tasks = tasks
+            dialog = ReceiptDialog(models.receipt(session, tasks, self.uploads))
+            self.receipts[str(session["id"])] = dialog
+            self._show(dialog)
+
+        self.link.call("task_list", done=show, failed=self._failed)
+
+    def _show(self, dialog: QWidget) -> None:
+        self.dialogs = [d for d in self.dialogs if d.isVisible()] + [dialog]
+        dialog.show()
+        dialog.raise_()
+        self.banners.raise_all()
+
+
+class RequestNotice(QWidget):
+    """A session the standing grant admitted: the technologist is told who and why (and can end it any time)."""
+
+    def __init__(self, notice: models.Notification) -> None:
+        super().__init__()
+        self.setWindowTitle(tr(notice.title))
+        layout = QVBoxLayout(self)
+        layout.addWidget(wrapped(tr(notice.summary), name="summary"))
+        layout.addWidget(wrapped(tr(notice.instruction)))
+        if notice.warning is not None:
+            layout.addWidget(wrapped(tr(notice.warning)))
+        ok = QPushButton(self.tr("OK"))
+        ok.setMinimumHeight(44)
+        ok.clicked.connect(self.close)
+        layout.addWidget(ok)
+
+
+def single_instance(name: str = "servicegate-ui") -> QLockFile | None:
+    """The lock of the one UI per user session, or None when another UI holds it."""
+    folder = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.RuntimeLocation) or \
+        QStandardPaths.writableLocation(QStandardPaths.StandardLocation.TempLocation)
+    lock = QLockFile(os.path.join(folder, f"{name}-{os.getuid()}.lock"))
+    lock.setStaleLockTime(0)
+    return lock if lock.tryLock(100) else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="servicegate ui", description="The ServiceGate consent UI.")
+    parser.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help="the agent's control socket")
+    args = parser.parse_args(argv)
+    application = QApplication(sys.argv[:1])
+    application.setQuitOnLastWindowClosed(False)  # the banner and the agent's events outlive the small window
+    lock = single_instance()
+    if lock is None:
+        print("servicegate ui: the ServiceGate UI is already running in this session", file=sys.stderr)
+        return 0
+    link = AgentLink(args.socket)
+    console = Console(link)
+    console.launcher.show()
+    link.start()
+    try:
+        return application.exec()
+    finally:
+        link.stop()
+        lock.unlock()

@@ -1,0 +1,132 @@
+"""The session banner: a frameless bar on top of every screen while a remote session is active.
+
+It says who is connected and why, at which level, for how long, whether examinations are blocked, and
+what the engineer is doing; its End session button is the kill switch. It cannot be closed, is put
+back when something moves it, stays above the UI's own windows, and follows the screens as they are
+added and removed. It takes no keyboard focus when it appears (the technologist's work goes on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtGui import QCloseEvent, QGuiApplication, QMoveEvent, QScreen
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from consent_ui import models
+from consent_ui.dialogs import tr
+
+HEIGHT = 84
+
+
+class BannerBar(QWidget):
+    """One screen's banner."""
+
+    def __init__(self, screen: QScreen, on_end: Callable[[], None]) -> None:
+        flags = Qt.WindowType.WindowStaysOnTopHint | Qt.WindowType.FramelessWindowHint | Qt.WindowType.Tool
+        super().__init__(None, flags)
+        self.setAttribute(Qt.WidgetAttribute.WA_ShowWithoutActivating)
+        self.setObjectName("banner")
+        self.setStyleSheet("#banner { background: #1f3a5f; } QLabel { color: white; }"
+                           "#blocked { color: #ffd54f; font-weight: bold; }")
+        self.screen_ = screen
+        self.closable = False
+        self.headline = QLabel()
+        self.headline.setObjectName("headline")
+        font = self.headline.font()
+        font.setBold(True)
+        font.setPointSize(font.pointSize() + 2)
+        self.headline.setFont(font)
+        self.details = QLabel()
+        self.details.setObjectName("details")
+        self.blocked = QLabel()
+        self.blocked.setObjectName("blocked")
+        self.activity = QLabel()
+        self.activity.setObjectName("activity")
+        self.end_button = QPushButton()
+        self.end_button.setObjectName("end")
+        self.end_button.setMinimumSize(160, 56)
+        self.end_button.setStyleSheet("QPushButton { background: #c62828; color: white; font-weight: bold; "
+                                      "font-size: 15px; border-radius: 6px; padding: 6px 16px; }")
+        self.end_button.clicked.connect(on_end)
+        text = QVBoxLayout()
+        for label in (self.headline, self.details, self.blocked, self.activity):
+            text.addWidget(label)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(16, 4, 16, 4)
+        layout.addLayout(text, 1)
+        layout.addWidget(self.end_button)
+        self.place()
+
+    def place(self) -> None:
+        area = self.screen_.geometry()
+        self.setGeometry(area.x(), area.y(), area.width(), HEIGHT)
+
+    def show_banner(self, banner: models.Banner) -> None:
+        self.headline.setText(tr(banner.headline))
+        parts = [banner.reason, banner.level, banner.elapsed, banner.remaining]
+        self.details.setText("   ·   ".join(tr(part) for part in parts if part is not None))
+        self.blocked.setText(tr(banner.blocked) if banner.blocked is not None else "")
+        self.blocked.setVisible(banner.blocked is not None)
+        self.activity.setText("   ·   ".join(tr(part) for part in (banner.activity, banner.files, banner.other_sessions)
+                                            if part is not None))
+        self.end_button.setText(tr(banner.end_label))
+        self.end_button.setToolTip(tr(banner.end_warning))
+        self.end_button.setAccessibleName(tr(banner.end_label))
+        self.end_button.setAccessibleDescription(tr(banner.end_warning))
+        if not self.isVisible():
+            self.show()
+        self.raise_()
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
+        if self.closable:
+            event.accept()
+        else:
+            event.ignore()  # only the end of the session takes it away
+
+    def moveEvent(self, event: QMoveEvent) -> None:  # noqa: N802 - Qt's name
+        super().moveEvent(event)
+        home = self.screen_.geometry().topLeft()
+        if event.pos() != QPoint(home.x(), home.y()):
+            self.place()
+
+
+class Banners:
+    """A BannerBar on every screen while `update` is given a banner; none otherwise."""
+
+    def __init__(self, on_end: Callable[[], None]) -> None:
+        self.on_end = on_end
+        self.bars: dict[QScreen, BannerBar] = {}
+        self.current: models.Banner | None = None
+        application = QGuiApplication.instance()
+        assert isinstance(application, QGuiApplication)
+        application.screenAdded.connect(lambda screen: self.update(self.current))
+        application.screenRemoved.connect(self._screen_removed)
+
+    def update(self, banner: models.Banner | None) -> None:
+        self.current = banner
+        if banner is None:
+            for screen in list(self.bars):
+                self._remove(screen)
+            return
+        for screen in QGuiApplication.screens():
+            bar = self.bars.get(screen)
+            if bar is None:
+                bar = self.bars[screen] = BannerBar(screen, self.on_end)
+            bar.show_banner(banner)
+
+    def raise_all(self) -> None:
+        for bar in self.bars.values():
+            bar.raise_()
+
+    def _screen_removed(self, screen: QScreen) -> None:
+        self._remove(screen)
+        self.update(self.current)
+
+    def _remove(self, screen: QScreen) -> None:
+        bar = self.bars.pop(screen, None)
+        if bar is not None:
+            bar.closable = True
+            bar.close()
+            bar.deleteLater()

@@ -1,0 +1,347 @@
+"""The technologist's dialogs: access level, session ID with the privacy notice, and the end-of-session receipt.
+
+Each dialog shows what `consent_ui.models` says and sends what the technologist decides through the
+`AgentLink` (never on the GUI thread). A dialog that changes something closes only when the agent has
+confirmed the change; until then its buttons wait, and an error is shown in words inside it.
+Every text is translated: the models' texts with `tr` (QCoreApplication.translate), the dialogs' own
+with `self.tr`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from PySide6.QtCore import QCoreApplication, QDateTime, Qt
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QDateTimeEdit,
+    QDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QRadioButton,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from agent.errors import ServiceGateError
+from agent.protocol import AccessLevel
+from consent_ui import models
+from consent_ui.link import AgentLink
+from consent_ui.models import InputError, Text
+
+
+def tr(text: Text) -> str:
+    return text.render(QCoreApplication.translate)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def wrapped(text: str = "", *, name: str = "") -> QLabel:
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    if name:
+        label.setObjectName(name)
+    return label
+
+
+class ErrorLine(QLabel):
+    """An error in words, in the dialog (never a pop-up over it): empty while there is none."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setWordWrap(True)
+        self.setObjectName("error")
+        self.setStyleSheet("color: #a40000; font-weight: bold;")
+        self.hide()
+
+    def show_text(self, text: str) -> None:
+        self.setText(text)
+        self.setVisible(bool(text))
+
+    def show_error(self, error: ServiceGateError, *, claim: bool = False) -> None:
+        words = models.error_text(error, claim=claim)
+        self.show_text(tr(words.text) + (f"\n({words.detail})" if words.detail else ""))
+
+
+class AccessDialog(QDialog):
+    """The four access levels, each with its consequence; LIMITED with a duration or an end time."""
+
+    def __init__(self, link: AgentLink, grant: dict[str, Any], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.link = link
+        self.setWindowTitle(self.tr("Remote access"))
+        self.current = wrapped(tr(models.current_access(grant, now())), name="current")
+        self.levels = QButtonGroup(self)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.current)
+        self.buttons: dict[AccessLevel, QRadioButton] = {}
+        for option in models.ACCESS_OPTIONS:
+            button = QRadioButton(tr(option.title))
+            button.setAccessibleName(tr(option.title))
+            self.buttons[option.level] = button
+            self.levels.addButton(button)
+            layout.addWidget(button)
+            layout.addWidget(wrapped(tr(option.consequence)))
+        self.presets = QComboBox()
+        for preset in models.LIMIT_PRESETS:
+            self.presets.addItem(tr(preset.label))
+        self.presets.addItem(self.tr("Until a time I choose"))
+        self.presets.setAccessibleName(self.tr("How long"))
+        self.custom_end = QDateTimeEdit()
+        self.custom_end.setCalendarPopup(True)
+        earliest, latest = models.custom_end_range(now())
+        self.custom_end.setDateTimeRange(QDateTime(earliest.astimezone()), QDateTime(latest.astimezone()))
+        self.custom_end.setDateTime(QDateTime((now() + models.LIMIT_PRESETS[1].length).astimezone()))
+        self.custom_end.setAccessibleName(self.tr("End time"))
+        limit = QHBoxLayout()
+        limit.addWidget(QLabel(self.tr("How long:")))
+        limit.addWidget(self.presets)
+        limit.addWidget(self.custom_end)
+        layout.addLayout(limit)
+        self.error = ErrorLine()
+        layout.addWidget(self.error)
+        self.apply_button = QPushButton(self.tr("Apply"))
+        cancel = QPushButton(self.tr("Cancel"))
+        row = QHBoxLayout()
+        row.addStretch()
+        row.addWidget(cancel)
+        row.addWidget(self.apply_button)
+        layout.addLayout(row)
+        self.buttons[AccessLevel(grant["level"])].setChecked(True)
+        self.levels.buttonToggled.connect(self._update)
+        self.presets.currentIndexChanged.connect(self._update)
+        self.apply_button.clicked.connect(self.apply)
+        cancel.clicked.connect(self.reject)
+        self._update()
+
+    def chosen(self) -> AccessLevel:
+        return next(level for level, button in self.buttons.items() if button.isChecked())
+
+    def _update(self) -> None:
+        limited = self.chosen() is AccessLevel.LIMITED
+        self.presets.setEnabled(limited)
+        self.custom_end.setEnabled(limited and self.presets.currentIndex() == len(models.LIMIT_PRESETS))
+
+    def request(self) -> dict[str, str]:
+        level = self.chosen()
+        if level is not AccessLevel.LIMITED:
+            return models.access_request(level, now())
+        index = self.presets.currentIndex()
+        if index < len(models.LIMIT_PRESETS):
+            return models.access_request(level, now(), preset=models.LIMIT_PRESETS[index])
+        end = self.custom_end.dateTime().toSecsSinceEpoch()
+        return models.access_request(level, now(), until=datetime.fromtimestamp(end, UTC))
+
+    def apply(self) -> None:
+        try:
+            request = self.request()
+        except InputError as exc:
+            self.error.show_text(tr(exc.text))
+            return
+        self.error.show_text("")
+        self.apply_button.setEnabled(False)
+
+        def done(grant: dict[str, Any]) -> None:
+            self.apply_button.setEnabled(True)
+            if models.access_applied(request, grant):
+                self.accept()
+            else:
+                self.error.show_text(self.tr("The agent did not apply this level. Please try again."))
+
+        def failed(error: ServiceGateError) -> None:
+            self.apply_button.setEnabled(True)
+            self.error.show_error(error)
+
+        self.link.call("access_set", request, done=done, failed=failed)
+
+
+class SessionDialog(QDialog):
+    """Type in the session ID the engineer reads out; see who, why, which kind, at which level; confirm the privacy
+    notice and accept, or decline (as easy as accepting). Also shows a session the engineer asked for through the
+    service centre (`show_session`), which waits for the technologist the same way."""
+
+    def __init__(self, link: AgentLink, grant: dict[str, Any], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.link = link
+        self.grant = grant
+        self.session: dict[str, Any] | None = None
+        self.setWindowTitle(self.tr("Remote service session"))
+        self.pages = QStackedWidget()
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.pages)
+        self.error = ErrorLine()
+        layout.addWidget(self.error)
+        # page 1: the ID
+        entry = QWidget()
+        entry_layout = QVBoxLayout(entry)
+        entry_layout.addWidget(wrapped(self.tr("Type in the session ID the engineer gives you on the phone.")))
+        self.id_field = QLineEdit()
+        self.id_field.setPlaceholderText("1234 5678")
+        self.id_field.setAccessibleName(self.tr("Session ID"))
+        self.id_field.setMaxLength(24)
+        font = self.id_field.font()
+        font.setPointSize(font.pointSize() + 6)
+        self.id_field.setFont(font)
+        self.id_field.textEdited.connect(self._regroup)
+        self.id_field.returnPressed.connect(self.claim)
+        entry_layout.addWidget(self.id_field)
+        self.claim_button = QPushButton(self.tr("Continue"))
+        self.claim_button.clicked.connect(self.claim)
+        entry_layout.addWidget(self.claim_button)
+        self.pages.addWidget(entry)
+        # page 2: who and why, the level, the privacy notice
+        details = QWidget()
+        self.details_layout = QVBoxLayout(details)
+        self.rows = QFormLayout()
+        self.details_layout.addLayout(self.rows)
+        self.origin = wrapped()
+        self.details_layout.addWidget(self.origin)
+        self.levels = QButtonGroup(self)
+        self.level_box = QVBoxLayout()
+        self.details_layout.addLayout(self.level_box)
+        self.details_layout.addWidget(wrapped(tr(models.PRIVACY_NOTICE), name="privacy"))
+        self.disclaimer = QCheckBox(tr(models.PRIVACY_CHECKBOX))
+        self.disclaimer.setAccessibleName(tr(models.PRIVACY_CHECKBOX))
+        self.details_layout.addWidget(self.disclaimer)
+        buttons = QHBoxLayout()
+        self.decline_button = QPushButton(self.tr("Decline"))
+        self.accept_button = QPushButton(self.tr("Accept"))
+        for button in (self.decline_button, self.accept_button):
+            button.setMinimumHeight(44)
+            buttons.addWidget(button)
+        self.decline_button.clicked.connect(self.decline)
+        self.accept_button.clicked.connect(self.confirm)
+        self.details_layout.addLayout(buttons)
+        self.pages.addWidget(details)
+
+    def _regroup(self, text: str) -> None:
+        cursor = models.cursor_as_typed(text, self.id_field.cursorPosition())
+        self.id_field.setText(models.format_as_typed(text))
+        self.id_field.setCursorPosition(cursor)
+
+    def claim(self) -> None:
+        try:
+            request = models.claim_request(self.id_field.text())
+        except InputError as exc:
+            self.error.show_text(tr(exc.text))
+            return
+        self.error.show_text("")
+        self.claim_button.setEnabled(False)
+
+        def failed(error: ServiceGateError) -> None:
+            self.claim_button.setEnabled(True)
+            self.error.show_error(error, claim=True)
+
+        self.link.call("session_claim", request, done=self._claimed, failed=failed)
+
+    def _claimed(self, session: dict[str, Any]) -> None:
+        self.claim_button.setEnabled(True)
+        self.show_session(session)
+
+    def show_session(self, session: dict[str, Any]) -> None:
+        """Page 2 for `session`: its details, the levels it may be granted, the privacy notice."""
+        self.session = session
+        details = models.session_details(session)
+        while self.rows.rowCount():
+            self.rows.removeRow(0)
+        for row in details.rows:
+            value = wrapped(tr(row.value))
+            value.setObjectName(f"row-{row.label.source}")
+            self.rows.addRow(tr(row.label) + ":", value)
+        self.origin.setText(tr(details.origin))
+        for button in self.levels.buttons():
+            self.levels.removeButton(button)
+            button.deleteLater()
+        while self.level_box.count():
+            item = self.level_box.takeAt(0)
+            widget = item.widget() if item is not None else None
+            if widget is not None:
+                widget.deleteLater()
+        self.level_buttons: dict[AccessLevel, QRadioButton] = {}
+        for choice in models.confirm_choices(session, self.grant):
+            button = QRadioButton(tr(choice.title))
+            button.setAccessibleName(tr(choice.title))
+            button.setChecked(choice.default)
+            self.levels.addButton(button)
+            self.level_box.addWidget(button)
+            self.level_buttons[choice.level] = button
+            lines = [tr(choice.warning if choice.warning is not None else choice.meaning)]
+            if choice.note is not None:
+                lines.append(tr(choice.note))
+            explanation = wrapped("\n".join(lines), name=f"meaning-{choice.level.value}")
+            if choice.warning is not None:
+                explanation.setStyleSheet("font-weight: bold;")
+            self.level_box.addWidget(explanation)
+        self.disclaimer.setChecked(False)
+        self.error.show_text("")
+        self.pages.setCurrentIndex(1)
+
+    def chosen_level(self) -> AccessLevel:
+        return next(level for level, button in self.level_buttons.items() if button.isChecked())
+
+    def confirm(self) -> None:
+        assert self.session is not None
+        try:
+            request = models.confirm_request(str(self.session["id"]), self.chosen_level(), self.disclaimer.isChecked())
+        except InputError as exc:
+            self.error.show_text(tr(exc.text))
+            return
+        self._send("session_confirm", request)
+
+    def decline(self) -> None:
+        assert self.session is not None
+        self._send("session_decline", models.decline_request(str(self.session["id"])))
+
+    def _send(self, op: str, request: dict[str, Any]) -> None:
+        self.accept_button.setEnabled(False)
+        self.decline_button.setEnabled(False)
+
+        def done(_: Any) -> None:
+            self.accept()
+
+        def failed(error: ServiceGateError) -> None:
+            self.accept_button.setEnabled(True)
+            self.decline_button.setEnabled(True)
+            self.error.show_error(error)
+
+        self.link.call(op, request, done=done, failed=failed)
+
+
+class ReceiptDialog(QDialog):
+    """What happened in a session that ended: stays until the technologist closes it."""
+
+    def __init__(self, receipt: models.Receipt, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(tr(receipt.title))
+        self.receipt = receipt
+        layout = QVBoxLayout(self)
+        layout.addWidget(wrapped(f"<b>{tr(receipt.title)}</b>"))
+        for text in (receipt.who, receipt.period, receipt.level, receipt.end_reason_text, receipt.summary):
+            if text is not None:
+                layout.addWidget(wrapped(tr(text)))
+        if receipt.tasks:
+            layout.addWidget(wrapped(f"<b>{self.tr('Tasks')}</b>"))
+        for task in receipt.tasks:
+            layout.addWidget(wrapped(tr(task.line), name="task"))
+        if receipt.files:
+            layout.addWidget(wrapped(f"<b>{self.tr('Files')}</b>"))
+        for fate in receipt.files:
+            layout.addWidget(wrapped(f"{fate.name}: {tr(fate.proof)}" + (f" (SHA-256 {fate.sha256[:16]}…)"
+                                                                         if fate.sha256 else ""), name="file"))
+        close = QPushButton(self.tr("Close"))
+        close.setMinimumHeight(44)
+        close.clicked.connect(self.accept)
+        layout.addWidget(close)
+
+    def text(self) -> str:
+        return "\n".join(label.text() for label in self.findChildren(QLabel))
