@@ -14,7 +14,8 @@ its peers (`benchmarks.anonymizer_bench`: what each leaks, and speed on generate
 the first run creates the peers' venv `.bench-venv/`); between them the telemetry outbox's drain rate
 (`benchmarks.telemetry_bench`) and the agent's idle cost beside prometheus-node-exporter (`benchmarks.idle_bench`,
 ten minutes; `--minutes` changes that) and the kill switch's latency with 20 tasks (`benchmarks.kill_bench`, about
-20 s). `--only agent`, `--only telemetry`, `--only kill`, `--only idle`, `--only anonymizer` (leaks and speed) or
+20 s) and the consent UI's banner latency (`benchmarks.ui_bench`, about 30 s). `--only agent`, `--only telemetry`,
+`--only kill`, `--only ui`, `--only idle`, `--only anonymizer` (leaks and speed) or
 `--only leaks` runs one part.
 """
 
@@ -165,9 +166,9 @@ def bench_control(root: Path) -> list[tuple[str, str, str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("agent", "telemetry", "kill", "idle", "anonymizer", "leaks"),
+    parser.add_argument("--only", choices=("agent", "telemetry", "kill", "ui", "idle", "anonymizer", "leaks"),
                         help="run one part: the agent's hot paths, the telemetry outbox's drain, the kill switch's "
-                             "latency, the agent's idle "
+                             "latency, the banner's latency, the agent's idle "
                              "cost beside prometheus-node-exporter, the anonymizer vs its peers (leaks and speed), "
                              "or the anonymizer's leak comparison alone")
     parser.add_argument("--minutes", type=float, default=10, help="how long the idle benchmark runs (default 10)")
@@ -187,6 +188,14 @@ def main(argv: list[str] | None = None) -> int:
               "5 repetitions:\n", flush=True)
         print("| what | containment | median | max | target | |\n|---|---|---|---|---|---|")
         for row in kill_bench.run():
+            print("| " + " | ".join(row) + " |", flush=True)
+    if args.only in (None, "ui"):
+        from benchmarks import ui_bench
+
+        print("\nThe consent UI: the agent's session-active event to the banner painted (offscreen), 10 sessions:\n",
+              flush=True)
+        print("| consent UI | median | max | target | |\n|---|---|---|---|---|")
+        for row in ui_bench.run():
             print("| " + " | ".join(row) + " |", flush=True)
     if args.only in (None, "idle"):
         from benchmarks import idle_bench
