@@ -27,10 +27,13 @@ from agent.protocol import SessionState
 from consent_ui import models
 from consent_ui.banner import Banners
 from consent_ui.dialogs import AccessDialog, ReceiptDialog, SessionDialog, tr, wrapped
+from consent_ui.hotkey import GlobalHotkey, HotkeyError
+from consent_ui.hotkey import parse as parse_hotkey
 from consent_ui.link import AgentLink
 
 DEFAULT_SOCKET = Path("/run/servicegate/control.sock")
 TICK_MS = 1000  # the banner's clock: elapsed and remaining time
+DEFAULT_HOTKEY = "Ctrl+Alt+End"
 
 
 class Launcher(QWidget):
@@ -209,7 +212,13 @@ def single_instance(name: str = "servicegate-ui") -> QLockFile | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="servicegate ui", description="The ServiceGate consent UI.")
     parser.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help="the agent's control socket")
+    parser.add_argument("--hotkey", default=DEFAULT_HOTKEY,
+                        help=f"the global key that ends the session, like {DEFAULT_HOTKEY} (X11 only)")
     args = parser.parse_args(argv)
+    try:
+        parse_hotkey(args.hotkey)
+    except HotkeyError as exc:
+        parser.error(str(exc))
     application = QApplication(sys.argv[:1])
     application.setQuitOnLastWindowClosed(False)  # the banner and the agent's events outlive the small window
     lock = single_instance()
@@ -218,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     link = AgentLink(args.socket)
     console = Console(link)
+    hotkey = GlobalHotkey(args.hotkey)
+    hotkey.pressed.connect(console.end_session)
     console.launcher.show()
     link.start()
     try:

@@ -28,6 +28,7 @@ class BannerBar(QWidget):
         super().__init__(None, flags)
         self.setAttribute(Qt.WidgetAttribute.WA_ShowWithoutActivating)
         self.setObjectName("banner")
+        self.setWindowTitle("ServiceGate banner")  # what window managers and xdotool see
         self.setStyleSheet("#banner { background: #1f3a5f; } QLabel { color: white; }"
                            "#blocked { color: #ffd54f; font-weight: bold; }")
         self.screen_ = screen

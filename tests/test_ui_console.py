@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QCoreApplication, Qt
 from PySide6.QtWidgets import QLabel
 from pytestqt.qtbot import QtBot
 
@@ -35,6 +35,19 @@ def start_console(qtbot: QtBot, agent: AgentProcess) -> tuple[Console, AgentLink
     link.start()
     qtbot.waitUntil(lambda: console.up and bool(console.status), timeout=WAIT_MS)
     return console, link
+
+
+def close(console: Console, link: AgentLink) -> None:
+    """Everything the UI made, gone before the next test (Qt objects left to the interpreter's exit crash it)."""
+    link.stop()
+    console.timer.stop()
+    console.banners.update(None)
+    for window in [*console.dialogs, *console.receipts.values()]:
+        window.close()
+        window.deleteLater()
+    console.deleteLater()
+    link.deleteLater()
+    QCoreApplication.processEvents()
 
 
 @pytest.fixture
@@ -74,7 +87,7 @@ def test_the_access_dialog_applies_a_level_and_closes_only_when_the_agent_confir
         assert again.isVisible()
         assert "has passed" in again.error.text()
     finally:
-        link.stop()
+        close(console, link)
 
 
 def test_the_banner_and_end_session_stop_a_running_task_and_the_receipt_follows(
@@ -112,7 +125,7 @@ def test_the_banner_and_end_session_stop_a_running_task_and_the_receipt_follows(
         assert "stubborn" in text
         assert receipt.isVisible()  # it stays until dismissed
     finally:
-        link.stop()
+        close(console, link)
 
 
 def test_the_agent_restarting_under_the_running_ui(qtbot: QtBot,
@@ -129,7 +142,7 @@ def test_the_agent_restarting_under_the_running_ui(qtbot: QtBot,
         assert console.launcher.state.text() == ""
         assert console.launcher.enter.isEnabled()
     finally:
-        link.stop()
+        close(console, link)
 
 
 DEVICE_ID = "ct-4001"
@@ -200,4 +213,4 @@ def test_session_ids_wrong_and_right_decline_and_accept_with_the_privacy_notice(
         confirmed = next(s for s in enrolled.cli_json("session", "list") if s["id"] == second)
         assert (confirmed["state"], confirmed["effective_level"]) == ("authenticating", "limited")
     finally:
-        link.stop()
+        close(console, link)

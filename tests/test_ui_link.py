@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PySide6.QtCore import QCoreApplication
 from pytestqt.qtbot import QtBot
 
 from agent.errors import ServiceGateError, UsageError
@@ -30,6 +31,8 @@ def link(agent: AgentProcess, qtbot: QtBot) -> Iterator[AgentLink]:
     assert up.args == [True, ""]
     yield link
     link.stop()
+    link.deleteLater()
+    QCoreApplication.processEvents()
 
 
 def answer(qtbot: QtBot, link: AgentLink, op: str, args: dict[str, Any] | None = None,
