@@ -60,9 +60,10 @@ class Launcher(QWidget):
 
 
 class Console(QObject):
-    def __init__(self, link: AgentLink) -> None:
+    def __init__(self, link: AgentLink, screenshots: Path | None = None) -> None:
         super().__init__()
         self.link = link
+        self.screenshots = screenshots  # where the banner and each receipt are saved as PNG (the demo's record)
         self.status: dict[str, Any] = {}
         self.tasks: list[dict[str, Any]] = []
         self.uploads: list[dict[str, Any]] = []
@@ -134,7 +135,12 @@ class Console(QObject):
     def _show_banner(self) -> None:
         if not self.status:
             return
-        self.banners.update(models.banner(self.status, self.tasks, self.uploads, datetime.now(UTC)))
+        banner = models.banner(self.status, self.tasks, self.uploads, datetime.now(UTC))
+        shown = set(self.banners.bars)
+        self.banners.update(banner)
+        if banner is not None and not shown:
+            for number, bar in enumerate(self.banners.bars.values()):
+                self._screenshot(bar, f"banner-{banner.session_id}-{number}.png")
 
     # ---- what the technologist does -------------------------------------------------------------------------------
 
@@ -173,8 +179,15 @@ class Console(QObject):
             dialog = ReceiptDialog(models.receipt(session, tasks, self.uploads))
             self.receipts[str(session["id"])] = dialog
             self._show(dialog)
+            self._screenshot(dialog, f"receipt-{session['id']}.png")
 
         self.link.call("task_list", done=show, failed=self._failed)
+
+    def _screenshot(self, window: QWidget, name: str) -> None:
+        """Saved once the window is laid out and painted (offscreen as on a display)."""
+        if self.screenshots is not None:
+            folder = self.screenshots
+            QTimer.singleShot(300, lambda: window.grab().save(str(folder / name)))
 
     def _show(self, dialog: QWidget) -> None:
         self.dialogs = [d for d in self.dialogs if d.isVisible()] + [dialog]
@@ -214,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help="the agent's control socket")
     parser.add_argument("--hotkey", default=DEFAULT_HOTKEY,
                         help=f"the global key that ends the session, like {DEFAULT_HOTKEY} (X11 only)")
+    parser.add_argument("--screenshots", type=Path, help="save the banner and each receipt as PNG here (make demo)")
     args = parser.parse_args(argv)
     try:
         parse_hotkey(args.hotkey)
@@ -226,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         print("servicegate ui: the ServiceGate UI is already running in this session", file=sys.stderr)
         return 0
     link = AgentLink(args.socket)
-    console = Console(link)
+    if args.screenshots is not None:
+        args.screenshots.mkdir(parents=True, exist_ok=True)
+    console = Console(link, args.screenshots)
     hotkey = GlobalHotkey(args.hotkey)
     hotkey.pressed.connect(console.end_session)
     console.launcher.show()

@@ -31,7 +31,7 @@ from pydicom.data import get_testdata_file
 from agent.client import wait_for_agent
 from agent.errors import AgentUnreachableError
 
-STEPS = 22
+STEPS = 23
 PORTAL = str(Path(sys.executable).parent / "servicegate-portal")
 SIM = str(Path(sys.executable).parent / "servicegate-sim-modality")
 DEVICE_ID = "CT-DEMO-01"
@@ -142,6 +142,18 @@ class Demo:
             raise SystemExit("demo: the agent did not answer within 30 s") from None
         raise SystemExit(f"demo: the agent stopped at start; see {self.workdir / 'agent.log'}")
 
+    def start_ui(self) -> subprocess.Popen[bytes]:
+        """The technologist's consent UI: real windows when a display is available, else offscreen; either way the
+        banner and each receipt are saved as PNG in `screenshots/`."""
+        env = dict(os.environ)
+        if not env.get("DISPLAY"):
+            env["QT_QPA_PLATFORM"] = "offscreen"
+        where = "on this display" if env.get("DISPLAY") else "offscreen (no display here)"
+        print(f"  $ servicegate ui      ({where}; screenshots in {self.workdir / 'screenshots'})", flush=True)
+        log = (self.workdir / "ui.log").open("wb")
+        return subprocess.Popen([sys.executable, "-m", "consent_ui", "--socket", str(self.socket), "--screenshots",
+                                 str(self.workdir / "screenshots")], env=env, stdout=log, stderr=subprocess.STDOUT)
+
     def wait(self, what: str, condition: Callable[[], object], timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -198,6 +210,7 @@ class Demo:
         self.step("The vendor's portal starts (the reference portal, on 127.0.0.1) with its own CA.")
         portal, url, fingerprint = self.start_portal()
         agent: subprocess.Popen[bytes] | None = None
+        ui: subprocess.Popen[bytes] | None = None
         try:
             self.step("The vendor registers the device and gives site IT a one-time password and the CA fingerprint.")
             otp = re.search(r"password (\S+)", self.portal("device", "add", "--device-id", DEVICE_ID))
@@ -211,6 +224,8 @@ class Demo:
             agent = self.start_agent()
             print(f"  agent running, pid {agent.pid}, control socket {self.socket}")
             self.wait("the link to the portal", lambda: '"connected"' in self.sg("status", "--json", quiet=True))
+            self.step("The technologist's consent UI starts in the console's desktop session.")
+            ui = self.start_ui()
             self.step("A new device starts with no remote access; it is connected to the portal.")
             self.sg("status")
             self.step("The technologist grants limited access for 2 hours.")
@@ -244,6 +259,9 @@ class Demo:
                       "crashed agent never leaves the scanner blocked.")
             self.wait("the examination block", lambda: self.modality()["blocked"], timeout_s=20)
             self.sg("examinations", "status")
+            banner = self.workdir / "screenshots" / f"banner-{sid}-0.png"
+            self.wait("the session banner on the technologist's screen", banner.exists, timeout_s=30)
+            print(f"    the banner is on the technologist's screen: {banner.relative_to(self.workdir)}")
             self.step("The engineer runs the modality's diagnostics, a task of the device's catalog (never a shell); "
                       "its output is scrubbed and reported to the portal.")
             self.portal("engineer", "run-task", "--session", sid, "--kind", "run-diagnostics", "--param",
@@ -269,6 +287,9 @@ class Demo:
             self.wait("the long task to run", lambda: any(t["id"] == long_run and t["state"] == "running" for t in
                                                           json.loads(self.sg("task", "list", "--json", quiet=True))))
             self.sg("kill", "--reason", "patient on the table")
+            receipt = self.workdir / "screenshots" / f"receipt-{sid}.png"
+            self.wait("the receipt on the technologist's screen", receipt.exists, timeout_s=30)
+            print(f"    the receipt stays on the technologist's screen: {receipt.relative_to(self.workdir)}")
             self.sg("task", "list")
             self.sg("examinations", "status")
             self.sg("access", "show")
@@ -279,7 +300,10 @@ class Demo:
             self.anonymize()
             self.telemetry()
         finally:
-            self.step("Stop the agent cleanly (SIGTERM), as systemd would, and the portal.")
+            self.step("Stop the consent UI, the agent cleanly (SIGTERM, as systemd would) and the portal.")
+            if ui is not None:
+                ui.terminate()
+                ui.wait(timeout=30)
             if agent is not None:
                 agent.send_signal(signal.SIGTERM)
                 try:

@@ -101,6 +101,11 @@ def test_demo_walks_the_story_and_leaves_an_intact_audit_log(tmp_path: Path) -> 
         [tasks["run-diagnostics:full"]["id"]], [], True)
     assert [r["event"] for r in records if r["event"].startswith("examination_block_")][:2] == [
         "examination_block_released", "examination_block_held"]  # at start (whatever was held), then the session
+    # the consent UI (offscreen here): the banner appeared for the FULL session, and its receipt after the kill
+    for picture in (f"banner-{sid}-0.png", f"receipt-{sid}.png"):
+        data = (tmp_path / "screenshots" / picture).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n")
+        assert len(data) > 1000
     kinds = [r["kind"] for r in portal.records("CT-DEMO-01")]
     assert "metric" in kinds
     assert "alert" in kinds
