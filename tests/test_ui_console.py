@@ -5,6 +5,9 @@ the receipt, and the agent restarting under the running UI."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +24,7 @@ from consent_ui.link import AgentLink
 from portal import sim_modality
 from tests.agent_process import AgentProcess
 from tests.portal_process import PortalProcess
-from tests.test_connection import device, enroll
+from tests.test_connection import device, enroll, wait_for
 from tests.test_kill_switch import alive, full_session, kill_leftovers, make_agent, run_task
 
 WAIT_MS = 20_000
@@ -214,3 +217,23 @@ def test_session_ids_wrong_and_right_decline_and_accept_with_the_privacy_notice(
         assert (confirmed["state"], confirmed["effective_level"]) == ("authenticating", "limited")
     finally:
         close(console, link)
+
+
+def test_one_ui_per_user_session(tmp_path: Path) -> None:
+    """A second `servicegate ui` in the same session says so and leaves; the first goes on (and shows that the agent,
+    absent here, cannot be reached)."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_RUNTIME_DIR": str(runtime)}
+    command = [sys.executable, "-m", "consent_ui", "--socket", str(tmp_path / "no-agent.sock")]
+    with (tmp_path / "first.log").open("wb") as log:
+        first = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for("the first UI's lock", lambda: any(runtime.glob("servicegate-ui-*.lock")), timeout_s=30)
+        second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 0
+        assert "already running" in second.stderr
+        assert first.poll() is None
+    finally:
+        first.terminate()
+        first.wait(timeout=20)
