@@ -117,7 +117,9 @@ class Agent:
             raise ConfigError(f"{t.restrictions}: task kind {unknown[0]!r} is not in the catalog "
                               f"({self.catalog.source}); its kinds: {', '.join(self.catalog.kinds)}")
         self._restores = Restores(config.modality.tool)
-        self._outputs = OutputHandler(Scrubber(config.telemetry.scrub_patterns), self._upload_task_output)
+        # What a task printed or wrote, and what the portal hears of it (parameters, file names), is scrubbed with this.
+        self.scrubber = Scrubber(config.telemetry.scrub_patterns)
+        self._outputs = OutputHandler(self.scrubber, self._upload_task_output)
         s = config.sessions
         self.limits = Limits(idle_timeout=timedelta(minutes=s.idle_timeout_min),
                              time_limit=timedelta(minutes=s.time_limit_min),

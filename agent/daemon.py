@@ -38,7 +38,6 @@ from agent.notify import Notifier
 from agent.protocol import SYSTEM_ACTOR
 from agent.roles import RoleMap
 from agent.runner import Runner
-from telemetry.scrubber import Scrubber
 from telemetry.shipper import full_jitter
 
 log = logging.getLogger("servicegate.daemon")
@@ -211,8 +210,6 @@ class Daemon:
             """Something changed (from any thread): the next tick within TICK_S."""
             loop.call_soon_threadsafe(arm, TICK_S)
 
-        scrubber = Scrubber(config.telemetry.scrub_patterns)
-
         def publish_and_wake(event: str, data: dict[str, Any]) -> None:
             server.publish(event, data)
             if event in ("session_changed", "session_refused"):  # the portal (and the engineer) hear at once
@@ -221,7 +218,7 @@ class Daemon:
             if event == "session_changed":  # e-mail to the site's staff, when configured; never blocks
                 notifier.session_changed(data)
             if event == "task_changed":
-                telemetry.outbox.put("task_event", reporting.task_event(data, scrubber.scrub))
+                telemetry.outbox.put("task_event", reporting.task_event(data, agent.scrubber.scrub))
                 telemetry.push_now()
             wake()
 

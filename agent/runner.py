@@ -318,8 +318,9 @@ def run_helper(argv: Sequence[str], timeout_s: float, env: Mapping[str, str] | N
 
 def reap_helpers() -> None:
     """Reap the zombies that helper programs' children left (run_helper), and forget finished helpers."""
-    _REAPER.reap(_Snapshot(everyone=False))
-    _REAPER.forget_finished_helpers(_Snapshot(everyone=False))
+    snapshot = _Snapshot(everyone=False)
+    _REAPER.reap(snapshot)
+    _REAPER.forget_finished_helpers(snapshot)  # a zombie reaped just now keeps its record until the next call
 
 
 def _become_subreaper() -> bool:

@@ -33,14 +33,6 @@ COOPERATIVE_TARGET_MS = 500
 FORCED_MARGIN_MS = 200
 
 
-def _start_time(pid: int) -> int | None:
-    try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    return int(data[data.rindex(b")") + 2:].split()[19])
-
-
 def _ready(piddir: Path, timeout_s: float = 20) -> tuple[int, int]:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -71,7 +63,7 @@ def once(containment: Containment, mode: str, root: Path) -> float:
         began = time.perf_counter()
         report = runner.stop_all()
         elapsed = time.perf_counter() - began
-        left = [pid for pid, start in procs if _start_time(pid) == start]
+        left = [pid for pid, start in procs if task_programs.start_time(pid) == start]
         if report.remaining or left or len(report.interrupted) != TASKS:
             raise RuntimeError(f"kill bench: {mode}/{containment} left {report.remaining or left}")
         return elapsed

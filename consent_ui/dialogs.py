@@ -342,6 +342,3 @@ class ReceiptDialog(QDialog):
         close.setMinimumHeight(44)
         close.clicked.connect(self.accept)
         layout.addWidget(close)
-
-    def text(self) -> str:
-        return "\n".join(label.text() for label in self.findChildren(QLabel))

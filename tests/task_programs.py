@@ -29,8 +29,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def start_time(pid: int) -> int:
-    data = Path(f"/proc/{pid}/stat").read_bytes()
+def start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot) from /proc/PID/stat; with the pid it names one process, since
+    pids are reused. None when there is no such process."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
     return int(data[data.rindex(b")") + 2:].split()[19])
 
 

@@ -19,7 +19,6 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -67,12 +66,6 @@ def wait_for(what: str, condition: Callable[[], Any], timeout_s: float = 60) -> 
 
 def audit_events(agent: AgentProcess) -> list[dict[str, Any]]:
     return list(agent.cli_json("audit", "export"))
-
-
-@pytest.fixture
-def portal(tmp_path: Path) -> Iterator[PortalProcess]:
-    with PortalProcess(tmp_path / "portal") as running:
-        yield running
 
 
 def test_enrolled_agent_delivers_telemetry_and_heads_and_nothing_is_lost_across_a_portal_restart(

@@ -4,7 +4,6 @@ task's own time-out and its restore, and a task whose output cannot be handled."
 
 from __future__ import annotations
 
-import ctypes
 import json
 import sys
 import time
@@ -26,14 +25,8 @@ from tests.test_core import authenticate, request, start
 PROGRAMS = Path(__file__).with_name("task_programs.py")
 
 
-@pytest.fixture(autouse=True)
-def _restore_subreaper() -> Iterator[None]:
-    """The runner makes this process a child subreaper (as it does the agent); the other tests get it back."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    before = ctypes.c_int()
-    libc.prctl(37, ctypes.byref(before), 0, 0, 0)
-    yield
-    libc.prctl(36, ctypes.c_ulong(before.value), 0, 0, 0)
+# The runner makes this process a child subreaper (as it does the agent); the other tests get it back.
+pytestmark = pytest.mark.usefixtures("subreaper")
 
 
 @pytest.fixture

@@ -3,10 +3,8 @@ counts its calls. The renewals run in the block's own thread, so the test waits 
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -97,17 +95,6 @@ def test_without_a_tool_nothing_is_called_and_nothing_fails() -> None:
     block.want(True)
     block.close()
     assert block.held is False
-
-
-@pytest.fixture
-def subreaper() -> Iterator[None]:
-    """As in the agent: this process is a child subreaper (agent.runner makes it one); reset afterwards."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    before = ctypes.c_int()
-    libc.prctl(37, ctypes.byref(before), 0, 0, 0)
-    libc.prctl(36, ctypes.c_ulong(1), 0, 0, 0)
-    yield
-    libc.prctl(36, ctypes.c_ulong(before.value), 0, 0, 0)
 
 
 def zombies() -> list[int]:

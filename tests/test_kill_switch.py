@@ -23,6 +23,7 @@ import pytest
 
 from portal import sim_modality
 from tests.agent_process import AgentProcess
+from tests.task_programs import start_time
 from tests.test_connection import wait_for
 
 PROGRAMS = Path(__file__).with_name("task_programs.py")
@@ -113,12 +114,9 @@ def alive(pids: Path) -> list[int]:
             continue
         pid = int(path.name.rsplit(".", 1)[1])
         try:
-            process = psutil.Process(pid)
-            stat = Path(f"/proc/{pid}/stat").read_bytes()
-            started = int(stat[stat.rindex(b")") + 2:].split()[19])
-            if started == int(path.read_text()) and process.status() != psutil.STATUS_ZOMBIE:
+            if start_time(pid) == int(path.read_text()) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
                 found.append(pid)
-        except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
+        except psutil.NoSuchProcess:
             continue
     return found
 

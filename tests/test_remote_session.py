@@ -28,12 +28,6 @@ ENGINEER = ["--engineer-id", "E-4711", "--name", "Dana Scully", "--company", "Ac
 
 
 @pytest.fixture
-def portal(tmp_path: Path) -> Iterator[PortalProcess]:
-    with PortalProcess(tmp_path / "portal") as running:
-        yield running
-
-
-@pytest.fixture
 def relay(tmp_path: Path) -> Iterator[tuple[Inbox, int, Path]]:
     """The site's SMTP relay: STARTTLS with a certificate from the site's CA."""
     context, ca_file = server_tls(tmp_path / "relay-pki")

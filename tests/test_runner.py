@@ -8,7 +8,6 @@ still counts as there, so these tests also check that the runner reaps what it m
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import subprocess
@@ -23,31 +22,17 @@ from pathlib import Path
 import pytest
 
 from agent.runner import Finished, Launch, Runner, RunnerError
+from tests.task_programs import start_time
 
 PROGRAM = Path(__file__).with_name("task_programs.py")
 REPO = PROGRAM.parent.parent
 GRACE_S = 0.3
-PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
 
 Proc = tuple[int, int]  # pid, start time
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _restore_subreaper() -> Iterator[None]:
-    """The runner makes this process a child subreaper; the rest of the test session gets it back as it was."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    before = ctypes.c_int()
-    libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(before), 0, 0, 0)
-    yield
-    libc.prctl(PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(before.value), 0, 0, 0)
-
-
-def start_time(pid: int) -> int | None:
-    try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    return int(data[data.rindex(b")") + 2:].split()[19])
+# The runner makes this process a child subreaper; the rest of the test session gets it back as it was.
+pytestmark = pytest.mark.usefixtures("subreaper")
 
 
 def state(pid: int) -> str:

@@ -23,12 +23,6 @@ DEVICE_ID = "ct-3001"
 
 
 @pytest.fixture
-def portal(tmp_path: Path) -> Iterator[PortalProcess]:
-    with PortalProcess(tmp_path / "portal") as running:
-        yield running
-
-
-@pytest.fixture
 def allowed(tmp_path: Path) -> Path:
     folder = tmp_path / "service-files"
     folder.mkdir()

@@ -122,7 +122,7 @@ def test_the_banner_and_end_session_stop_a_running_task_and_the_receipt_follows(
         qtbot.waitUntil(lambda: console.banners.bars == {}, timeout=WAIT_MS)
         receipt: ReceiptDialog = console.receipts[session_id]
         qtbot.addWidget(receipt)
-        text = receipt.text()
+        text = "\n".join(label.text() for label in receipt.findChildren(QLabel))
         assert "Dana Field (engineer ID E-1001, Acme Imaging)" in text
         assert "kill switch" in text
         assert "stubborn" in text
@@ -149,12 +149,6 @@ def test_the_agent_restarting_under_the_running_ui(qtbot: QtBot,
 
 
 DEVICE_ID = "ct-4001"
-
-
-@pytest.fixture
-def portal(tmp_path: Path) -> Iterator[PortalProcess]:
-    with PortalProcess(tmp_path / "portal") as running:
-        yield running
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,6 @@ from portal.uploads import uploads_of
 from tests.dicom_corpus import Planted, find_values, planted_dataset, planted_series, write_planted_file
 from tests.portal_process import PortalProcess
 from tests.test_uplink import device_config
-
-
-@pytest.fixture
-def portal(tmp_path: Path) -> Iterator[PortalProcess]:
-    with PortalProcess(tmp_path / "portal") as running:
-        yield running
 
 
 def link(config: Config) -> Uplink:

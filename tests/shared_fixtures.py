@@ -1,0 +1,35 @@
+"""Fixtures several test files share (loaded as a plugin by tests/conftest.py).
+
+- `portal`: the reference portal on loopback in the test's folder (`servicegate-portal serve`, a real HTTPS server
+  with its own CA); a test file that needs one portal for all its tests defines its own, module-scoped.
+- `subreaper`: this process as a child subreaper, as agent.runner makes the agent; set back afterwards, so that
+  the other tests' orphans are not re-parented to pytest.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.portal_process import PortalProcess
+
+PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
+
+
+@pytest.fixture
+def portal(tmp_path: Path) -> Iterator[PortalProcess]:
+    with PortalProcess(tmp_path / "portal") as running:
+        yield running
+
+
+@pytest.fixture
+def subreaper() -> Iterator[None]:
+    libc = ctypes.CDLL(None, use_errno=True)
+    before = ctypes.c_int()
+    libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(before), 0, 0, 0)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1), 0, 0, 0)
+    yield
+    libc.prctl(PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(before.value), 0, 0, 0)
