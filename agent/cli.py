@@ -56,8 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     sub.add_parser("run", help="run the agent (what the systemd unit starts)")
-    ui = sub.add_parser("ui", help="the consent UI in this desktop session (what the UI's autostart entry starts)")
-    ui.add_argument("--hotkey", default="Ctrl+Alt+End", help="the global key that ends the session (X11)")
+    sub.add_parser("ui", help="the consent UI in this desktop session (what the UI's autostart entry starts)")
     reading(sub.add_parser("status", help="access level, open sessions, examination block"))
 
     access = sub.add_parser("access", help="show or set the access level").add_subparsers(
@@ -217,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "ui":  # a program of its own: the agent package never imports Qt
             config = load_config(args.config, required=False)
             os.execv(sys.executable, [sys.executable, "-m", "consent_ui", "--socket",
-                                      str(config.paths.control_socket), "--hotkey", args.hotkey])
+                                      str(config.paths.control_socket)])
         if args.command == "anonymize":
             return anonymize(args)  # a local job over the anonymizer library: no agent needed
         config = load_config(args.config, required=False)

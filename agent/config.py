@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from agent.errors import ConfigError
+from agent.protocol import hotkey_parts
 
 DEFAULT_CONFIG_PATH = Path("/etc/servicegate/agent.toml")
 
@@ -234,6 +235,15 @@ class ModalityConfig:
                                      "failed (and is killed).", minimum=1, maximum=60)
 
 
+@dataclass(frozen=True)
+class ConsoleConfig:
+    """The consent UI at the scanner console (`servicegate ui`), which reads these from the agent."""
+
+    hotkey: str = setting("Ctrl+Alt+End", "The global key that ends the session wherever the focus is (X11 only), "
+                                          "like Ctrl+Alt+End: modifiers (Ctrl, Alt, Shift, Super) and an X key "
+                                          "name, joined by +.")
+
+
 # A relay on this machine: mail to it never crosses the network, so STARTTLS may be left out.
 LOCAL_RELAYS = ("127.0.0.1", "localhost", "::1")
 # What `[notify]` takes as an e-mail address: one "@" with text on both sides, nothing that would make a header
@@ -288,6 +298,7 @@ class Config:
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
     modality: ModalityConfig = field(default_factory=ModalityConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     source: Path | None = field(default=None, compare=False)
 
 
@@ -333,6 +344,10 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
                           "\"http://proxy.example:3128\".")
     _check_notify(where, config.notify)
     _check_tasks(where, config)
+    try:
+        hotkey_parts(config.console.hotkey)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: [console] {exc}.") from None
     if config.paths.audit_dir == Path(""):
         config = replace(config, paths=replace(config.paths, audit_dir=config.paths.state_dir / "audit"))
     return config

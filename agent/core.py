@@ -186,6 +186,7 @@ class Agent:
             "counters": dict(self.counters),
             "portal": self.link_status(),
             "problems": list(self.problems),
+            "console": {"hotkey": self.config.console.hotkey},
         }
 
     def session_list(self) -> list[dict[str, Any]]:
@@ -737,6 +738,8 @@ class Agent:
             **(self._session_details(session) if session else {"session_id": session_id}),
             "batch_id": report["batch_id"], "queued": report["queued"], "refused": report["refused"],
             "files": [e["name"] for e in report["entries"]]})
+        self.publish("upload_changed", {"session_id": session_id, "batch_id": report["batch_id"],
+                                        "files": [e["name"] for e in report["entries"]]})
 
     def upload_finished(self, entry: dict[str, Any]) -> None:
         """The portal accepted or rejected a queued file (or it could not be sent): recorded."""
@@ -745,6 +748,7 @@ class Agent:
         self._audit_after(f"upload_{entry['state']}", SYSTEM_ACTOR, {
             **details, "file": entry["name"], "sha256": entry["sha256"], "size": entry["size"],
             "case_id": entry.get("case_id", ""), "problems": entry.get("problems", [])})
+        self.publish("upload_changed", entry)
 
     # ---- modality events -------------------------------------------------------------------------
 

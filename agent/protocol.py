@@ -16,6 +16,7 @@ Python so the consent UI can import it without pulling in the agent's core.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -247,6 +248,8 @@ EVENTS: dict[str, str] = {
                        "type) and why.",
     "examination_block": "The examination block was set or released; data: held (true or false).",
     "task_changed": "A task was asked for, started, or ended; data is the task run.",
+    "upload_changed": "De-identified files were queued for the portal (data: session_id, batch_id, files), or one "
+                      "reached its final state (data: the upload queue entry).",
     "audit_appended": "An audit record was written; data is the record.",
 }
 
@@ -327,3 +330,22 @@ PRIVACY_DISCLAIMER = (
     "Data privacy: during this remote session the service engineer could potentially view patient data. "
     "Confirm only if you expect this session and agree to it. You can end the session at any time."
 )
+
+
+# The consent UI's global hotkey (`[console] hotkey`, sent in `status`): its modifiers (consent_ui.hotkey maps
+# them to X's); the key is an X key name like End or F12.
+HOTKEY_MODIFIERS = ("ctrl", "control", "alt", "shift", "super")
+_KEY_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
+def hotkey_parts(text: str) -> tuple[tuple[str, ...], str]:
+    """"Ctrl+Alt+End" -> (("ctrl", "alt"), "End"). Raises ValueError saying what to write."""
+    parts = [part.strip() for part in text.split("+")]
+    if len(parts) < 2 or not all(parts):
+        raise ValueError(f"hotkey {text!r}: write modifiers and a key joined by +, like Ctrl+Alt+End")
+    for part in parts[:-1]:
+        if part.lower() not in HOTKEY_MODIFIERS:
+            raise ValueError(f"hotkey {text!r}: {part!r} is not a modifier; use Ctrl, Alt, Shift or Super")
+    if not _KEY_NAME.fullmatch(parts[-1]):
+        raise ValueError(f"hotkey {text!r}: {parts[-1]!r} is not a key name; use one like End, Pause or F12")
+    return tuple(part.lower() for part in parts[:-1]), parts[-1]

@@ -13,8 +13,10 @@ user's runtime folder).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,12 +30,12 @@ from consent_ui import models
 from consent_ui.banner import Banners
 from consent_ui.dialogs import AccessDialog, ReceiptDialog, SessionDialog, tr, wrapped
 from consent_ui.hotkey import GlobalHotkey, HotkeyError
-from consent_ui.hotkey import parse as parse_hotkey
 from consent_ui.link import AgentLink
+
+log = logging.getLogger("servicegate.ui")
 
 DEFAULT_SOCKET = Path("/run/servicegate/control.sock")
 TICK_MS = 1000  # the banner's clock: elapsed and remaining time
-DEFAULT_HOTKEY = "Ctrl+Alt+End"
 
 
 class Launcher(QWidget):
@@ -72,7 +74,11 @@ class Console(QObject):
         self.banners = Banners(self.end_session)
         self.dialogs: list[Any] = []  # open dialogs (kept referenced while shown)
         self.receipts: dict[str, ReceiptDialog] = {}
+        self.ended: dict[str, dict[str, Any]] = {}  # the sessions the receipts are of
         self.asked: set[str] = set()  # sessions the engineer requested that were shown already
+        self.hotkey: GlobalHotkey | None = None  # the agent's `[console] hotkey`, grabbed once the agent said it
+        self.hotkey_text = ""
+        self.hotkey_problem: models.Text | None = None
         link.agent_event.connect(self._event)
         link.available.connect(self._available)
         self.timer = QTimer(self)
@@ -89,9 +95,27 @@ class Console(QObject):
 
     def _status(self, status: dict[str, Any]) -> None:
         self.status = status
-        self.launcher.state.setText("")
+        self._follow_hotkey(str(status["console"]["hotkey"]))
+        self.launcher.state.setText(tr(self.hotkey_problem) if self.hotkey_problem else "")
         self.launcher.access.setText(tr(models.current_access(status["access"], datetime.now(UTC))))
         self._show_banner()
+
+    def _follow_hotkey(self, text: str) -> None:
+        """Grab the key the agent's configuration names (again when it changed while the agent restarted)."""
+        if text == self.hotkey_text:
+            return
+        if self.hotkey is not None:
+            self.hotkey.release()
+            self.hotkey.deleteLater()
+            self.hotkey = None
+        self.hotkey_text, self.hotkey_problem = text, None
+        try:
+            self.hotkey = GlobalHotkey(text, self)
+        except HotkeyError as exc:
+            log.warning("%s: End session stays on the banner", exc)
+            self.hotkey_problem = models.hotkey_unusable(str(exc))
+            return
+        self.hotkey.pressed.connect(self.end_session)
 
     def _tasks(self, tasks: list[dict[str, Any]]) -> None:
         self.tasks = tasks
@@ -100,6 +124,9 @@ class Console(QObject):
     def _uploads(self, uploads: list[dict[str, Any]]) -> None:
         self.uploads = uploads
         self._show_banner()
+        for session_id, dialog in self.receipts.items():  # a file still being sent at the end has arrived, say
+            if dialog.isVisible():
+                dialog.show_receipt(models.receipt(self.ended[session_id], self.tasks, uploads))
 
     def _failed(self, error: ServiceGateError) -> None:
         if isinstance(error, AgentUnreachableError):
@@ -120,12 +147,14 @@ class Console(QObject):
     def _event(self, name: str, data: dict[str, Any]) -> None:
         if name in ("access_changed", "session_changed", "task_changed", "examination_block"):
             self.refresh()
+        if name == "upload_changed":
+            self.link.call("upload_list", done=self._uploads, failed=self._failed)
         if name == "session_changed":
             self._session_changed(data)
 
     def _session_changed(self, session: dict[str, Any]) -> None:
         state = session.get("state")
-        if state == SessionState.ENDED.value and session.get("activated_at") and session["id"] not in self.receipts:
+        if state == SessionState.ENDED.value and session.get("activated_at") and session["id"] not in self.ended:
             self._receipt(session)
         elif not session.get("claimed") and session["id"] not in self.asked and state in (
                 SessionState.AWAITING_CONSENT.value, SessionState.AUTHENTICATING.value):
@@ -165,7 +194,7 @@ class Console(QObject):
             dialog.show_session(session)
             self._show(dialog)
             return
-        info = RequestNotice(notice)
+        info = RequestNotice(notice, self.end_session)
         self._show(info)
 
     def end_session(self) -> None:
@@ -174,14 +203,21 @@ class Console(QObject):
                        done=lambda receipt: self.refresh(), failed=self._failed)
 
     def _receipt(self, session: dict[str, Any]) -> None:
-        def show(tasks: list[dict[str, Any]]) -> None:
+        """The receipt, from the tasks and uploads as they are now (and kept up to date while it is open)."""
+        self.ended[str(session["id"])] = session
+
+        def with_tasks(tasks: list[dict[str, Any]]) -> None:
             self.tasks = tasks
-            dialog = ReceiptDialog(models.receipt(session, tasks, self.uploads))
+            self.link.call("upload_list", done=show, failed=self._failed)
+
+        def show(uploads: list[dict[str, Any]]) -> None:
+            self.uploads = uploads
+            dialog = ReceiptDialog(models.receipt(session, self.tasks, uploads))
             self.receipts[str(session["id"])] = dialog
             self._show(dialog)
             self._screenshot(dialog, f"receipt-{session['id']}.png")
 
-        self.link.call("task_list", done=show, failed=self._failed)
+        self.link.call("task_list", done=with_tasks, failed=self._failed)
 
     def _screenshot(self, window: QWidget, name: str) -> None:
         """Saved once the window is laid out and painted (offscreen as on a display)."""
@@ -197,9 +233,10 @@ class Console(QObject):
 
 
 class RequestNotice(QWidget):
-    """A session the standing grant admitted: the technologist is told who and why (and can end it any time)."""
+    """A session the standing grant admitted: the technologist is told who and why, and can end it here at once (the
+    banner, with its End session, appears only when the engineer has signed in)."""
 
-    def __init__(self, notice: models.Notification) -> None:
+    def __init__(self, notice: models.Notification, on_end: Callable[[], None]) -> None:
         super().__init__()
         self.setWindowTitle(tr(notice.title))
         layout = QVBoxLayout(self)
@@ -208,9 +245,16 @@ class RequestNotice(QWidget):
         if notice.warning is not None:
             layout.addWidget(wrapped(tr(notice.warning)))
         ok = QPushButton(self.tr("OK"))
-        ok.setMinimumHeight(44)
+        self.end_button = QPushButton(tr(models.END_SESSION))
+        self.end_button.setToolTip(tr(models.END_WARNING))
+        self.end_button.clicked.connect(on_end)
+        self.end_button.clicked.connect(self.close)
         ok.clicked.connect(self.close)
-        layout.addWidget(ok)
+        row = QHBoxLayout()
+        for button in (ok, self.end_button):
+            button.setMinimumHeight(44)
+            row.addWidget(button)
+        layout.addLayout(row)
 
 
 def single_instance(name: str = "servicegate-ui") -> QLockFile | None:
@@ -225,14 +269,9 @@ def single_instance(name: str = "servicegate-ui") -> QLockFile | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="servicegate ui", description="The ServiceGate consent UI.")
     parser.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help="the agent's control socket")
-    parser.add_argument("--hotkey", default=DEFAULT_HOTKEY,
-                        help=f"the global key that ends the session, like {DEFAULT_HOTKEY} (X11 only)")
     parser.add_argument("--screenshots", type=Path, help="save the banner and each receipt as PNG here (make demo)")
     args = parser.parse_args(argv)
-    try:
-        parse_hotkey(args.hotkey)
-    except HotkeyError as exc:
-        parser.error(str(exc))
+    logging.basicConfig(level=logging.INFO, format="servicegate ui: %(message)s")
     application = QApplication(sys.argv[:1])
     application.setQuitOnLastWindowClosed(False)  # the banner and the agent's events outlive the small window
     lock = single_instance()
@@ -243,8 +282,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshots is not None:
         args.screenshots.mkdir(parents=True, exist_ok=True)
     console = Console(link, args.screenshots)
-    hotkey = GlobalHotkey(args.hotkey)
-    hotkey.pressed.connect(console.end_session)
     console.launcher.show()
     link.start()
     try:

@@ -318,27 +318,38 @@ class SessionDialog(QDialog):
 
 
 class ReceiptDialog(QDialog):
-    """What happened in a session that ended: stays until the technologist closes it."""
+    """What happened in a session that ended: stays until the technologist closes it. `show_receipt` brings it up to
+    date (a file still being sent when the session ended reaches the portal later)."""
 
     def __init__(self, receipt: models.Receipt, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle(tr(receipt.title))
         self.receipt = receipt
         layout = QVBoxLayout(self)
-        layout.addWidget(wrapped(f"<b>{tr(receipt.title)}</b>"))
-        for text in (receipt.who, receipt.period, receipt.level, receipt.end_reason_text, receipt.summary):
-            if text is not None:
-                layout.addWidget(wrapped(tr(text)))
-        if receipt.tasks:
-            layout.addWidget(wrapped(f"<b>{self.tr('Tasks')}</b>"))
-        for task in receipt.tasks:
-            layout.addWidget(wrapped(tr(task.line), name="task"))
-        if receipt.files:
-            layout.addWidget(wrapped(f"<b>{self.tr('Files')}</b>"))
-        for fate in receipt.files:
-            layout.addWidget(wrapped(f"{fate.name}: {tr(fate.proof)}" + (f" (SHA-256 {fate.sha256[:16]}…)"
-                                                                         if fate.sha256 else ""), name="file"))
+        self.body = QVBoxLayout()
+        layout.addLayout(self.body)
         close = QPushButton(self.tr("Close"))
         close.setMinimumHeight(44)
         close.clicked.connect(self.accept)
         layout.addWidget(close)
+        self.show_receipt(receipt)
+
+    def show_receipt(self, receipt: models.Receipt) -> None:
+        self.receipt = receipt
+        while (item := self.body.takeAt(0)) is not None:
+            if (widget := item.widget()) is not None:
+                widget.setParent(None)  # gone from the dialog now, deleted by Qt later
+                widget.deleteLater()
+        self.body.addWidget(wrapped(f"<b>{tr(receipt.title)}</b>"))
+        for text in (receipt.who, receipt.period, receipt.level, receipt.end_reason_text, receipt.summary):
+            if text is not None:
+                self.body.addWidget(wrapped(tr(text)))
+        if receipt.tasks:
+            self.body.addWidget(wrapped(f"<b>{self.tr('Tasks')}</b>"))
+        for task in receipt.tasks:
+            self.body.addWidget(wrapped(tr(task.line), name="task"))
+        if receipt.files:
+            self.body.addWidget(wrapped(f"<b>{self.tr('Files')}</b>"))
+        for fate in receipt.files:
+            self.body.addWidget(wrapped(f"{fate.name}: {tr(fate.proof)}" + (f" (SHA-256 {fate.sha256[:16]}…)"
+                                                                            if fate.sha256 else ""), name="file"))

@@ -18,9 +18,11 @@ from collections.abc import Callable
 from PySide6.QtCore import QAbstractNativeEventFilter, QByteArray, QObject, Signal
 from PySide6.QtGui import QGuiApplication
 
+from agent.protocol import hotkey_parts
+
 log = logging.getLogger("servicegate.ui.hotkey")
 
-MODIFIERS = {"shift": 1 << 0, "ctrl": 1 << 2, "control": 1 << 2, "alt": 1 << 3, "super": 1 << 6}
+MODIFIERS = {"shift": 1 << 0, "ctrl": 1 << 2, "control": 1 << 2, "alt": 1 << 3, "super": 1 << 6}  # X's masks
 LOCKS = (0, 1 << 1, 1 << 4, (1 << 1) | (1 << 4))  # none, Caps Lock, Num Lock (Mod2), both
 KEY_PRESS = 2
 GRAB_MODE_ASYNC = 1
@@ -31,16 +33,15 @@ class HotkeyError(ValueError):
 
 
 def parse(text: str) -> tuple[int, str]:
-    """"Ctrl+Alt+End" -> (X modifier mask, key name). Modifiers: Ctrl, Alt, Shift, Super; one key."""
-    parts = [part.strip() for part in text.split("+") if part.strip()]
-    if len(parts) < 2:
-        raise HotkeyError(f"hotkey {text!r}: write modifiers and a key joined by +, like Ctrl+Alt+End")
+    """"Ctrl+Alt+End" -> (X modifier mask, key name), as `[console] hotkey` is checked (agent.config)."""
+    try:
+        modifiers, key = hotkey_parts(text)
+    except ValueError as exc:
+        raise HotkeyError(str(exc)) from None
     mask = 0
-    for part in parts[:-1]:
-        if part.lower() not in MODIFIERS:
-            raise HotkeyError(f"hotkey {text!r}: {part!r} is not a modifier; use Ctrl, Alt, Shift or Super")
-        mask |= MODIFIERS[part.lower()]
-    return mask, parts[-1]
+    for modifier in modifiers:
+        mask |= MODIFIERS[modifier]
+    return mask, key
 
 
 class _Filter(QAbstractNativeEventFilter):
@@ -60,6 +61,8 @@ class _Filter(QAbstractNativeEventFilter):
 
 
 class GlobalHotkey(QObject):
+    """The key `text` grabbed on the X root window until `release()`. Raises HotkeyError for a key X does not know."""
+
     pressed = Signal()
 
     def __init__(self, text: str, parent: QObject | None = None) -> None:
@@ -67,6 +70,7 @@ class GlobalHotkey(QObject):
         self.text = text
         self.active = False
         self._filter: _Filter | None = None
+        self._ungrab: Callable[[], None] | None = None
         mask, key = parse(text)
         application = QGuiApplication.instance()
         if not isinstance(application, QGuiApplication) or QGuiApplication.platformName() != "xcb":
@@ -74,7 +78,7 @@ class GlobalHotkey(QObject):
                      QGuiApplication.platformName() or "unknown")
             return
         native = application.nativeInterface()
-        display = int(native.display())  # type: ignore[attr-defined]
+        display = ctypes.c_void_p(int(native.display()))  # type: ignore[attr-defined]
         xlib = ctypes.CDLL(ctypes.util.find_library("X11") or "libX11.so.6")
         xlib.XStringToKeysym.argtypes, xlib.XStringToKeysym.restype = [ctypes.c_char_p], ctypes.c_ulong
         xlib.XKeysymToKeycode.argtypes, xlib.XKeysymToKeycode.restype = [ctypes.c_void_p, ctypes.c_ulong], \
@@ -83,16 +87,34 @@ class GlobalHotkey(QObject):
         xlib.XGrabKey.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint, ctypes.c_ulong, ctypes.c_int,
                                   ctypes.c_int, ctypes.c_int]
         xlib.XGrabKey.restype = ctypes.c_int
+        xlib.XUngrabKey.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint, ctypes.c_ulong]
+        xlib.XUngrabKey.restype = ctypes.c_int
         xlib.XSync.argtypes, xlib.XSync.restype = [ctypes.c_void_p, ctypes.c_int], ctypes.c_int
         keysym = xlib.XStringToKeysym(key.encode())
         if not keysym:
             raise HotkeyError(f"hotkey {text!r}: {key!r} is not a key name X knows (like End, F12, Pause)")
-        keycode = int(xlib.XKeysymToKeycode(ctypes.c_void_p(display), keysym))
-        root = xlib.XDefaultRootWindow(ctypes.c_void_p(display))
+        keycode = int(xlib.XKeysymToKeycode(display, keysym))
+        root = xlib.XDefaultRootWindow(display)
         for lock in LOCKS:
-            xlib.XGrabKey(ctypes.c_void_p(display), keycode, mask | lock, root, 1, GRAB_MODE_ASYNC, GRAB_MODE_ASYNC)
-        xlib.XSync(ctypes.c_void_p(display), 0)
+            xlib.XGrabKey(display, keycode, mask | lock, root, 1, GRAB_MODE_ASYNC, GRAB_MODE_ASYNC)
+        xlib.XSync(display, 0)
         self._filter = _Filter(keycode, mask, self.pressed.emit)
         application.installNativeEventFilter(self._filter)
+
+        def ungrab() -> None:
+            for lock in LOCKS:
+                xlib.XUngrabKey(display, keycode, mask | lock, root)
+            xlib.XSync(display, 0)
+
+        self._ungrab = ungrab
         self.active = True
         log.info("global hotkey %s grabbed", text)
+
+    def release(self) -> None:
+        """Let the key go (another hotkey takes its place)."""
+        application = QGuiApplication.instance()
+        if self._filter is not None and isinstance(application, QGuiApplication):
+            application.removeNativeEventFilter(self._filter)
+        if self._ungrab is not None:
+            self._ungrab()
+        self._filter, self._ungrab, self.active = None, None, False

@@ -468,6 +468,13 @@ def incoming_request(session: Mapping[str, Any], time_limit_min: int | None = No
 
 # ---- errors in words -----------------------------------------------------------------------------------------------
 
+def hotkey_unusable(detail: str) -> Text:
+    """The agent's `[console] hotkey` cannot be grabbed here (a key X does not know)."""
+    return _text(QT_TRANSLATE_NOOP("Common", "The key that ends a session cannot be used ({detail}). End session on "
+                                             "the banner works; ask site IT to correct [console] hotkey."),
+                 detail=verbatim(detail))
+
+
 @dataclass(frozen=True)
 class ErrorText:
     text: Text  # what to show
@@ -644,6 +651,11 @@ def file_fates(session_id: str, tasks: Iterable[Mapping[str, Any]],
 
 # ---- the session banner --------------------------------------------------------------------------------------------
 
+# The kill switch's button, on the banner and on a request's notice.
+END_SESSION = _text(QT_TRANSLATE_NOOP("Banner", "End session"))
+END_WARNING = _text(QT_TRANSLATE_NOOP("Banner", "End session stops every remote task now, ends every remote session "
+                                                "and sets remote access to No access."))
+
 @dataclass(frozen=True)
 class Banner:
     session_id: str
@@ -715,9 +727,7 @@ def banner(status: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]], upload
         activity=_activity(session_tasks), files=files,
         other_sessions=_text(QT_TRANSLATE_NOOP("Banner", "Other active sessions: {count}"), count=others)
         if others else None,
-        end_label=_text(QT_TRANSLATE_NOOP("Banner", "End session")),
-        end_warning=_text(QT_TRANSLATE_NOOP("Banner", "End session stops every remote task now, ends every remote "
-                                                      "session and sets remote access to No access.")))
+        end_label=END_SESSION, end_warning=END_WARNING)
 
 
 def _activity(tasks: Sequence[Mapping[str, Any]]) -> Text:

@@ -80,6 +80,11 @@ def test_the_anonymizer_section(tmp_path: Path) -> None:
     ('[portal]\nproxy_url = "proxy.example:3128"\n', ["[portal] proxy_url = 'proxy.example:3128' is not a proxy URL",
                                                       "http://proxy.example:3128"]),
     ("[portal]\ninbox_wait_s = 0\n", ["[portal] inbox_wait_s = 0 is out of range", "from 1 to 120"]),
+    ('[console]\nhotkey = "End"\n', ["[console] hotkey 'End': write modifiers and a key joined by +",
+                                     "Ctrl+Alt+End"]),
+    ('[console]\nhotkey = "Ctrl+Hyper+End"\n', ["'Hyper' is not a modifier; use Ctrl, Alt, Shift or Super"]),
+    ('[console]\nhotkey = "Ctrl+Alt+"\n', ["write modifiers and a key joined by +"]),
+    ('[console]\nhotkey = "Ctrl+Alt+End key"\n', ["'End key' is not a key name; use one like End, Pause or F12"]),
 ])
 def test_bad_configuration_names_file_key_value_and_what_is_allowed(tmp_path: Path, text: str,
                                                                     expected: list[str]) -> None:

@@ -50,7 +50,8 @@ def catalog(pids: Path, sim_tool: list[str]) -> str:
     ])
 
 
-def make_agent(root: Path, *, cgroups: bool) -> tuple[AgentProcess, Path, Path]:
+def make_agent(root: Path, *, cgroups: bool, more_config: str = "") -> tuple[AgentProcess, Path, Path]:
+    """An agent with the simulated modality and the test catalog; `more_config`: further agent.toml sections."""
     modality = root / "modality"
     sim_modality.init(modality, studies=1, images=2)
     pids = root / "pids"
@@ -72,7 +73,7 @@ log_files = ["{logs / 'acquisition.log'}"]
 tool = {json.dumps(tool)}
 block_lease_s = 3
 block_renew_s = 1
-''')
+{more_config}''')
     return agent, modality, pids
 
 

@@ -11,18 +11,20 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PySide6.QtCore import QCoreApplication, Qt
-from PySide6.QtWidgets import QLabel
+from PySide6.QtWidgets import QLabel, QPushButton
 from pytestqt.qtbot import QtBot
 
 from agent.protocol import AccessLevel
-from consent_ui.app import Console
-from consent_ui.dialogs import ReceiptDialog
+from consent_ui.app import Console, RequestNotice
+from consent_ui.dialogs import ReceiptDialog, SessionDialog
 from consent_ui.link import AgentLink
 from portal import sim_modality
 from tests.agent_process import AgentProcess
+from tests.dicom_corpus import planted_series
 from tests.portal_process import PortalProcess
 from tests.test_connection import device, enroll, wait_for
 from tests.test_kill_switch import alive, full_session, kill_leftovers, make_agent, run_task
@@ -160,10 +162,12 @@ def enrolled(portal: PortalProcess, tmp_path: Path) -> Iterator[AgentProcess]:
     process.stop()
 
 
-def open_session(portal: PortalProcess, level: str = "full") -> str:
+def open_session(portal: PortalProcess, level: str = "full", *, request: bool = False) -> str:
+    """A session the engineer opens at the portal; `request`: also asked of the device directly (under its standing
+    grant it takes the session without the ID being typed in)."""
     return portal.cli("engineer", "open-session", "--device", DEVICE_ID, "--engineer-id", "E-4711", "--name",
                       "Dana Scully", "--company", "Acme Medical Service", "--reason", "gantry error 4711",
-                      "--level", level).splitlines()[0]
+                      "--level", level, *(["--request"] if request else [])).splitlines()[0]
 
 
 def test_session_ids_wrong_and_right_decline_and_accept_with_the_privacy_notice(
@@ -209,6 +213,124 @@ def test_session_ids_wrong_and_right_decline_and_accept_with_the_privacy_notice(
         qtbot.waitUntil(lambda: not accept.isVisible(), timeout=WAIT_MS)
         confirmed = next(s for s in enrolled.cli_json("session", "list") if s["id"] == second)
         assert (confirmed["state"], confirmed["effective_level"]) == ("authenticating", "limited")
+    finally:
+        close(console, link)
+
+
+def click(qtbot: QtBot, button: QPushButton) -> None:
+    """A left click on `button` (pytest-qt's mouseClick has no type annotations: one ignore here, not at each call)."""
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)  # type: ignore[no-untyped-call]
+
+
+def agent_session(agent: AgentProcess, session_id: str) -> dict[str, Any]:
+    """The session as the agent lists it (`servicegate session list`)."""
+    return next(s for s in agent.cli_json("session", "list") if s["id"] == session_id)
+
+
+def test_requests_from_the_service_centre_under_a_standing_grant_inform_or_wait_for_consent(
+        qtbot: QtBot, portal: PortalProcess, enrolled: AgentProcess) -> None:
+    assert enrolled.cli("access", "set", "permanent-limited").returncode == 0
+    console, link = start_console(qtbot, enrolled)
+    events: list[tuple[str, dict[str, Any]]] = []
+    link.agent_event.connect(lambda name, data: events.append((name, data)))  # after the console's own
+    try:
+        qtbot.waitUntil(lambda: "Permanent limited access" in console.launcher.access.text(), timeout=WAIT_MS)
+        # Within the grant: admitted without a click; the technologist is only told who and why.
+        limited = open_session(portal, "limited", request=True)
+        qtbot.waitUntil(lambda: any(isinstance(d, RequestNotice) and d.isVisible() for d in console.dialogs),
+                        timeout=WAIT_MS)
+        notice = next(d for d in console.dialogs if isinstance(d, RequestNotice))
+        qtbot.addWidget(notice)
+        assert notice.windowTitle() == "Remote service request"
+        told = "\n".join(label.text() for label in notice.findChildren(QLabel))
+        for fact in ("Dana Scully", "Acme Medical Service", "gantry error 4711", "Limited access",
+                     "Allowed by your standing access level"):
+            assert fact in told
+        assert "Examinations will be blocked" not in told
+        admitted = agent_session(enrolled, limited)
+        assert (admitted["state"], admitted["claimed"], admitted["effective_level"]) == \
+            ("authenticating", False, "limited")
+
+        # FULL blocks examinations: whatever the standing grant, it waits for the technologist to confirm.
+        full = open_session(portal, "full", request=True)
+        qtbot.waitUntil(lambda: any(isinstance(d, SessionDialog) and d.isVisible() for d in console.dialogs),
+                        timeout=WAIT_MS)
+        dialog = next(d for d in console.dialogs if isinstance(d, SessionDialog))
+        qtbot.addWidget(dialog)
+        assert dialog.session is not None
+        assert dialog.session["id"] == full
+        assert dialog.windowTitle() == "Remote service request"
+        assert dialog.pages.currentIndex() == 1  # the details at once: there is no ID to type in
+        shown = "\n".join(label.text() for label in dialog.findChildren(QLabel))
+        for fact in ("Dana Scully", "E-4711", "Acme Medical Service", "gantry error 4711",
+                     "The engineer asked for this session through the service centre",
+                     "Examinations will be blocked"):
+            assert fact in shown
+        assert agent_session(enrolled, full)["state"] == "awaiting_consent"
+        click(qtbot, dialog.accept_button)
+        assert dialog.isVisible()
+        assert "privacy notice" in dialog.error.text()
+        assert agent_session(enrolled, full)["state"] == "awaiting_consent"
+        dialog.disclaimer.setChecked(True)
+        click(qtbot, dialog.accept_button)
+        qtbot.waitUntil(lambda: not dialog.isVisible(), timeout=WAIT_MS)
+        confirmed = agent_session(enrolled, full)
+        assert (confirmed["state"], confirmed["effective_level"]) == ("authenticating", "full")
+
+        # The confirmation is announced with a session_changed of its own, `authenticating` and unclaimed like a
+        # request the grant admitted: it is not shown again (a close()d window stays listed until the next one).
+        qtbot.waitUntil(lambda: any(name == "session_changed" and data["id"] == full and
+                                    data["state"] == "authenticating" for name, data in events), timeout=WAIT_MS)
+        QCoreApplication.processEvents()
+        assert [type(d).__name__ for d in console.dialogs] == ["RequestNotice", "SessionDialog"]
+        assert not any(d.isVisible() for d in console.dialogs if d is not notice)
+
+        # The notice's End session is the kill switch: before the engineer has signed in (and there is a banner).
+        click(qtbot, notice.end_button)
+        qtbot.waitUntil(lambda: agent_session(enrolled, limited)["state"] == "ended", timeout=WAIT_MS)
+        assert [agent_session(enrolled, sid)["end_reason"] for sid in (limited, full)] == ["killed", "killed"]
+        assert enrolled.cli_json("access", "show")["level"] == "no-access"
+        assert not notice.isVisible()
+    finally:
+        close(console, link)
+
+
+def test_the_receipt_follows_a_file_that_was_still_being_sent_when_the_session_ended(
+        qtbot: QtBot, portal: PortalProcess, enrolled: AgentProcess, tmp_path: Path) -> None:
+    assert enrolled.cli("access", "set", "permanent-limited").returncode == 0
+    console, link = start_console(qtbot, enrolled)
+    try:
+        session_id = open_session(portal, "limited", request=True)
+        code = portal.cli("engineer", "totp", "--device", DEVICE_ID).strip()
+        signed_in = portal.run("engineer", "authenticate", "--session", session_id, "--code", code)
+        assert signed_in.returncode == 0, signed_in.stdout + signed_in.stderr
+        qtbot.waitUntil(lambda: bool(console.banners.bars), timeout=WAIT_MS)
+        # The portal goes away; a study is de-identified and queued in the session, and cannot leave yet.
+        portal.stop()
+        (tmp_path / "study").mkdir()
+        study, _ = planted_series(tmp_path / "study", 1)
+        queued = enrolled.cli("upload", str(study[0].parent))
+        assert queued.returncode == 0, queued.stdout + queued.stderr
+        qtbot.waitUntil(lambda: "still sending: 1" in next(iter(console.banners.bars.values())).activity.text(),
+                        timeout=WAIT_MS)
+        bar = next(iter(console.banners.bars.values()))
+        click(qtbot, bar.end_button)
+        qtbot.waitUntil(lambda: session_id in console.receipts, timeout=WAIT_MS)
+        receipt = console.receipts[session_id]
+        qtbot.addWidget(receipt)
+
+        def files() -> list[str]:
+            return [label.text() for label in receipt.findChildren(QLabel) if label.objectName() == "file"]
+
+        [line] = files()
+        assert "De-identified, still being sent" in line
+        # The portal is back: the queued file goes out, and the open receipt says so.
+        portal.start()
+        qtbot.waitUntil(lambda: any("checked by the portal" in text for text in files()), timeout=90_000)
+        [line] = files()
+        assert line.startswith(enrolled.cli_json("uploads")[0]["name"])
+        assert "De-identified, checked by the portal" in line
+        assert receipt.isVisible()
     finally:
         close(console, link)
 

@@ -71,6 +71,7 @@ from consent_ui.models import (
     file_fates,
     format_as_typed,
     group_id,
+    hotkey_unusable,
     identity,
     incoming_request,
     kill_request,
@@ -519,6 +520,14 @@ def test_errors_are_told_in_words_with_the_agents_message_as_detail() -> None:
         "The kill switch is at work"
     for exc in (down, denied, refused):
         assert_all_marked(error_text(exc))
+
+
+def test_a_hotkey_x_does_not_know_is_told_with_the_way_that_remains() -> None:
+    text = hotkey_unusable("hotkey 'Ctrl+Alt+Ende': 'Ende' is not a key name X knows (like End, F12, Pause)")
+    assert show(text) == ("The key that ends a session cannot be used (hotkey 'Ctrl+Alt+Ende': 'Ende' is not a key "
+                          "name X knows (like End, F12, Pause)). End session on the banner works; ask site IT to "
+                          "correct [console] hotkey.")
+    assert_all_marked(text)
 
 
 @pytest.mark.parametrize(("exc", "words"), [

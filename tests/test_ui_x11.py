@@ -1,16 +1,22 @@
-"""The consent UI on a real X display: Xvfb with the xcb platform and a window manager (openbox). The UI runs as its
-own process (`python -m consent_ui`), as at the console, against a real agent with an active session: its banner
-is on top of the other windows (`_NET_CLIENT_LIST_STACKING`, bottom to top, from xprop) and has the window
-manager's "above" state; the global hotkey, pressed with xdotool while another window has the focus, ends the
-session.
+"""The consent UI on a real X display with the xcb platform and a window manager (openbox). The UI runs as its own
+process (`python -m consent_ui`), as at the console, against a real agent with an active session.
 
-Xvfb, openbox, xdotool and xprop come from debian-packages.txt (make test installs them as root). In CI they must
-be there: a missing tool fails these tests there instead of skipping them. Two real screens are not tested: Xvfb
-gives Qt only one (docs/consent-ui.md).
+- On Xvfb: the banner is on top of the other windows (`_NET_CLIENT_LIST_STACKING`, bottom to top, from xprop) and
+  has the window manager's "above" state; the global hotkey, pressed with xdotool while another window has the
+  focus, ends the session.
+- On two screens: Xvfb cannot give Qt two (its Xinerama heads overlap and it ignores RandR monitors), so this test
+  runs Xorg with the dummy video driver, whose RandR outputs are real screens to Qt (and two Xinerama heads to
+  xdpyinfo). A banner is on each screen, covering its top edge; a banner moved away comes back; when a screen
+  goes (xrandr --off) its banner goes, and when it comes back, so does its banner.
+
+Xvfb, Xorg with the dummy driver, openbox, xdotool, xprop and xrandr come from debian-packages.txt (make test
+installs them as root; Xorg runs only as root). In CI they must be there: a missing tool fails these tests there
+instead of skipping them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -27,32 +33,114 @@ from tests.test_connection import wait_for
 from tests.test_kill_switch import full_session, kill_leftovers, make_agent
 
 TOOLS = ("Xvfb", "openbox", "xdotool", "xprop")
+TWO_SCREEN_TOOLS = ("Xorg", "xrandr")
+DUMMY_DRIVER = Path("/usr/lib/xorg/modules/drivers/dummy_drv.so")
+
+# Xorg with the dummy driver: one X screen whose RandR outputs DUMMY0..DUMMY15 can each be a monitor.
+XORG_CONF = """
+Section "ServerFlags"
+    Option "AutoAddDevices" "false"
+    Option "AutoAddGPU" "false"
+    Option "DontVTSwitch" "true"
+EndSection
+Section "Device"
+    Identifier "card"
+    Driver "dummy"
+    VideoRam 64000
+EndSection
+Section "Monitor"
+    Identifier "monitor"
+    HorizSync 5.0-1000.0
+    VertRefresh 5.0-200.0
+EndSection
+Section "Screen"
+    Identifier "screen"
+    Device "card"
+    Monitor "monitor"
+    DefaultDepth 24
+    SubSection "Display"
+        Depth 24
+        Modes "1280x800"
+    EndSubSection
+EndSection
+"""
+HOTKEY = "Ctrl+Shift+End"  # the agent's [console] hotkey, which the UI takes from the agent (not the default)
+SECOND = ["--output", "DUMMY1", "--mode", "1024x768", "--right-of", "DUMMY0"]
 
 
-def require_tools() -> None:
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+def require(tools: tuple[str, ...], *, root: bool = False) -> None:
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if "Xorg" in tools and not DUMMY_DRIVER.exists():
+        missing.append("the Xorg dummy driver (xserver-xorg-video-dummy)")
     if missing and os.environ.get("CI") == "true":
         pytest.fail(f"missing {', '.join(missing)}: make test installs them (debian-packages.txt)")
     if missing:
         pytest.skip(f"missing {', '.join(missing)} (run make test as root to install them)")
+    if root and os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Xorg with the dummy driver runs only as root here: run the tests as root in CI")
+        pytest.skip("Xorg with the dummy driver runs only as root")
+
+
+def free_display() -> int:
+    return next(n for n in range(90, 190) if not Path(f"/tmp/.X11-unix/X{n}").exists()
+                and not Path(f"/tmp/.X{n}-lock").exists())
+
+
+@contextlib.contextmanager
+def managed(server: subprocess.Popen[bytes], number: int, log: Path) -> Iterator[dict[str, str]]:
+    """The X server `server` (display `number`) once it answers, with openbox managing it (its output in `log`)."""
+    env = {**os.environ, "DISPLAY": f":{number}", "QT_QPA_PLATFORM": "xcb"}
+    manager = None
+    try:
+        wait_for("the X server", lambda: server.poll() is None and Path(f"/tmp/.X11-unix/X{number}").exists(),
+                 timeout_s=20)
+        with log.open("wb") as out:
+            manager = subprocess.Popen(["openbox"], env=env, stdout=out, stderr=subprocess.STDOUT)
+        started = manager
+
+        def managing() -> bool:
+            assert started.poll() is None, f"openbox ended: {log.read_text(errors='replace')}"
+            return "_NET_SUPPORTING_WM_CHECK(WINDOW)" in xprop(env, "-root")
+
+        wait_for("the window manager", managing, timeout_s=30)
+        yield env
+    finally:
+        for process in (manager, server):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=10)
 
 
 @pytest.fixture
 def display(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """An X server of its own (a free display number) with openbox managing it."""
-    require_tools()
-    number = next(n for n in range(90, 190) if not Path(f"/tmp/.X11-unix/X{n}").exists()
-                  and not Path(f"/tmp/.X{n}-lock").exists())
+    """Xvfb on a free display number, one screen."""
+    require(TOOLS)
+    number = free_display()
     server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1280x800x24", "+extension", "RANDR",
                                "-nolisten", "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {**os.environ, "DISPLAY": f":{number}", "QT_QPA_PLATFORM": "xcb"}
-    wait_for("the X server", lambda: Path(f"/tmp/.X11-unix/X{number}").exists(), timeout_s=20)
-    manager = subprocess.Popen(["openbox"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for("the window manager", lambda: "_NET_SUPPORTING_WM_CHECK(WINDOW)" in xprop(env, "-root"), timeout_s=20)
-    yield env
-    for process in (manager, server):
-        process.terminate()
-        process.wait(timeout=10)
+    with managed(server, number, tmp_path / "openbox.log") as env:
+        yield env
+
+
+@pytest.fixture
+def two_screens(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Xorg with the dummy driver on a free display number: 1280x800 and, right of it, 1024x768."""
+    require(TOOLS + TWO_SCREEN_TOOLS, root=True)
+    number = free_display()
+    (tmp_path / "xorg.conf").write_text(XORG_CONF)
+    with (tmp_path / "xorg.out").open("wb") as out:
+        server = subprocess.Popen(["Xorg", f":{number}", "-config", str(tmp_path / "xorg.conf"), "-noreset",
+                                   "-nolisten", "tcp", "-novtswitch", "-sharevts",
+                                   "-logfile", str(tmp_path / "xorg.log")], stdout=out, stderr=subprocess.STDOUT)
+    with managed(server, number, tmp_path / "openbox.log") as env:
+        xrandr(env, "--addmode", "DUMMY1", "1024x768")
+        xrandr(env, *SECOND)
+        yield env
+
+
+def xrandr(env: dict[str, str], *args: str) -> None:
+    subprocess.run(["xrandr", *args], env=env, capture_output=True, text=True, timeout=20, check=True)
 
 
 def xprop(env: dict[str, str], *args: str) -> str:
@@ -65,21 +153,35 @@ def window_ids(env: dict[str, str], name: str) -> list[int]:
     return [int(w) for w in found]
 
 
+def geometry(env: dict[str, str], window: int) -> tuple[int, int, int, int]:
+    """x, y, width, height of a window (xdotool)."""
+    shell = subprocess.run(["xdotool", "getwindowgeometry", "--shell", str(window)], env=env, capture_output=True,
+                           text=True, timeout=10).stdout
+    values = dict(line.split("=", 1) for line in shell.split())
+    return int(values["X"]), int(values["Y"]), int(values["WIDTH"]), int(values["HEIGHT"])
+
+
+def banner_places(env: dict[str, str]) -> list[tuple[int, int, int]]:
+    """x, y and width of every banner window, left to right."""
+    return sorted(geometry(env, window)[:3] for window in window_ids(env, "ServiceGate banner"))
+
+
 def stacking(env: dict[str, str]) -> list[int]:
     line = xprop(env, "-root", "_NET_CLIENT_LIST_STACKING")
     return [int(w, 16) for w in line.split("#", 1)[1].replace(",", " ").split()] if "#" in line else []
 
 
-@pytest.fixture
-def ui_and_agent(display: dict[str, str], tmp_path: Path) -> Iterator[tuple[dict[str, str], AgentProcess, str]]:
-    agent, _, pids = make_agent(tmp_path, cgroups=False)
+@contextlib.contextmanager
+def ui_with_session(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[dict[str, str], AgentProcess, str]]:
+    """A real agent with an active FULL session and the UI as its own process on `env`'s display."""
+    agent, _, pids = make_agent(tmp_path, cgroups=False, more_config=f'[console]\nhotkey = "{HOTKEY}"\n')
     agent.start()
     with (tmp_path / "ui.log").open("wb") as log:
-        ui = subprocess.Popen([sys.executable, "-m", "consent_ui", "--socket", str(agent.socket), "--hotkey",
-                               "Ctrl+Alt+End"], env=display, stdout=log, stderr=subprocess.STDOUT)
+        ui = subprocess.Popen([sys.executable, "-m", "consent_ui", "--socket", str(agent.socket)], env=env,
+                              stdout=log, stderr=subprocess.STDOUT)
     try:
         session_id = full_session(agent)
-        yield display, agent, session_id
+        yield env, agent, session_id
     finally:
         ui.send_signal(signal.SIGTERM)
         try:
@@ -88,6 +190,12 @@ def ui_and_agent(display: dict[str, str], tmp_path: Path) -> Iterator[tuple[dict
             ui.kill()
         agent.stop()
         kill_leftovers(pids)
+
+
+@pytest.fixture
+def ui_and_agent(display: dict[str, str], tmp_path: Path) -> Iterator[tuple[dict[str, str], AgentProcess, str]]:
+    with ui_with_session(display, tmp_path) as running:
+        yield running
 
 
 def test_the_banner_stays_above_other_windows_and_the_hotkey_ends_the_session(
@@ -103,11 +211,35 @@ def test_the_banner_stays_above_other_windows_and_the_hotkey_ends_the_session(
                      lambda: stacking(env) if {banner, launcher} <= set(stacking(env)) else None)
     assert order.index(banner) > order.index(launcher), order
     assert "_NET_WM_STATE_ABOVE" in xprop(env, "-id", str(banner), "_NET_WM_STATE")
-    # The global hotkey, pressed while the ServiceGate window (not the banner) has the focus, ends the session.
-    subprocess.run(["xdotool", "key", "ctrl+alt+End"], env=env, timeout=10, check=True)
+    # The global hotkey of the agent's configuration, pressed while the ServiceGate window (not the banner) has the
+    # focus, ends the session.
+    subprocess.run(["xdotool", "key", "ctrl+shift+End"], env=env, timeout=10, check=True)
     ended = wait_for("the session ended by the hotkey", lambda: next(
         (s for s in agent.cli_json("session", "list") if s["id"] == session_id and s["state"] == "ended"), None),
         timeout_s=30)
     assert ended["end_reason"] == "killed"
     assert agent.cli_json("access", "show")["level"] == "no-access"
     wait_for("the banner gone", lambda: not window_ids(env, "ServiceGate banner"), timeout_s=20)
+
+
+def test_a_banner_on_each_of_two_screens_that_follows_the_screens(two_screens: dict[str, str],
+                                                                   tmp_path: Path) -> None:
+    with ui_with_session(two_screens, tmp_path) as (env, agent, _):
+        assert "head #1: 1024x768 @ 1280,0" in subprocess.run(["xdpyinfo", "-ext", "XINERAMA"], env=env,
+                                                              capture_output=True, text=True, timeout=10).stdout
+        places = wait_for("a banner on each screen", lambda: banner_places(env) if len(banner_places(env)) == 2
+                          else None, timeout_s=30)
+        assert places == [(0, 0, 1280), (1280, 0, 1024)]
+        for window in window_ids(env, "ServiceGate banner"):
+            assert "_NET_WM_STATE_ABOVE" in xprop(env, "-id", str(window), "_NET_WM_STATE")
+        # Moved away (by a program, or a window manager's keyboard move), a banner comes back to its screen's top.
+        left = next(w for w in window_ids(env, "ServiceGate banner") if geometry(env, w)[0] == 0)
+        subprocess.run(["xdotool", "windowmove", str(left), "200", "500"], env=env, timeout=10, check=True)
+        wait_for("the moved banner back at the top", lambda: geometry(env, left)[:2] == (0, 0))
+        # The second screen goes: its banner goes with it; it comes back: so does a banner on it.
+        xrandr(env, "--output", "DUMMY1", "--off")
+        wait_for("one banner for one screen", lambda: banner_places(env) == [(0, 0, 1280)], timeout_s=30)
+        xrandr(env, *SECOND)
+        wait_for("a banner on the screen that came back",
+                 lambda: banner_places(env) == [(0, 0, 1280), (1280, 0, 1024)], timeout_s=30)
+        assert agent.cli_json("session", "list")[-1]["state"] == "active"
