@@ -16,7 +16,6 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from agent.errors import AgentUnreachableError, ServiceGateError
 from agent.protocol import SessionState
 from consent_ui import models
 from consent_ui.banner import Banners
-from consent_ui.dialogs import AccessDialog, ReceiptDialog, SessionDialog, tr, wrapped
+from consent_ui.dialogs import AccessDialog, ReceiptDialog, RequestNotice, SessionDialog, tr, wrapped
 from consent_ui.hotkey import GlobalHotkey, HotkeyError
 from consent_ui.link import AgentLink
 
@@ -230,31 +229,6 @@ class Console(QObject):
         dialog.show()
         dialog.raise_()
         self.banners.raise_all()
-
-
-class RequestNotice(QWidget):
-    """A session the standing grant admitted: the technologist is told who and why, and can end it here at once (the
-    banner, with its End session, appears only when the engineer has signed in)."""
-
-    def __init__(self, notice: models.Notification, on_end: Callable[[], None]) -> None:
-        super().__init__()
-        self.setWindowTitle(tr(notice.title))
-        layout = QVBoxLayout(self)
-        layout.addWidget(wrapped(tr(notice.summary), name="summary"))
-        layout.addWidget(wrapped(tr(notice.instruction)))
-        if notice.warning is not None:
-            layout.addWidget(wrapped(tr(notice.warning)))
-        ok = QPushButton(self.tr("OK"))
-        self.end_button = QPushButton(tr(models.END_SESSION))
-        self.end_button.setToolTip(tr(models.END_WARNING))
-        self.end_button.clicked.connect(on_end)
-        self.end_button.clicked.connect(self.close)
-        ok.clicked.connect(self.close)
-        row = QHBoxLayout()
-        for button in (ok, self.end_button):
-            button.setMinimumHeight(44)
-            row.addWidget(button)
-        layout.addLayout(row)
 
 
 def single_instance(name: str = "servicegate-ui") -> QLockFile | None:

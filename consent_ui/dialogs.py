@@ -9,6 +9,7 @@ with `self.tr`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +44,14 @@ def tr(text: Text) -> str:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def add_rows(form: QFormLayout, details: models.SessionDetails) -> None:
+    """A session's details (who, why, kind, level, how long) as label and value rows."""
+    for row in details.rows:
+        value = wrapped(tr(row.value))
+        value.setObjectName(f"row-{row.label.source}")
+        form.addRow(tr(row.label) + ":", value)
 
 
 def wrapped(text: str = "", *, name: str = "") -> QLabel:
@@ -254,10 +263,7 @@ class SessionDialog(QDialog):
         details = models.session_details(session)
         while self.rows.rowCount():
             self.rows.removeRow(0)
-        for row in details.rows:
-            value = wrapped(tr(row.value))
-            value.setObjectName(f"row-{row.label.source}")
-            self.rows.addRow(tr(row.label) + ":", value)
+        add_rows(self.rows, details)
         self.origin.setText(tr(details.origin))
         for button in self.levels.buttons():
             self.levels.removeButton(button)
@@ -353,3 +359,31 @@ class ReceiptDialog(QDialog):
         for fate in receipt.files:
             self.body.addWidget(wrapped(f"{fate.name}: {tr(fate.proof)}" + (f" (SHA-256 {fate.sha256[:16]}…)"
                                                                             if fate.sha256 else ""), name="file"))
+
+
+class RequestNotice(QWidget):
+    """A session the standing grant admitted: the technologist is told who and why, and can end it here at once (the
+    banner, with its End session, appears only when the engineer has signed in)."""
+
+    def __init__(self, notice: models.Notification, on_end: Callable[[], None]) -> None:
+        super().__init__()
+        self.setWindowTitle(tr(notice.title))
+        layout = QVBoxLayout(self)
+        layout.addWidget(wrapped(tr(notice.summary), name="summary"))
+        rows = QFormLayout()
+        add_rows(rows, notice.details)
+        layout.addLayout(rows)
+        layout.addWidget(wrapped(tr(notice.instruction)))
+        if notice.warning is not None:
+            layout.addWidget(wrapped(tr(notice.warning)))
+        ok = QPushButton(self.tr("OK"))
+        self.end_button = QPushButton(tr(models.END_SESSION))
+        self.end_button.setToolTip(tr(models.END_WARNING))
+        self.end_button.clicked.connect(on_end)
+        self.end_button.clicked.connect(self.close)
+        ok.clicked.connect(self.close)
+        row = QHBoxLayout()
+        for button in (ok, self.end_button):
+            button.setMinimumHeight(44)
+            row.addWidget(button)
+        layout.addLayout(row)

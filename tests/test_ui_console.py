@@ -19,8 +19,8 @@ from PySide6.QtWidgets import QLabel, QPushButton
 from pytestqt.qtbot import QtBot
 
 from agent.protocol import AccessLevel
-from consent_ui.app import Console, RequestNotice
-from consent_ui.dialogs import ReceiptDialog, SessionDialog
+from consent_ui.app import Console
+from consent_ui.dialogs import ReceiptDialog, RequestNotice, SessionDialog
 from consent_ui.link import AgentLink
 from portal import sim_modality
 from tests.agent_process import AgentProcess
@@ -116,6 +116,10 @@ def test_the_banner_and_end_session_stop_a_running_task_and_the_receipt_follows(
         bar.close()  # the banner cannot be closed while the session lasts
         assert bar.isVisible()
 
+        # End session works while the technologist has dialogs open (they are not modal to the banner).
+        for dialog in (console.open_access(), console.open_session_id()):
+            qtbot.addWidget(dialog)
+            assert dialog.isVisible()
         qtbot.mouseClick(bar.end_button, Qt.MouseButton.LeftButton)
         qtbot.waitUntil(lambda: session_id in console.receipts, timeout=WAIT_MS)
         assert alive(pids) == []
@@ -243,7 +247,7 @@ def test_requests_from_the_service_centre_under_a_standing_grant_inform_or_wait_
         qtbot.addWidget(notice)
         assert notice.windowTitle() == "Remote service request"
         told = "\n".join(label.text() for label in notice.findChildren(QLabel))
-        for fact in ("Dana Scully", "Acme Medical Service", "gantry error 4711", "Limited access",
+        for fact in ("Dana Scully", "E-4711", "Acme Medical Service", "gantry error 4711", "Limited access",
                      "Allowed by your standing access level"):
             assert fact in told
         assert "Examinations will be blocked" not in told
