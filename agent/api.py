@@ -15,11 +15,11 @@ from typing import Any
 
 from agent import upload
 from agent.audit_log import public_key_path
-from agent.audit_verify import PortalHead, export, verify
+from agent.audit_verify import PortalHead, export, to_csv, verify
 from agent.clock import parse_utc
 from agent.core import Agent
 from agent.errors import RefusedError, ServiceGateError, UsageError
-from agent.protocol import OPERATIONS, SYSTEM_ACTOR, AccessLevel, Request, SessionKind
+from agent.protocol import OPERATIONS, SYSTEM_ACTOR, AccessLevel, Request, SessionKind, Urgency, service_request_text
 from agent.roles import Caller
 from agent.session import Engineer
 
@@ -84,7 +84,7 @@ def _session_request(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
     if session_id:
         session_id = session_id_of(session_id)
     return agent.request_session(engineer, _text(args, "reason"), level, _kind(args), caller.user,
-                                 session_id).to_dict()
+                                 session_id, _text(args, "case_id")).to_dict()
 
 
 def session_id_of(text: str) -> str:
@@ -116,7 +116,7 @@ def _session_claim(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
     engineer = Engineer(_text(details, "engineer_id"), _text(details, "name"), _text(details, "company"))
     level = _level(details) or AccessLevel.LIMITED
     return agent.in_core(lambda: agent.claim_session(session_id, engineer, _text(details, "reason"), level,
-                                                     _kind(details), caller.user).to_dict())
+                                                     _kind(details), caller.user, _text(details, "case_id")).to_dict())
 
 
 def _session_confirm(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
@@ -139,8 +139,16 @@ def _upload(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
     report = upload.prepare([Path(p) for p in paths], agent.config.paths.state_dir,
                             agent.config.paths.anonymizer_key, case_id=_text(args, "case_id"), session_id=session_id)
     agent.in_core(lambda: agent.uploads_queued(report.to_dict(), session_id, caller.user))
-    agent.wake_uploads()
+    agent.wake_sender()
     return report.to_dict()
+
+
+def _service_request(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
+    """Offloaded: it waits for the portal in a worker thread, and changes the agent's state through `in_core`."""
+    text = service_request_text(_text(args, "text"))  # missing or empty: it says what to write
+    if "urgency" not in args:
+        raise UsageError("'urgency' is required: " + "; ".join(f"{u.value} ({u.meaning})" for u in Urgency))
+    return agent.request_service(text, Urgency.parse(_text(args, "urgency")), caller.user)
 
 
 def _task_run(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
@@ -174,7 +182,13 @@ def portal_heads(heads: list[dict[str, Any]]) -> list[PortalHead]:
 
 
 def _audit_export(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
-    return export(agent.config.paths.audit_dir, _time(args, "since"), _time(args, "until"))
+    """The records (a list), or with `format: csv` the same as CSV text (the consent UI's export)."""
+    form = _text(args, "format") or "json"
+    if form not in ("json", "csv"):
+        raise UsageError(f"'format' must be 'json' or 'csv', not {form!r}")
+    records = export(agent.config.paths.audit_dir, _time(args, "since"), _time(args, "until"),
+                     _text(args, "engineer_id"))
+    return to_csv(records) if form == "csv" else records
 
 
 HANDLERS: dict[str, Handler] = {
@@ -206,6 +220,8 @@ HANDLERS: dict[str, Handler] = {
                                                              _text(args, "session_id")).to_dict(),
     "upload": _upload,
     "upload_list": lambda agent, args, caller: upload.Queue(agent.config.paths.state_dir).entries(),
+    "service_request": _service_request,
+    "service_request_list": lambda agent, args, caller: agent.service_request_list(),
     "audit_verify": _audit_verify,
     "audit_export": _audit_export,
     "record_event": lambda agent, args, caller: agent.record_event(

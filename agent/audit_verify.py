@@ -273,9 +273,17 @@ def iter_records(directory: Path, since: datetime | None, until: datetime | None
             raise AuditError(f"cannot read the audit log segment {path}: {exc}") from exc
 
 
-def export(directory: Path, since: datetime | None, until: datetime | None) -> list[dict[str, Any]]:
-    """Who did what and when, between two times (inclusive, None = open); checkpoints are left out."""
-    return list(iter_records(directory, since, until))
+def export(directory: Path, since: datetime | None, until: datetime | None,
+           engineer_id: str = "") -> list[dict[str, Any]]:
+    """Who did what and when, between two times (inclusive, None = open); checkpoints are left out. With
+    `engineer_id`, only what that engineer did or what concerned the engineer's sessions."""
+    return [record for record in iter_records(directory, since, until)
+            if not engineer_id or engineer_id in (record.get("actor"), _details(record).get("engineer_id"))]
+
+
+def _details(record: dict[str, Any]) -> dict[str, Any]:
+    details = record.get("details")
+    return details if isinstance(details, dict) else {}
 
 
 def to_json(records: list[dict[str, Any]]) -> str:
@@ -292,8 +300,7 @@ def to_csv(records: list[dict[str, Any]]) -> str:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     for record in records:
-        details = record.get("details")
-        details = details if isinstance(details, dict) else {}
+        details = _details(record)
         rest = {key: value for key, value in details.items() if key not in _CSV_DETAIL_KEYS}
         row = [record.get("ts"), record.get("seq"), record.get("event"), record.get("actor"),
                *(details.get(key) for key in _CSV_DETAIL_KEYS)]

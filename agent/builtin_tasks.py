@@ -104,17 +104,22 @@ def _free_name(name: str, taken: set[str]) -> str:
 
 
 def system_report(output: Path) -> int:
-    """Write OUTPUT/system-report.txt. Technical facts only: no host addresses, no command lines (a command
-    line may name a patient), no user names."""
+    """Write OUTPUT/system-report.txt (`report_lines`)."""
     output.mkdir(parents=True, exist_ok=True)
+    (output / REPORT_NAME).write_text("\n".join(report_lines()), encoding="utf-8")
+    print(REPORT_NAME)
+    return 0
+
+
+def report_lines() -> list[str]:
+    """The system report, line by line (also sent with a service request, agent.reporting). Technical facts only:
+    no host addresses, no command lines (a command line may name a patient), no user names."""
     lines = [f"ServiceGate system report, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}", ""]
     for title, section in (("System", _system), ("CPU", _cpu), ("Memory", _memory), ("Disks", _disks),
                            ("Network interfaces", _network), (f"Top {TOP_PROCESSES} processes by memory",
                                                               _processes)):
         lines += [f"[{title}]", *section(), ""]
-    (output / REPORT_NAME).write_text("\n".join(lines), encoding="utf-8")
-    print(REPORT_NAME)
-    return 0
+    return lines
 
 
 def _system() -> list[str]:

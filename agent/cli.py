@@ -30,7 +30,7 @@ from agent.errors import (
     UsageError,
 )
 from agent.fsutil import atomic_write
-from agent.protocol import EVENT_KINDS, PRIVACY_DISCLAIMER, SESSION_LEVELS, AccessLevel, SessionKind
+from agent.protocol import EVENT_KINDS, PRIVACY_DISCLAIMER, SESSION_LEVELS, AccessLevel, SessionKind, Urgency
 from agent.timeparse import local, parse_duration, parse_time
 from anonymizer.profile import Option, validate_options
 
@@ -42,6 +42,7 @@ SESSION_LEVEL_NAMES = [level.value for level in SESSION_LEVELS]
 KINDS = [kind.value for kind in SessionKind]
 UPLOAD_TIMEOUT_S = 900  # de-identifying a large study takes a while; the kill switch is another connection
 KILL_TIMEOUT_S = 300  # the grace period, then each stopped task's restore command: the receipt waits for all of it
+REQUEST_TIMEOUT_S = 90  # the system report, then the portal's answer (connect and [portal] request_timeout_s)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--wait", type=float, default=0, help="seconds to wait until the portal accepted or rejected "
                                                           "every file (default: do not wait)")
     reading(sub.add_parser("uploads", help="the upload queue: each file and its state"))
+
+    service = reading(sub.add_parser("request-service", help="ask the service centre for help: your description "
+                                                             "and a technical system report; prints the case number"))
+    service.add_argument("text", help="the problem in a few words (3 to 500 characters, one line); no patient data")
+    service.add_argument("--urgency", required=True, choices=[u.value for u in Urgency],
+                         help=" ".join(f"{u.value}: {u.meaning}" for u in Urgency))
+    reading(sub.add_parser("service-requests", help="the service requests made here: state and case number"))
 
     kill = reading(sub.add_parser("kill", help="the kill switch: stop every task, end every session now and set "
                                                "access to no-access"))
@@ -226,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             return telemetry_command(args, config)  # reads the system and the outbox file: no agent needed
         if args.command == "examinations":
             return examinations_command(args, config)  # calls the modality's tool: works with the agent stopped
-        timeout = {"upload": UPLOAD_TIMEOUT_S, "kill": KILL_TIMEOUT_S}.get(args.command, 10)
+        timeout = {"upload": UPLOAD_TIMEOUT_S, "kill": KILL_TIMEOUT_S,
+                   "request-service": REQUEST_TIMEOUT_S}.get(args.command, 10)
         try:
             with Client(config.paths.control_socket, timeout_s=timeout) as client:
                 client.connect()
@@ -283,6 +292,12 @@ def dispatch(args: argparse.Namespace, client: Client) -> int:
         return upload_command(args, client)
     if command == "uploads":
         return show(args, client.call("upload_list"), format_uploads)
+    if command == "request-service":
+        request = client.call("service_request", text=args.text, urgency=args.urgency)
+        return show(args, request, lambda r: f"{r['message']}\n{format_service_request(r)}")
+    if command == "service-requests":
+        return show(args, client.call("service_request_list"),
+                    lambda rows: "\n".join(map(format_service_request, rows)) or "No service requests.")
     raise UsageError(f"unknown command {command!r}")  # argparse prevents this
 
 
@@ -472,6 +487,12 @@ def format_uploads(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines) or "No uploads."
 
 
+def format_service_request(r: dict[str, Any]) -> str:
+    case = f"case {r['case_id']}" if r["case_id"] else {"queued": "no case number yet"}.get(r["state"], r["why"])
+    return (f"Service request {r['request_id']} ({r['urgency']}, {local(parse_utc(r['requested_at']))}): {r['state']}, "
+            f"{case}\n  {r['text']}")
+
+
 def ask_yes(prompt: str) -> bool:
     if not sys.stdin.isatty():
         raise UsageError("the privacy disclaimer needs an answer: run this at a terminal, "
@@ -497,7 +518,8 @@ def format_session(s: dict[str, Any]) -> str:
     state = s["state"] + (f" ({s['end_reason']})" if s.get("end_reason") else "")
     said = "Engineer's summary" if s.get("end_reason") == "completed" else "Note"
     summary = f"\n  {said}: {s['end_text']}" if s.get("end_text") else ""
-    return (f"Session {s['id']}: {state}, {level}, {s['kind']} - {engineer['name']} "
+    case = f" (case {s['case_id']})" if s.get("case_id") else ""
+    return (f"Session {s['id']}{case}: {state}, {level}, {s['kind']} - {engineer['name']} "
             f"[{engineer['id']}{company}]: {s['reason']}{summary}")
 
 
@@ -510,6 +532,8 @@ def format_claim(s: dict[str, Any]) -> str:
              f"  Company:  {engineer['company'] or '-'}",
              f"  Reason:   {s['reason']}",
              f"  Level:    {level.value}: {level.consequence}"]
+    if s.get("case_id"):
+        lines.insert(4, f"  Case:     {s['case_id']}")
     return "\n".join(lines)
 
 

@@ -28,16 +28,33 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent import __version__, totp, upload
+from agent import __version__, reporting, totp, upload
 from agent.access import Grant, GrantStore, expire, new_grant, widens
 from agent.audit_log import AuditLog
 from agent.clock import Clock, utc_iso
 from agent.config import Config
-from agent.errors import AuditError, ConfigError, NotFoundError, RefusedError, ServiceGateError, UsageError
+from agent.errors import (
+    AuditError,
+    ConfigError,
+    NotFoundError,
+    PortalError,
+    RefusedError,
+    ServiceGateError,
+    UsageError,
+)
 from agent.exam_block import ExamBlock
 from agent.fsutil import read_json, write_json
 from agent.policy import Verdict, decide, load_restrictions
-from agent.protocol import EVENT_KINDS, SESSION_LEVELS, SYSTEM_ACTOR, AccessLevel, EndReason, SessionKind, SessionState
+from agent.protocol import (
+    EVENT_KINDS,
+    SESSION_LEVELS,
+    SYSTEM_ACTOR,
+    AccessLevel,
+    EndReason,
+    SessionKind,
+    SessionState,
+    Urgency,
+)
 from agent.runner import Finished, Launch, Runner, RunnerError
 from agent.session import (
     Basis,
@@ -62,6 +79,7 @@ TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
 KEEP_ENDED_TASKS = 100  # likewise for task runs (and their folders under <state_dir>/tasks)
 RELEASE_MAX_BYTES = 2 * 1024 * 1024  # a released file travels in one outbox record
 KEEP_PROBLEMS = 20
+KEEP_SERVICE_REQUESTS = 100  # sent and refused ones, for `service_request_list`; a queued one stays until it is sent
 DENIAL_WINDOW = timedelta(minutes=1)
 
 Publish = Callable[[str, dict[str, Any]], None]
@@ -87,8 +105,11 @@ class Agent:
         # Runs a change of state where the agent's state lives: the daemon's event loop (an operation offloaded to
         # a worker thread, like a claim that waits for the portal, makes its change through this).
         self.in_core: Callable[[Callable[[], Any]], Any] = lambda change: change()
-        # The daemon's upload worker: told when files were queued (a no-op without a link to the portal).
-        self.wake_uploads: Callable[[], None] = lambda: None
+        # The portal's answer to a service request (agent.uplink.Uplink.request_service): its case number; None when
+        # the portal cannot be reached now; PortalError when it refused the request. None here: no link.
+        self.portal_service_request: Callable[[dict[str, Any]], str | None] | None = None
+        # The daemon's sending thread: told when files or a service request were queued (a no-op without a link).
+        self.wake_sender: Callable[[], None] = lambda: None
         # Where a file the technologist released goes: the outbox (kind `task_file`), set by the daemon.
         self.send_file: Callable[[dict[str, Any]], None] = lambda record: None
         # The daemon's task runner (agent.runner) and examination block (agent.exam_block); without a runner, task
@@ -109,6 +130,7 @@ class Agent:
         self._totp_state_path = state_dir / "totp-state.json"  # the highest one-time-password step used
         self._tasks_path = state_dir / "tasks.json"
         self._kill_mark_path = state_dir / "kill.json"  # written first by the kill switch, removed when it is done
+        self._requests_path = state_dir / "service-requests.json"
         t = config.tasks
         self.catalog = load_catalog(t.catalog if t.catalog != Path("") else None)
         self.restrictions = load_restrictions(t.restrictions if t.restrictions != Path("") else None)
@@ -130,6 +152,7 @@ class Agent:
         self.sessions: dict[str, Session] = self._load_sessions()
         self.counters: dict[str, int] = self._load_counters()
         self.task_runs: dict[str, TaskRun] = self._load_tasks()
+        self.service_requests: dict[str, dict[str, Any]] = self._load_requests()
         self.audit.append("agent_started", SYSTEM_ACTOR, {"version": __version__, "level": self.grant.level.value})
         # Fail closed: a session that was open when the agent stopped does not resume, nor does a task (the daemon
         # has killed what was left of its processes; its restore command runs now).
@@ -229,14 +252,15 @@ class Agent:
     # ---- sessions: what widens access (recorded first) --------------------------------------------
 
     def request_session(self, engineer: Engineer, reason: str, level: AccessLevel, kind: SessionKind,
-                        actor: str, session_id: str = "") -> Session:
+                        actor: str, session_id: str = "", case_id: str = "") -> Session:
         """The portal asks for a session under the standing grant (`session_id`: the portal's own ID for it)."""
-        check_request(engineer, reason, level)
+        check_request(engineer, reason, level, case_id)
         self._check_not_killing()
         check_admissible(self.grant)
         now = self.clock.now()
         requested = Session(id=self._new_id(session_id), kind=kind, engineer=engineer, reason=reason,
-                            requested_level=level, state=SessionState.REQUESTED, created_at=now, state_since=now)
+                            requested_level=level, state=SessionState.REQUESTED, created_at=now, state_since=now,
+                            case_id=case_id)
         nxt = admission(self.grant, level)
         if nxt is SessionState.AUTHENTICATING:
             session = requested.move(nxt, now, basis=Basis.GRANT, effective_level=level)
@@ -249,7 +273,7 @@ class Agent:
         return session
 
     def claim_session(self, session_id: str, engineer: Engineer, reason: str, level: AccessLevel,
-                      kind: SessionKind, actor: str) -> Session:
+                      kind: SessionKind, actor: str, case_id: str = "") -> Session:
         """The technologist typed in the ID the engineer read out, and the portal gave the session's details: it
         waits for the technologist's confirmation with the data-privacy disclaimer, whatever the standing grant.
         Claiming an ID that waits already shows it again."""
@@ -258,14 +282,14 @@ class Agent:
         if existing is not None and existing.state is SessionState.AWAITING_CONSENT and existing.claimed:
             return existing
         try:
-            check_request(engineer, reason, level)
+            check_request(engineer, reason, level, case_id)
         except UsageError as exc:
             self.claim_refused(session_id, actor, str(exc))
             raise
         now = self.clock.now()
         requested = Session(id=self._new_id(session_id), kind=kind, engineer=engineer, reason=reason,
                             requested_level=level, state=SessionState.REQUESTED, created_at=now, state_since=now,
-                            claimed=True)
+                            claimed=True, case_id=case_id)
         session = requested.move(SessionState.AWAITING_CONSENT, now, basis=Basis.CONSENT)
         self._audit_first("session_claimed", actor, self._session_details(requested))
         self._audit_first("session_awaiting_consent", SYSTEM_ACTOR, self._session_details(session))
@@ -611,7 +635,7 @@ class Agent:
         report = upload.prepare(paths, self.config.paths.state_dir, self.config.paths.anonymizer_key,
                                 session_id=session_id).to_dict()
         self.in_core(lambda: self.uploads_queued(report, session_id, SYSTEM_ACTOR))
-        self.wake_uploads()
+        self.wake_sender()
         return report
 
     # ---- the kill switch -----------------------------------------------------------------------------
@@ -750,6 +774,111 @@ class Agent:
             "case_id": entry.get("case_id", ""), "problems": entry.get("problems", [])})
         self.publish("upload_changed", entry)
 
+    # ---- service requests ------------------------------------------------------------------------------
+
+    def request_service(self, text: str, urgency: Urgency, actor: str) -> dict[str, Any]:
+        """The technologist asks the service centre for help. In the daemon it runs in a worker thread, as it waits
+        for the portal; the agent's state changes through `in_core`.
+
+        The description is scrubbed first (a patient's name typed in goes no further than this), and a technical
+        report of the system goes with it (`reporting.system_report`). The portal answers a case number: `sent`.
+        When the portal cannot be reached, the request is kept, report and all, in `service-requests.json` and the
+        daemon's sending thread sends it later (`send_service_requests`): `queued`. When the portal refuses it
+        (sending it again would not help), it is kept as `refused` and RefusedError says why."""
+        now = self.clock.now()
+        counters = self.in_core(lambda: dict(self.counters))
+        try:
+            report = reporting.system_report(self.config, counters, self.scrubber.scrub)
+        except Exception as exc:  # noqa: BLE001 - a call for help goes out without its report rather than not at all
+            log.exception("the system report for a service request could not be made")
+            report = {"problem": f"the system report could not be made ({type(exc).__name__})"}
+        request: dict[str, Any] = {
+            "request_id": f"r{now:%Y%m%d%H%M%S}-{secrets.token_hex(3)}", "requested_at": utc_iso(now),
+            "requested_by": actor, "urgency": urgency.value, "text": self.scrubber.scrub(text), "state": "queued",
+            "case_id": "", "sent_at": None, "why": "", "report": report}
+        case_id, why = self._send_request(request)
+        entry = self.in_core(lambda: self._service_requested(request, case_id, why, actor))
+        if entry["state"] == "refused":
+            raise RefusedError(f"the service centre refused the request ({why}); please call the service centre")
+        if entry["state"] == "sent":
+            message = f"The service centre has your request: case number {case_id}."
+        else:
+            self.wake_sender()  # it tries again at once, then with backoff until the portal answers
+            message = ("The service centre cannot be reached now. Your request is kept on this device and sent as soon "
+                       "as it can be reached; its case number is shown then.")
+            if urgency is Urgency.HIGH:
+                message += " As the scanner cannot be used, please also call the service centre."
+        return {**entry, "message": message}
+
+    def send_service_requests(self) -> bool:
+        """Send the queued service requests, oldest first (the daemon's sending thread). False when the portal cannot
+        be reached: the rest stay queued for the next try."""
+        queued = self.in_core(lambda: [dict(r) for r in self.service_requests.values() if r["state"] == "queued"])
+        for request in queued:
+            case_id, why = self._send_request(request)
+            if not case_id and not why:
+                return False
+            self.in_core(functools.partial(self._service_request_settled, request["request_id"], case_id, why))
+        return True
+
+    def service_request_list(self) -> list[dict[str, Any]]:
+        return [_listed(r) for r in self.service_requests.values()]
+
+    def _send_request(self, request: dict[str, Any]) -> tuple[str, str]:
+        """(the case number, "") when the portal took the request; ("", why) when it refused it; ("", "") when it
+        cannot be reached now. It gets what the service centre needs, not who asked (a local user name)."""
+        send = self.portal_service_request
+        try:
+            case_id = send({key: request[key] for key in ("request_id", "requested_at", "urgency", "text", "report")}
+                           ) if send is not None else None
+        except PortalError as exc:
+            return "", str(exc)
+        return case_id or "", ""
+
+    def _service_requested(self, request: dict[str, Any], case_id: str, why: str, actor: str) -> dict[str, Any]:
+        """A new request, sent, refused or to be sent later: saved (a queued one must be, or the technologist is
+        told), recorded and published."""
+        self._settle(request, case_id, why)
+        self.service_requests[request["request_id"]] = request
+        try:
+            self._save_requests()
+        except OSError as exc:
+            if request["state"] == "queued":
+                del self.service_requests[request["request_id"]]
+                self._problem(f"a service request could not be kept: {exc}")
+                raise ServiceGateError("the service centre cannot be reached, and the request could not be kept on "
+                                       f"this device to be sent later ({exc}); please call the service centre") from exc
+            self._problem(f"could not save the service requests: {exc}")
+        self._audit_after("service_requested", actor, {key: request[key] for key in (
+            "request_id", "urgency", "text", "state", "case_id", "why")})
+        self.publish("service_request_changed", _listed(request))
+        return _listed(request)
+
+    def _service_request_settled(self, request_id: str, case_id: str, why: str) -> None:
+        """A queued request was sent (its case number came) or refused by the portal."""
+        request = self.service_requests.get(request_id)
+        if request is None or request["state"] != "queued":
+            return
+        self._settle(request, case_id, why)
+        self._best_effort("save the service requests", self._save_requests)
+        self._audit_after("service_request_sent" if case_id else "service_request_refused", SYSTEM_ACTOR, {
+            key: request[key] for key in ("request_id", "urgency", "requested_by", "requested_at", "case_id", "why")})
+        self.publish("service_request_changed", _listed(request))
+
+    def _settle(self, request: dict[str, Any], case_id: str, why: str) -> None:
+        if case_id:
+            request.update(state="sent", case_id=case_id, sent_at=utc_iso(self.clock.now()))
+        elif why:
+            request.update(state="refused", why=why)
+        if request["state"] != "queued":
+            request.pop("report", None)  # the portal has it (or will never take it): it was only kept to be sent
+
+    def _save_requests(self) -> None:
+        done = [r for r in self.service_requests.values() if r["state"] != "queued"]
+        for old in done[:-KEEP_SERVICE_REQUESTS]:
+            del self.service_requests[old["request_id"]]
+        write_json(self._requests_path, list(self.service_requests.values()))
+
     # ---- modality events -------------------------------------------------------------------------
 
     def record_event(self, kind: str, detail: str, actor: str) -> dict[str, int]:
@@ -878,7 +1007,7 @@ class Agent:
         return {"session_id": session.id, "engineer_id": session.engineer.id,
                 "engineer_name": session.engineer.name, "company": session.engineer.company,
                 "level": (session.effective_level or session.requested_level).value, "reason": session.reason,
-                "kind": session.kind.value, "state": session.state.value}
+                "kind": session.kind.value, "state": session.state.value, "case_id": session.case_id}
 
     def _load_sessions(self) -> dict[str, Session]:
         try:
@@ -899,6 +1028,16 @@ class Agent:
             log.error("%s is unreadable (%s); starting with no task runs", self._tasks_path, exc)
             return {}
 
+    def _load_requests(self) -> dict[str, dict[str, Any]]:
+        try:
+            return {r["request_id"]: r for r in read_json(self._requests_path)}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # The audit log has every request and the portal every one it got; a queued one is lost with this file.
+            log.error("%s is unreadable (%s); starting with no service requests", self._requests_path, exc)
+            return {}
+
     def _load_counters(self) -> dict[str, int]:
         try:
             data = read_json(self._counters_path)
@@ -908,3 +1047,8 @@ class Agent:
         except (OSError, ValueError, AttributeError, TypeError) as exc:
             log.error("%s is unreadable (%s); counting from zero", self._counters_path, exc)
             return {}
+
+
+def _listed(request: dict[str, Any]) -> dict[str, Any]:
+    """A service request as the control API shows it: without the report, which only waits here to be sent."""
+    return {key: value for key, value in request.items() if key != "report"}

@@ -47,9 +47,9 @@ TICK_S = 1.0  # while something may fall due by time alone (Agent.waiting): sess
 IDLE_TICK_S = 30.0  # otherwise; every change of state or audit record brings the next tick to TICK_S at once
 # Operations that read the whole audit log, or wait for the portal, run in a worker thread, so the kill switch never
 # waits on them.
-OFFLOADED = frozenset({"audit_verify", "audit_export", "session_claim", "upload", "kill"})
+OFFLOADED = frozenset({"audit_verify", "audit_export", "session_claim", "upload", "service_request", "kill"})
 PRUNE_EVERY_S = 24 * 3600
-UPLOAD_RETRY_S = 60.0
+SEND_EVERY_S = 60.0
 
 _SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
@@ -144,6 +144,7 @@ class Daemon:
         agent.link_status = link_state.to_dict
         agent.portal_heads = link.heads if link is not None else None
         agent.portal_claim = link.claim if link is not None else None
+        agent.portal_service_request = link.request_service if link is not None else None
         agent.totp_secret = lambda: totp_secret(config.paths.state_dir)
         roles = RoleMap(config.control.console_group, config.control.modality_group, config.control.viewer_group,
                         admin_uids=frozenset({os.getuid()}))
@@ -176,13 +177,13 @@ class Daemon:
         telemetry.start()
         notifier = Notifier(config.notify, config.paths.state_dir / "mail-outbox.sqlite")
         notifier.start()
-        uploads: UploadWorker | None = None
+        sender: SendWorker | None = None
         if link is not None:
             link.start(on_loop(loop, lambda message: handle_portal_message(agent, message.id, message.type,
                                                                            message.body)))
-            uploads = UploadWorker(link, config.paths.state_dir, agent)
-            uploads.start()
-            agent.wake_uploads = uploads.wake
+            sender = SendWorker(link, config.paths.state_dir, agent)
+            sender.start()
+            agent.wake_sender = sender.wake
         timers: dict[str, asyncio.TimerHandle] = {}
 
         def every(name: str, seconds: float, job: Callable[[], None]) -> None:
@@ -241,8 +242,8 @@ class Daemon:
             telemetry.stop()
             if link is not None:
                 await asyncio.to_thread(link.stop)  # its thread may be waiting for this loop
-            if uploads is not None:
-                await asyncio.to_thread(uploads.join)
+            if sender is not None:
+                await asyncio.to_thread(sender.join)
             await server.stop()
             agent.stopping()
             await asyncio.to_thread(runner.close)  # every task stopped (their ends are recorded on this loop)
@@ -300,11 +301,12 @@ def on_loop(loop: asyncio.AbstractEventLoop, call: Callable[[T], None]) -> Calla
     return from_thread
 
 
-class UploadWorker:
-    """Sends the upload queue (agent.upload) through the link, in a thread of its own: at start (what an earlier run
-    left half-sent goes on from where the portal says it stopped), when files are queued, and every minute while
-    the portal cannot be reached (with backoff). Each file that reaches a final state is recorded in the audit log
-    (on the event loop, through `Agent.in_core`). It stops with the link."""
+class SendWorker:
+    """Sends what waits for the portal through the link, in a thread of its own: the upload queue (agent.upload) and
+    the service requests kept while the portal could not be reached (`Agent.send_service_requests`). At start (what
+    an earlier run left half-sent goes on from where the portal says it stopped), when something is queued, every
+    minute, and with backoff while the portal cannot be reached. Each file that reaches a final state is recorded in
+    the audit log (on the event loop, through `Agent.in_core`), as is each request sent. It stops with the link."""
 
     def __init__(self, link: uplink.Uplink, state_dir: Path, agent: Agent) -> None:
         self.link = link
@@ -330,16 +332,22 @@ class UploadWorker:
         failures = 0
         while not self.link.stop_event.is_set():
             before = {e["entry_id"]: e["state"] for e in self.uploader.list()}
+            reached = True
             try:
                 self.uploader.run_once()
-                failures = 0
             except Exception as exc:  # noqa: BLE001 - the link is down or the portal refused: try again later
-                failures += 1
+                reached = False
                 log.warning("upload: %s; trying again later", exc)
             for entry in self.uploader.list():
                 if entry["state"] in upload.FINAL and before.get(entry["entry_id"]) in upload.PENDING:
                     self._record(entry)
-            self._wake.wait(full_jitter(failures) if failures else UPLOAD_RETRY_S)
+            try:  # on its own: a file the portal keeps refusing must not hold up a request for help
+                reached = self.agent.send_service_requests() and reached
+            except Exception:  # noqa: BLE001 - whatever went wrong, the requests stay queued for the next try
+                reached = False
+                log.exception("service requests: unexpected error; trying again later")
+            failures = 0 if reached else failures + 1
+            self._wake.wait(full_jitter(failures) if failures else SEND_EVERY_S)
             self._wake.clear()
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -69,6 +70,7 @@ _CONSEQUENCE = {
 }
 
 SESSION_LEVELS = (AccessLevel.LIMITED, AccessLevel.FULL)  # what a single session can ask for
+MAX_CASE_ID = 64  # characters of a service case's ID (a session's, an upload's), as the portal takes them
 
 
 class SessionState(StrEnum):
@@ -123,6 +125,50 @@ END_REASON_MEANING: dict[EndReason, str] = {
 EVENT_KINDS = ("scan", "error")  # what the scanner software reports with `record_event`
 
 
+class Urgency(StrEnum):
+    """How urgent a service request is, as the technologist picks it; the UI shows each with its meaning."""
+
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+
+    @property
+    def meaning(self) -> str:
+        return URGENCY_MEANING[self]
+
+    @classmethod
+    def parse(cls, text: str) -> Urgency:
+        try:
+            return cls(text)
+        except ValueError:
+            raise UsageError(f"unknown urgency {text!r}; use one of: "
+                             + "; ".join(f"{u.value} ({u.meaning})" for u in cls)) from None
+
+
+URGENCY_MEANING: dict[Urgency, str] = {
+    Urgency.LOW: "A question or a small problem; the scanner works as usual.",
+    Urgency.NORMAL: "A problem that hampers work; the scanner can still be used.",
+    Urgency.HIGH: "The scanner cannot be used.",
+}
+
+SERVICE_TEXT_MIN, SERVICE_TEXT_MAX = 3, 500  # characters of a service request's description, as typed
+
+
+def service_request_text(text: str) -> str:
+    """A service request's description as the technologist typed it, trimmed; UsageError says what to write."""
+    text = text.strip()
+    if len(text) < SERVICE_TEXT_MIN:
+        raise UsageError(f"describe the problem in a few words (at least {SERVICE_TEXT_MIN} characters), like "
+                         "'the table does not move'")
+    if len(text) > SERVICE_TEXT_MAX:
+        raise UsageError(f"the description has {len(text)} characters; keep it to at most {SERVICE_TEXT_MAX}: the "
+                         "service centre calls you for the details")
+    if any(unicodedata.category(c) == "Cc" for c in text):
+        raise UsageError("write the description as plain text on one line: no line breaks, tabs or other control "
+                         "characters")
+    return text
+
+
 class Role(StrEnum):
     ANYONE = "anyone"  # only the version handshake
     VIEWER = "viewer"  # read state and the audit log
@@ -172,7 +218,8 @@ OPERATIONS: dict[str, Operation] = {
                   {"engineer_id": "engineer's unique ID", "name": "engineer's full name",
                    "company": "engineer's company (optional)", "reason": "why the session is needed",
                    "level": "limited | full (default limited)", "kind": "service | application-support",
-                   "session_id": "the portal's 8-digit ID for it (optional: the agent makes one)"}),
+                   "session_id": "the portal's 8-digit ID for it (optional: the agent makes one)",
+                   "case_id": "the service case it is for (optional)"}),
         Operation("session_claim", Role.CONSOLE,
                   "The technologist types in the session ID the engineer read out: the agent claims it from the "
                   "portal and shows who, which company, why and which level; it then waits for `session_confirm`.",
@@ -230,10 +277,22 @@ OPERATIONS: dict[str, Operation] = {
                    "session_id": "the session it is for (optional: the one active session, if any)"}),
         Operation("upload_list", Role.VIEWER, "The upload queue: each file with its state (queued, uploading, "
                                               "accepted, rejected with the portal's problems, failed)."),
+        Operation("service_request", Role.CONSOLE,
+                  "The technologist asks the service centre for help: the description (scrubbed of patient data) "
+                  "and a technical report of the system go to the portal, which answers a case number. When the "
+                  "portal cannot be reached the request is kept and sent later (`service_request_changed`).",
+                  {"text": f"the problem in a few words ({SERVICE_TEXT_MIN} to {SERVICE_TEXT_MAX} characters, "
+                           "one line)",
+                   "urgency": " | ".join(u.value for u in Urgency)}),
+        Operation("service_request_list", Role.VIEWER,
+                  "The service requests made at this device, oldest first: state (sent, queued, refused) and case "
+                  "number."),
         Operation("audit_verify", Role.VIEWER, "Check the audit log's hash chain and signed checkpoints.",
                   {"against_portal": "true: also compare with the checkpoint heads the portal holds (optional)"}),
-        Operation("audit_export", Role.VIEWER, "Audit records between two times.",
-                  {"since": "ISO 8601 (optional)", "until": "ISO 8601 (optional)"}),
+        Operation("audit_export", Role.VIEWER, "Audit records between two times (of one engineer).",
+                  {"since": "ISO 8601 (optional)", "until": "ISO 8601 (optional)",
+                   "engineer_id": "only what this engineer did or what concerned the engineer's sessions (optional)",
+                   "format": "json (the records, the default) | csv (the same as CSV text)"}),
         Operation("record_event", Role.MODALITY, "The scanner software reports a scan or an error.",
                   {"kind": "scan | error", "detail": "short technical text, no patient data (optional)"}),
         Operation("watch", Role.VIEWER,
@@ -250,6 +309,8 @@ EVENTS: dict[str, str] = {
     "task_changed": "A task was asked for, started, or ended; data is the task run.",
     "upload_changed": "De-identified files were queued for the portal (data: session_id, batch_id, files), or one "
                       "reached its final state (data: the upload queue entry).",
+    "service_request_changed": "A service request was made, or a kept one was sent (its case number came) or "
+                               "refused; data is the request as service_request_list gives it.",
     "audit_appended": "An audit record was written; data is the record.",
 }
 

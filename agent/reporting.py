@@ -1,7 +1,7 @@
 """The agent's telemetry: the `telemetry` package's parts built from the configuration, started and stopped by the
-daemon. Every mistake in `[telemetry]` that only shows when the parts are built (a threshold rule, a scrub
-pattern, a receiver without its certificates) stops the agent at start with one message, like any other
-configuration error.
+daemon; and what the portal hears of sessions, of tasks and, with a service request, of the system. Every mistake
+in `[telemetry]` that only shows when the parts are built (a threshold rule, a scrub pattern, a receiver without its
+certificates) stops the agent at start with one message, like any other configuration error.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from agent import __version__
+from agent.builtin_tasks import report_lines
 from agent.config import Config
 from agent.connection import pinned_session
 from agent.errors import ConfigError
@@ -97,6 +98,20 @@ def task_event(data: Mapping[str, Any], scrub: Callable[[str], str]) -> dict[str
     return {"task_kind": data["kind"], "params": params, "files": files, **{key: data[key] for key in (
         "id", "session_id", "engineer_id", "state", "created_at", "ended_at", "stop_reason", "returncode",
         "stdout", "stderr", "dropped", "restore")}}
+
+
+def system_report(config: Config, counters: Mapping[str, int], scrub: Callable[[str], str]) -> dict[str, Any]:
+    """The technical report that goes with a service request: the `system-report` task's text (OS, CPU, memory,
+    disks, network interfaces by name, the processes using most memory by name), its lines scrubbed all the same,
+    and one telemetry sample as `servicegate telemetry collect --once` takes it. No patient data: figures and the
+    names of mounts, devices and processes; never a file of a DICOM store, a command line, an address or a log line.
+    """
+    sample = Collector(None, mounts=config.telemetry.mounts, processes=config.telemetry.processes,
+                       counters=lambda: counters).sample()
+    # A one-off sample measures CPU utilization over no time at all; the load averages in the text say it better.
+    points = [point for point in sample["points"] if point["name"] != "system.cpu.utilization"]
+    return {"system": [scrub(line) for line in report_lines()], "time_unix_nano": sample["time_unix_nano"],
+            "metrics": points}
 
 
 def _session(config: Config, where: str) -> tuple[requests.Session | None, str]:

@@ -24,7 +24,7 @@ from typing import Any
 from agent.access import Grant
 from agent.clock import parse_utc, utc_iso
 from agent.errors import IllegalTransition, RefusedError, UsageError
-from agent.protocol import SESSION_LEVELS, AccessLevel, EndReason, SessionKind, SessionState
+from agent.protocol import MAX_CASE_ID, SESSION_LEVELS, AccessLevel, EndReason, SessionKind, SessionState
 
 
 class Basis(StrEnum):
@@ -77,6 +77,7 @@ class Session:
     end_text: str = ""
     auth_failures: int = 0  # wrong or replayed one-time passwords the engineer sent for this session
     claimed: bool = False  # the technologist typed in its ID (rather than the portal requesting it)
+    case_id: str = ""  # the service case the engineer opened it for (a service request's case number), or ""
 
     @property
     def open(self) -> bool:
@@ -107,7 +108,7 @@ class Session:
             "state_since": iso(self.state_since), "activated_at": iso(self.activated_at),
             "last_activity": iso(self.last_activity),
             "end_reason": self.end_reason.value if self.end_reason else None, "end_text": self.end_text,
-            "auth_failures": self.auth_failures, "claimed": self.claimed,
+            "auth_failures": self.auth_failures, "claimed": self.claimed, "case_id": self.case_id,
             "blocks_examinations": self.blocks_examinations,
         }
 
@@ -129,7 +130,7 @@ class Session:
             last_activity=when("last_activity"),
             end_reason=EndReason(data["end_reason"]) if data.get("end_reason") else None,
             end_text=data.get("end_text", ""), auth_failures=int(data.get("auth_failures", 0)),
-            claimed=bool(data.get("claimed", False)),
+            claimed=bool(data.get("claimed", False)), case_id=str(data.get("case_id", "")),
         )
 
 
@@ -141,8 +142,9 @@ def new_session_id(taken: set[str]) -> str:
             return candidate
 
 
-def check_request(engineer: Engineer, reason: str, level: AccessLevel) -> None:
-    """A session must name a person and a reason, and ask for limited or full access."""
+def check_request(engineer: Engineer, reason: str, level: AccessLevel, case_id: str = "") -> None:
+    """A session must name a person and a reason, and ask for limited or full access; its case ID, if any, is short
+    plain text (the console shows it)."""
     if not engineer.id.strip() or not engineer.name.strip():
         raise UsageError("a session needs the engineer's ID and full name; a request without a named person "
                          "is refused")
@@ -150,6 +152,9 @@ def check_request(engineer: Engineer, reason: str, level: AccessLevel) -> None:
         raise UsageError("a session needs a reason; a request without one is refused")
     if level not in SESSION_LEVELS:
         raise UsageError(f"a session asks for 'limited' or 'full' access, not {level.value!r}")
+    if len(case_id) > MAX_CASE_ID or not case_id.isprintable():
+        raise UsageError(f"the case ID {case_id[:MAX_CASE_ID]!r} is not one: at most {MAX_CASE_ID} printable "
+                         "characters")
 
 
 def admission(grant: Grant, requested: AccessLevel) -> SessionState:

@@ -36,6 +36,7 @@ from agent.enroll import Enrollment, new_key_and_csr, replace_credentials
 from agent.errors import PortalError, ServiceGateError
 from agent.fsutil import read_json, write_json
 from agent.identity import check_binding
+from agent.protocol import MAX_CASE_ID
 from telemetry.shipper import Stopped, call_until_stopped, full_jitter
 
 log = logging.getLogger("servicegate.uplink")
@@ -188,6 +189,26 @@ class Uplink:
             raise PortalError(f"cannot claim the session: {exc}") from None
         except Stopped:
             raise PortalError("cannot claim the session: the agent is stopping") from None
+
+    def request_service(self, request: dict[str, Any]) -> str | None:
+        """Send a service request (`POST /v1/service-requests`): the case number the portal gives it, the same for
+        the same `request_id` (so sending it again after a lost answer opens no second case). None when the portal
+        cannot be reached now: send it again later. PortalError when the portal refused it: that would not help."""
+        try:
+            answer = self.call("POST", "/v1/service-requests", json=request)
+        except LinkError as exc:
+            if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (408, 429):
+                raise PortalError(exc.detail) from None
+            log.warning("portal: service request %s not sent now: %s", request.get("request_id"), exc)
+            return None
+        except Stopped:
+            return None
+        case_id = answer.get("case_id")
+        if not isinstance(case_id, str) or not case_id or len(case_id) > MAX_CASE_ID or not case_id.isprintable():
+            log.error("portal: the answer to service request %s holds no case number: %.200r",
+                      request.get("request_id"), answer)
+            return None
+        return case_id
 
     def _handle(self, message: InboxMessage) -> None:
         try:

@@ -42,13 +42,13 @@ from typing import Any
 
 from agent.errors import ServiceGateError, UsageError
 from agent.fsutil import read_json, write_json
+from agent.protocol import MAX_CASE_ID
 from agent.uplink import LinkError
 from anonymizer.batch import collect_inputs, run_batch
 
 log = logging.getLogger("servicegate.upload")
 
 CHUNK_BYTES = 1024 * 1024
-MAX_CASE_ID = 64  # as the portal takes them
 MAX_SESSION_ID = 16
 MAX_CONFLICTS = 5  # 409s in a row without progress before a run gives up on the portal
 UPLOADS_DIR = "uploads"

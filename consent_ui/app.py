@@ -21,15 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QLockFile, QObject, QStandardPaths, QTimer
-from PySide6.QtWidgets import QApplication, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QApplication, QHBoxLayout, QPushButton, QSystemTrayIcon, QVBoxLayout, QWidget
 
 from agent.errors import AgentUnreachableError, ServiceGateError
 from agent.protocol import SessionState
 from consent_ui import models
+from consent_ui.audit_viewer import AuditViewer
 from consent_ui.banner import Banners
 from consent_ui.dialogs import AccessDialog, ReceiptDialog, RequestNotice, SessionDialog, tr, wrapped
 from consent_ui.hotkey import GlobalHotkey, HotkeyError
 from consent_ui.link import AgentLink
+from consent_ui.tray import Tray
 
 log = logging.getLogger("servicegate.ui")
 
@@ -38,7 +40,8 @@ TICK_MS = 1000  # the banner's clock: elapsed and remaining time
 
 
 class Launcher(QWidget):
-    """The small ServiceGate window: where the technologist changes access or types in a session ID."""
+    """The small ServiceGate window: where the technologist changes access, types in a session ID, or reads the
+    audit log (the tray menu offers the same)."""
 
     def __init__(self, console: Console) -> None:
         super().__init__()
@@ -47,16 +50,19 @@ class Launcher(QWidget):
         self.state = wrapped(name="state")
         self.change = QPushButton(self.tr("Change access level…"))
         self.enter = QPushButton(self.tr("Enter session ID…"))
-        for button in (self.change, self.enter):
+        self.audit = QPushButton(self.tr("Show audit log…"))
+        for button in (self.change, self.enter, self.audit):
             button.setMinimumHeight(44)
         self.change.clicked.connect(console.open_access)
         self.enter.clicked.connect(console.open_session_id)
+        self.audit.clicked.connect(console.open_audit_log)
         layout = QVBoxLayout(self)
         layout.addWidget(self.access)
         layout.addWidget(self.state)
         row = QHBoxLayout()
         row.addWidget(self.change)
         row.addWidget(self.enter)
+        row.addWidget(self.audit)
         layout.addLayout(row)
 
 
@@ -70,6 +76,10 @@ class Console(QObject):
         self.uploads: list[dict[str, Any]] = []
         self.up = False
         self.launcher = Launcher(self)
+        self.tray = Tray([("open_access", self.tr("Change access level…"), self.open_access),
+                          ("open_session_id", self.tr("Enter session ID…"), self.open_session_id),
+                          ("open_audit_log", self.tr("Show audit log…"), self.open_audit_log),
+                          ("end_session", tr(models.END_SESSION), self.end_session)], self.show_window)
         self.banners = Banners(self.end_session)
         self.dialogs: list[Any] = []  # open dialogs (kept referenced while shown)
         self.receipts: dict[str, ReceiptDialog] = {}
@@ -97,6 +107,7 @@ class Console(QObject):
         self._follow_hotkey(str(status["console"]["hotkey"]))
         self.launcher.state.setText(tr(self.hotkey_problem) if self.hotkey_problem else "")
         self.launcher.access.setText(tr(models.current_access(status["access"], datetime.now(UTC))))
+        self.tray.show_state(models.tray_state(status, datetime.now(UTC)))
         self._show_banner()
 
     def _follow_hotkey(self, text: str) -> None:
@@ -142,6 +153,7 @@ class Console(QObject):
         else:
             self.launcher.state.setText(self.tr("Remote service unavailable: the ServiceGate agent cannot be "
                                                 "reached. Remote access is not possible meanwhile."))
+            self.tray.show_state(models.tray_state(None, datetime.now(UTC)))
 
     def _event(self, name: str, data: dict[str, Any]) -> None:
         if name in ("access_changed", "session_changed", "task_changed", "examination_block"):
@@ -177,6 +189,18 @@ class Console(QObject):
                                                                        "set_at": datetime.now(UTC).isoformat()})
         self._show(dialog)
         return dialog
+
+    def open_audit_log(self) -> AuditViewer:
+        viewer = AuditViewer(self.link)
+        self._show(viewer)
+        viewer.load()
+        return viewer
+
+    def show_window(self) -> None:
+        """The small ServiceGate window, in front (a left click on the tray icon)."""
+        self.launcher.show()
+        self.launcher.raise_()
+        self.launcher.activateWindow()
 
     def open_session_id(self) -> SessionDialog:
         dialog = SessionDialog(self.link, self.status.get("access") or {"level": "no-access"})
@@ -246,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--screenshots", type=Path, help="save the banner and each receipt as PNG here (make demo)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="servicegate ui: %(message)s")
-    application = QApplication(sys.argv[:1])
+    application = QApplication(["servicegate-ui"])  # its X window class, as window managers and trays see it
     application.setQuitOnLastWindowClosed(False)  # the banner and the agent's events outlive the small window
     lock = single_instance()
     if lock is None:
@@ -256,7 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshots is not None:
         args.screenshots.mkdir(parents=True, exist_ok=True)
     console = Console(link, args.screenshots)
-    console.launcher.show()
+    if QSystemTrayIcon.isSystemTrayAvailable():
+        console.tray.show()  # the small window opens from the tray
+    else:
+        console.launcher.show()  # no tray on this desktop: the small window stays on screen
     link.start()
     try:
         return application.exec()

@@ -649,6 +649,96 @@ def file_fates(session_id: str, tasks: Iterable[Mapping[str, Any]],
     return fates
 
 
+# ---- the audit viewer ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One audit record as the viewer lists it (read-only)."""
+
+    seq: int
+    time: str  # local time, "2026-11-28 10:04:05"
+    event: str  # the record's event name, as in the log and its export (docs/audit-log.md)
+    by: Text  # who did it (a user, an engineer ID, or "the system")
+    engineer: str  # "Dana Field (E-1001)" when the record is about an engineer's session, else ""
+    session_id: str
+    details: str  # the other facts: level, reason, task, file, ...
+
+
+AUDIT_COLUMNS: tuple[Text, ...] = (
+    _text(QT_TRANSLATE_NOOP("AuditViewer", "Time")), _text(QT_TRANSLATE_NOOP("AuditViewer", "Event")),
+    _text(QT_TRANSLATE_NOOP("AuditViewer", "By")), _text(QT_TRANSLATE_NOOP("AuditViewer", "Engineer")),
+    _text(QT_TRANSLATE_NOOP("AuditViewer", "Session")), _text(QT_TRANSLATE_NOOP("AuditViewer", "Details")),
+)
+ALL_ENGINEERS = _text(QT_TRANSLATE_NOOP("AuditViewer", "All engineers"))
+_AUDIT_DETAIL_KEYS = ("level", "requested_level", "reason", "end_reason", "kind", "task", "file", "files", "why",
+                      "outcome", "text", "case_id")
+
+
+def audit_engineers(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(engineer ID, "Name (ID)") of every engineer the records name, by name."""
+    found: dict[str, str] = {}
+    for record in records:
+        details = _record_details(record)
+        engineer_id = str(details.get("engineer_id") or "")
+        if engineer_id:
+            found[engineer_id] = f"{details.get('engineer_name') or engineer_id} ({engineer_id})"
+    return sorted(found.items(), key=lambda item: item[1].lower())
+
+
+def audit_rows(records: Iterable[Mapping[str, Any]], tz: tzinfo | None = None) -> list[AuditRow]:
+    """The records (`audit_export`, which also narrows them to one engineer) as rows, oldest first."""
+    rows = []
+    for record in records:
+        details = _record_details(record)
+        about = str(details.get("engineer_id") or "")
+        actor = str(record.get("actor") or "")
+        when = _required_time(record["ts"]).astimezone(tz)
+        engineer = f"{details.get('engineer_name') or about} ({about})" if about else ""
+        facts = [f"{key}: {_fact(details[key])}" for key in _AUDIT_DETAIL_KEYS if details.get(key) not in (None, "")]
+        rows.append(AuditRow(int(record.get("seq") or 0), f"{when:%Y-%m-%d %H:%M:%S}", str(record.get("event")),
+                             _actor(actor), engineer, str(details.get("session_id") or ""), "; ".join(facts)))
+    return rows
+
+
+def _record_details(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    details = record.get("details")
+    return details if isinstance(details, dict) else {}
+
+
+def _fact(value: Any) -> str:
+    return ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
+
+# ---- the tray icon -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrayState:
+    kind: str  # TRAY_KINDS: what the icon shows
+    tooltip: Text  # the same in words (never only a colour)
+    session_open: bool  # End session in the menu is offered
+
+
+TRAY_KINDS = ("unavailable", "no-access", "limited", "permanent-limited", "full", "session-active")
+
+
+def tray_state(status: Mapping[str, Any] | None, now: datetime, tz: tzinfo | None = None) -> TrayState:
+    """The tray icon for the agent's `status` (None: the agent cannot be reached): an active session above all,
+    else the standing access level."""
+    if status is None:
+        return TrayState("unavailable", _text(QT_TRANSLATE_NOOP(
+            "Tray", "ServiceGate: remote service unavailable (the agent cannot be reached)")), False)
+    sessions = list(status.get("sessions") or ())
+    active = [s for s in sessions if s.get("state") == SessionState.ACTIVE.value]
+    if active:
+        engineer = active[0]["engineer"]
+        return TrayState("session-active", _text(
+            QT_TRANSLATE_NOOP("Tray", "ServiceGate: remote session active ({name}, {company})"),
+            name=verbatim(str(engineer["name"])), company=verbatim(str(engineer.get("company") or ""))), True)
+    level = AccessLevel(status["access"]["level"])
+    return TrayState(level.value, _text(QT_TRANSLATE_NOOP("Tray", "ServiceGate: {access}"),
+                                        access=current_access(status["access"], now, tz)), bool(sessions))
+
+
 # ---- the session banner --------------------------------------------------------------------------------------------
 
 # The kill switch's button, on the banner and on a request's notice.

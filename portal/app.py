@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from portal import sessions, uploads
+from portal import cases, sessions, uploads
 from portal.auth import Caller
 from portal.pki import CsrError, PortalPki, binding_of
 from portal.store import MESSAGE_TYPES, EnrollmentRefused, Item, Store
@@ -117,6 +117,7 @@ def create_app(store: Store, pki: PortalPki, *, cert_days: int = DEVICE_CERT_DAY
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.state.store = store
     app.include_router(sessions.router)
+    app.include_router(cases.router)
     app.include_router(uploads.router)
 
     @app.exception_handler(RequestValidationError)

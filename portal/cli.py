@@ -11,11 +11,13 @@ tests. Not part of the device install.
 The engineer's tool (the vendor's own would sit behind its engineers' two-factor login):
 
     servicegate-portal engineer open-session --data-dir DIR --device ID --engineer-id E --name "..." \
-        --company "..." --reason "..." --level limited|full --kind service|application-support [--request]
+        --company "..." --reason "..." --level limited|full --kind service|application-support [--case-id C] \
+        [--request]
     servicegate-portal engineer totp --data-dir DIR --device ID            (the current one-time password)
     servicegate-portal engineer authenticate --data-dir DIR --session S --code C
     servicegate-portal engineer end-session --data-dir DIR --session S --summary "..."
     servicegate-portal engineer sessions --data-dir DIR --device ID       (JSON)
+    servicegate-portal engineer cases --data-dir DIR --device ID          (the service cases, JSON)
     servicegate-portal engineer run-task --data-dir DIR --session S --kind K [--param NAME=VALUE]... [--wait S]
     servicegate-portal engineer stop-task --data-dir DIR --session S --task T
     servicegate-portal engineer tasks --data-dir DIR --session S           (JSON)
@@ -100,7 +102,8 @@ def _engineer(store: Store, args: argparse.Namespace) -> int:
         if args.request:  # under a standing grant the device may take it without the ID being typed in
             store.post(args.device_id, "session_request", {
                 "session_id": session_id, "engineer_id": args.engineer_id, "name": args.name,
-                "company": args.company, "reason": args.reason, "level": args.level, "kind": args.kind})
+                "company": args.company, "reason": args.reason, "level": args.level, "kind": args.kind,
+                "case_id": args.case_id})
             print("Requested from the device directly as well (within its standing grant).")
         return 0
     if action == "totp":
@@ -111,6 +114,9 @@ def _engineer(store: Store, args: argparse.Namespace) -> int:
         return 0
     if action == "sessions":
         print(json.dumps(store.sessions(args.device_id), indent=2))
+        return 0
+    if action == "cases":
+        print(json.dumps(store.cases(args.device_id), indent=2))
         return 0
     session = store.session(args.session)
     if session is None:
@@ -284,6 +290,8 @@ def _parser() -> argparse.ArgumentParser:
         "--device", "--device-id", dest="device_id", required=True)
     command("sessions", "a device's sessions (JSON)", engineer).add_argument(
         "--device", "--device-id", dest="device_id", required=True)
+    command("cases", "a device's service cases: the technologist's description, urgency, system report (JSON)",
+            engineer).add_argument("--device", "--device-id", dest="device_id", required=True)
     auth = command("authenticate", "send your one-time password to the device", engineer)
     auth.add_argument("--session", required=True)
     auth.add_argument("--code", required=True)

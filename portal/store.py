@@ -8,6 +8,7 @@
 - inbox: messages for a device (session requests, task requests, update offers), each with an ID, kept
   until the device acknowledges it.
 - tasks: each run's latest state, from the device's task events.
+- cases: the service cases opened by the devices' service requests, once per (device, request ID).
 - events: the portal's own log (enrollments, refusals), which `servicegate-portal` prints.
 
 Each call opens its own connection (WAL, synchronous=FULL), so the server's threads and the command line
@@ -127,6 +128,18 @@ CREATE TABLE IF NOT EXISTS sessions (
     auth_failures INTEGER NOT NULL DEFAULT 0,
     note TEXT NOT NULL DEFAULT '',
     updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cases (
+    number INTEGER PRIMARY KEY,
+    case_id TEXT NOT NULL UNIQUE,
+    device_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    urgency TEXT NOT NULL,
+    text TEXT NOT NULL,
+    report TEXT NOT NULL,
+    requested_at TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    UNIQUE (device_id, request_id)
 );
 CREATE TABLE IF NOT EXISTS claim_failures (
     device_id TEXT NOT NULL,
@@ -458,6 +471,34 @@ class Store:
                     str(content.get("servicegate.end_text", "")), failures,
                     f"{failures} wrong one-time password(s)" if failures else "", self._clock(), session_id,
                     device_id))
+
+    # --- service cases --------------------------------------------------------------------------------------
+
+    def open_case(self, device_id: str, request_id: str, *, urgency: str, text: str, report: dict[str, Any],
+                  requested_at: str) -> str:
+        """The case for a device's service request: a new one, numbered C-<year>-<6 digits>, or the one this device's
+        `request_id` opened before (the device sends a request again when it lost the answer)."""
+        now = self._clock()
+        with self._db() as db:
+            row = db.execute("SELECT case_id FROM cases WHERE device_id = ? AND request_id = ?",
+                             (device_id, request_id)).fetchone()
+            if row is not None:
+                return str(row[0])
+            number = db.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM cases").fetchone()[0]
+            case_id = f"C-{time.gmtime(now).tm_year}-{number:06d}"
+            db.execute("INSERT INTO cases (number, case_id, device_id, request_id, urgency, text, report, "
+                       "requested_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (number, case_id, device_id, request_id, urgency, text, json.dumps(report), requested_at, now))
+            self._log(db, device_id, "case_opened", f"case {case_id} ({urgency}) for service request {request_id}")
+        return case_id
+
+    def cases(self, device_id: str) -> list[dict[str, Any]]:
+        """The device's service cases, oldest first, each with its report."""
+        with self._db(write=False) as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute("SELECT case_id, device_id, request_id, urgency, text, report, requested_at, created_at "
+                              "FROM cases WHERE device_id = ? ORDER BY number", (device_id,)).fetchall()
+        return [{**dict(row), "report": json.loads(row["report"])} for row in rows]
 
     # --- inbox ---------------------------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from agent.protocol import (
     OPERATIONS,
     PRIVACY_DISCLAIMER,
     SESSION_LEVELS,
+    SYSTEM_ACTOR,
     AccessLevel,
     EndReason,
     SessionKind,
@@ -82,7 +83,7 @@ from consent_ui.models import (
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "consent_ui" / "models.py"
-CONTEXTS = {"AccessDialog", "SessionDialog", "Banner", "Receipt", "Common"}
+CONTEXTS = {"AccessDialog", "SessionDialog", "Banner", "Receipt", "Common", "Tray", "AuditViewer"}
 NOW = datetime(2026, 11, 28, 10, 6, tzinfo=UTC)
 ENGINEER = Engineer("E-1001", "Dana Field", "Acme Imaging")
 SID = "48213907"
@@ -730,3 +731,54 @@ def test_file_fates_of_tasks_still_at_work() -> None:
         ("De-identified, could not be sent: the local copy is gone", False, False)]
     assert [f.task_id for f in fates] == ["t1", "t1", "t1", ""]
     assert_all_marked(fates)
+
+
+# ---- the tray icon and the audit viewer --------------------------------------------------------------------------
+
+def test_the_tray_says_the_state_an_active_session_first() -> None:
+    assert models.tray_state(None, NOW).kind == "unavailable"
+    assert show(models.tray_state(None, NOW).tooltip) == \
+        "ServiceGate: remote service unavailable (the agent cannot be reached)"
+    for level in AccessLevel:
+        state = models.tray_state(status(access=grant(level)), NOW)
+        assert state.kind == level.value
+        assert not state.session_open
+    waiting = models.tray_state(status(session(), access=grant(AccessLevel.PERMANENT_LIMITED)), NOW)
+    assert (waiting.kind, waiting.session_open) == ("permanent-limited", True)  # End session is offered already
+    assert show(waiting.tooltip) == "ServiceGate: Permanent limited access, set by tech1 at 10:04"
+    active = models.tray_state(status(session(SessionState.ACTIVE, effective=AccessLevel.FULL,
+                                              activated=NOW - timedelta(minutes=5))), NOW)
+    assert (active.kind, active.session_open) == ("session-active", True)
+    assert show(active.tooltip) == f"ServiceGate: remote session active ({ENGINEER.name}, {ENGINEER.company})"
+    for state in (waiting, active):
+        assert_all_marked(state.tooltip)
+
+
+RECORDS = [
+    {"seq": 7, "ts": "2026-11-28T09:00:01.5Z", "event": "access_set", "actor": "tech1",
+     "details": {"level": "permanent-limited", "previous_level": "no-access", "until": None}},
+    {"seq": 8, "ts": "2026-11-28T09:10:00Z", "event": "session_active", "actor": "E-2002",
+     "details": {"session_id": "40817263", "engineer_id": "E-2002", "engineer_name": "Sam Ortiz", "level": "full",
+                 "reason": "tube replacement", "kind": "service"}},
+    {"seq": 9, "ts": "2026-11-28T09:20:00Z", "event": "task_allowed", "actor": "E-1001",
+     "details": {"session_id": "11112222", "engineer_id": "E-1001", "engineer_name": "Dana Field",
+                 "kind": "collect-logs", "files": ["a.log", "b.log"]}},
+    {"seq": 10, "ts": "2026-11-28T09:30:00Z", "event": "kill", "actor": SYSTEM_ACTOR, "details": "not an object"},
+]
+
+
+def test_the_audit_viewer_rows_and_engineers() -> None:
+    assert models.audit_engineers(RECORDS) == [("E-1001", "Dana Field (E-1001)"), ("E-2002", "Sam Ortiz (E-2002)")]
+    rows = models.audit_rows(RECORDS, UTC)
+    assert [(r.seq, r.time, r.event, show(r.by), r.engineer, r.session_id) for r in rows] == [
+        (7, "2026-11-28 09:00:01", "access_set", "tech1", "", ""),
+        (8, "2026-11-28 09:10:00", "session_active", "E-2002", "Sam Ortiz (E-2002)", "40817263"),
+        (9, "2026-11-28 09:20:00", "task_allowed", "E-1001", "Dana Field (E-1001)", "11112222"),
+        (10, "2026-11-28 09:30:00", "kill", "ServiceGate (automatically)", "", ""),
+    ]
+    assert rows[0].details == "level: permanent-limited"
+    assert rows[1].details == "level: full; reason: tube replacement; kind: service"
+    assert rows[2].details == "kind: collect-logs; files: a.log, b.log"
+    assert rows[3].details == ""
+    assert [show(column) for column in models.AUDIT_COLUMNS] == ["Time", "Event", "By", "Engineer", "Session",
+                                                                 "Details"]

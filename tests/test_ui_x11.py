@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -33,6 +34,7 @@ from tests.test_connection import wait_for
 from tests.test_kill_switch import full_session, kill_leftovers, make_agent
 
 TOOLS = ("Xvfb", "openbox", "xdotool", "xprop")
+TRAY_TOOLS = ("trayer", "xwininfo")
 TWO_SCREEN_TOOLS = ("Xorg", "xrandr")
 DUMMY_DRIVER = Path("/usr/lib/xorg/modules/drivers/dummy_drv.so")
 
@@ -82,20 +84,22 @@ def require(tools: tuple[str, ...], *, root: bool = False) -> None:
         pytest.skip("Xorg with the dummy driver runs only as root")
 
 
-def free_display() -> int:
-    return next(n for n in range(90, 190) if not Path(f"/tmp/.X11-unix/X{n}").exists()
-                and not Path(f"/tmp/.X{n}-lock").exists())
-
-
 @contextlib.contextmanager
-def managed(server: subprocess.Popen[bytes], number: int, log: Path) -> Iterator[dict[str, str]]:
-    """The X server `server` (display `number`) once it answers, with openbox managing it (its output in `log`)."""
-    env = {**os.environ, "DISPLAY": f":{number}", "QT_QPA_PLATFORM": "xcb"}
+def x_server(command: list[str], log: Path) -> Iterator[dict[str, str]]:
+    """An X server started with `command`, which picks a free display itself (-displayfd: no race with another
+    test run on this machine), once it answers, with openbox managing it (their output in `log`)."""
+    read, write = os.pipe()
+    with log.open("wb") as out:
+        server = subprocess.Popen([*command, "-displayfd", str(write)], stdout=out, stderr=subprocess.STDOUT,
+                                  pass_fds=(write,))
+    os.close(write)
     manager = None
     try:
-        wait_for("the X server", lambda: server.poll() is None and Path(f"/tmp/.X11-unix/X{number}").exists(),
-                 timeout_s=20)
-        with log.open("wb") as out:
+        with os.fdopen(read) as displayfd:
+            number = displayfd.readline().strip()  # written when the server accepts connections
+        assert number.isdigit(), f"the X server did not start: {log.read_text(errors='replace')}"
+        env = {**os.environ, "DISPLAY": f":{number}", "QT_QPA_PLATFORM": "xcb"}
+        with log.open("ab") as out:
             manager = subprocess.Popen(["openbox"], env=env, stdout=out, stderr=subprocess.STDOUT)
         started = manager
 
@@ -114,26 +118,20 @@ def managed(server: subprocess.Popen[bytes], number: int, log: Path) -> Iterator
 
 @pytest.fixture
 def display(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """Xvfb on a free display number, one screen."""
+    """Xvfb, one screen."""
     require(TOOLS)
-    number = free_display()
-    server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1280x800x24", "+extension", "RANDR",
-                               "-nolisten", "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    with managed(server, number, tmp_path / "openbox.log") as env:
+    with x_server(["Xvfb", "-screen", "0", "1280x800x24", "+extension", "RANDR", "-nolisten", "tcp"],
+                  tmp_path / "x.log") as env:
         yield env
 
 
 @pytest.fixture
 def two_screens(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """Xorg with the dummy driver on a free display number: 1280x800 and, right of it, 1024x768."""
+    """Xorg with the dummy driver: 1280x800 and, right of it, 1024x768."""
     require(TOOLS + TWO_SCREEN_TOOLS, root=True)
-    number = free_display()
     (tmp_path / "xorg.conf").write_text(XORG_CONF)
-    with (tmp_path / "xorg.out").open("wb") as out:
-        server = subprocess.Popen(["Xorg", f":{number}", "-config", str(tmp_path / "xorg.conf"), "-noreset",
-                                   "-nolisten", "tcp", "-novtswitch", "-sharevts",
-                                   "-logfile", str(tmp_path / "xorg.log")], stdout=out, stderr=subprocess.STDOUT)
-    with managed(server, number, tmp_path / "openbox.log") as env:
+    with x_server(["Xorg", "-config", str(tmp_path / "xorg.conf"), "-noreset", "-nolisten", "tcp", "-novtswitch",
+                   "-sharevts", "-logfile", str(tmp_path / "xorg.log")], tmp_path / "x.log") as env:
         xrandr(env, "--addmode", "DUMMY1", "1024x768")
         xrandr(env, *SECOND)
         yield env
@@ -166,22 +164,48 @@ def banner_places(env: dict[str, str]) -> list[tuple[int, int, int]]:
     return sorted(geometry(env, window)[:3] for window in window_ids(env, "ServiceGate banner"))
 
 
+def visible(env: dict[str, str], name: str) -> bool:
+    return subprocess.run(["xdotool", "search", "--onlyvisible", "--name", name], env=env, capture_output=True,
+                          text=True, timeout=10).stdout.strip() != ""
+
+
+def tray_icons(env: dict[str, str]) -> list[tuple[int, int, int, int, str]]:
+    """x, y, width, height (on the screen) and xwininfo's line of the windows in trayer's panel (`xwininfo -root
+    -tree`): for each icon, trayer's socket window, then the icon's own window in it."""
+    tree = subprocess.run(["xwininfo", "-root", "-tree"], env=env, capture_output=True, text=True,
+                          timeout=10).stdout.splitlines()
+    icons = []
+    for number, line in enumerate(tree):
+        if '("panel" "trayer")' not in line:
+            continue
+        depth = len(line) - len(line.lstrip())
+        for child in tree[number + 1:]:
+            if child.strip() and len(child) - len(child.lstrip()) <= depth:
+                break
+            if found := re.search(r"(\d+)x(\d+)[+-]-?\d+[+-]-?\d+\s+\+(-?\d+)\+(-?\d+)\s*$", child):
+                width, height, x, y = (int(v) for v in found.groups())
+                if width > 1 and height > 1:  # not trayer's own 1x1 helper windows
+                    icons.append((x, y, width, height, child))
+    return icons
+
+
 def stacking(env: dict[str, str]) -> list[int]:
     line = xprop(env, "-root", "_NET_CLIENT_LIST_STACKING")
     return [int(w, 16) for w in line.split("#", 1)[1].replace(",", " ").split()] if "#" in line else []
 
 
 @contextlib.contextmanager
-def ui_with_session(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[dict[str, str], AgentProcess, str]]:
-    """A real agent with an active FULL session and the UI as its own process on `env`'s display."""
+def ui_with_session(env: dict[str, str], tmp_path: Path, *,
+                    session: bool = True) -> Iterator[tuple[dict[str, str], AgentProcess, str]]:
+    """A real agent with an active FULL session (unless `session` is False) and the UI as its own process on `env`'s
+    display."""
     agent, _, pids = make_agent(tmp_path, cgroups=False, more_config=f'[console]\nhotkey = "{HOTKEY}"\n')
     agent.start()
     with (tmp_path / "ui.log").open("wb") as log:
         ui = subprocess.Popen([sys.executable, "-m", "consent_ui", "--socket", str(agent.socket)], env=env,
                               stdout=log, stderr=subprocess.STDOUT)
     try:
-        session_id = full_session(agent)
-        yield env, agent, session_id
+        yield env, agent, full_session(agent) if session else ""
     finally:
         ui.send_signal(signal.SIGTERM)
         try:
@@ -243,3 +267,38 @@ def test_a_banner_on_each_of_two_screens_that_follows_the_screens(two_screens: d
         wait_for("a banner on the screen that came back",
                  lambda: banner_places(env) == [(0, 0, 1280), (1280, 0, 1024)], timeout_s=30)
         assert agent.cli_json("session", "list")[-1]["state"] == "active"
+
+
+def test_the_tray_icon_sits_in_the_desktops_tray_and_opens_the_windows(display: dict[str, str],
+                                                                        tmp_path: Path) -> None:
+    """With a tray (trayer, the XEmbed system tray), the UI shows its icon there instead of its small window; a left
+    click opens the window, and the right-click menu is worked with the keyboard."""
+    require(TRAY_TOOLS)
+    with (tmp_path / "trayer.log").open("wb") as log:
+        host = subprocess.Popen(["trayer", "--edge", "top", "--align", "right", "--widthtype", "request",
+                                 "--height", "32"], env=display, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for("the tray's panel", lambda: any('("panel" "trayer")' in line for line in subprocess.run(
+            ["xwininfo", "-root", "-tree"], env=display, capture_output=True, text=True, timeout=10).stdout
+            .splitlines()), timeout_s=20)
+        with ui_with_session(display, tmp_path, session=False) as (env, _, _):
+            wait_for("the ServiceGate icon in the tray", lambda: len(tray_icons(env)) == 2, timeout_s=30)
+            assert '("servicegate-ui" ' in tray_icons(env)[-1][4]  # the icon's window is the UI's (its X class)
+            assert not visible(env, "ServiceGate remote service")  # the tray stands in for the small window
+
+            def middle() -> list[str]:  # where the icon is now (the panel resizes and moves as icons arrive)
+                x, y, width, height, _ = tray_icons(env)[-1]
+                return [str(x + width // 2), str(y + height // 2)]
+
+            def left_click() -> bool:  # again until the icon, embedded asynchronously, takes it
+                subprocess.run(["xdotool", "mousemove", *middle(), "click", "1"], env=env, timeout=10, check=True)
+                return visible(env, "ServiceGate remote service")
+
+            wait_for("the small window after a left click", left_click, timeout_s=30)
+            subprocess.run(["xdotool", "mousemove", *middle(), "click", "3"], env=env, timeout=10, check=True)
+            time.sleep(0.5)  # the menu maps asynchronously; nothing to wait on but the keys' effect below
+            subprocess.run(["xdotool", "key", "Down", "Down", "Down", "Return"], env=env, timeout=10, check=True)
+            wait_for("the audit log from the tray's menu", lambda: visible(env, "ServiceGate audit log"))
+    finally:
+        host.terminate()
+        host.wait(timeout=10)
