@@ -28,7 +28,15 @@ from agent.protocol import SessionState
 from consent_ui import models
 from consent_ui.audit_viewer import AuditViewer
 from consent_ui.banner import Banners
-from consent_ui.dialogs import AccessDialog, ReceiptDialog, RequestNotice, SessionDialog, tr, wrapped
+from consent_ui.dialogs import (
+    AccessDialog,
+    ReceiptDialog,
+    RequestNotice,
+    RequestServiceDialog,
+    SessionDialog,
+    tr,
+    wrapped,
+)
 from consent_ui.hotkey import GlobalHotkey, HotkeyError
 from consent_ui.link import AgentLink
 from consent_ui.tray import Tray
@@ -50,20 +58,22 @@ class Launcher(QWidget):
         self.state = wrapped(name="state")
         self.change = QPushButton(self.tr("Change access level…"))
         self.enter = QPushButton(self.tr("Enter session ID…"))
+        self.service = QPushButton(self.tr("Request service…"))
         self.audit = QPushButton(self.tr("Show audit log…"))
-        for button in (self.change, self.enter, self.audit):
+        for button in (self.change, self.enter, self.service, self.audit):
             button.setMinimumHeight(44)
         self.change.clicked.connect(console.open_access)
         self.enter.clicked.connect(console.open_session_id)
+        self.service.clicked.connect(console.open_request_service)
         self.audit.clicked.connect(console.open_audit_log)
         layout = QVBoxLayout(self)
         layout.addWidget(self.access)
         layout.addWidget(self.state)
-        row = QHBoxLayout()
-        row.addWidget(self.change)
-        row.addWidget(self.enter)
-        row.addWidget(self.audit)
-        layout.addLayout(row)
+        for pair in ((self.change, self.enter), (self.service, self.audit)):
+            row = QHBoxLayout()
+            for button in pair:
+                row.addWidget(button)
+            layout.addLayout(row)
 
 
 class Console(QObject):
@@ -78,6 +88,7 @@ class Console(QObject):
         self.launcher = Launcher(self)
         self.tray = Tray([("open_access", self.tr("Change access level…"), self.open_access),
                           ("open_session_id", self.tr("Enter session ID…"), self.open_session_id),
+                          ("open_request_service", self.tr("Request service…"), self.open_request_service),
                           ("open_audit_log", self.tr("Show audit log…"), self.open_audit_log),
                           ("end_session", tr(models.END_SESSION), self.end_session)], self.show_window)
         self.banners = Banners(self.end_session)
@@ -145,8 +156,8 @@ class Console(QObject):
 
     def _available(self, up: bool, why: str) -> None:
         self.up = up
-        self.launcher.change.setEnabled(up)
-        self.launcher.enter.setEnabled(up)
+        for button in (self.launcher.change, self.launcher.enter, self.launcher.service):
+            button.setEnabled(up)
         if up:
             self.launcher.state.setText("")
             self.refresh()
@@ -160,6 +171,10 @@ class Console(QObject):
             self.refresh()
         if name == "upload_changed":
             self.link.call("upload_list", done=self._uploads, failed=self._failed)
+        if name == "service_request_changed":  # a kept request was sent: its case number
+            for dialog in self.dialogs:
+                if isinstance(dialog, RequestServiceDialog):
+                    dialog.follow(data)
         if name == "session_changed":
             self._session_changed(data)
 
@@ -187,6 +202,11 @@ class Console(QObject):
     def open_access(self) -> AccessDialog:
         dialog = AccessDialog(self.link, self.status.get("access") or {"level": "no-access", "set_by": "",
                                                                        "set_at": datetime.now(UTC).isoformat()})
+        self._show(dialog)
+        return dialog
+
+    def open_request_service(self) -> RequestServiceDialog:
+        dialog = RequestServiceDialog(self.link)
         self._show(dialog)
         return dialog
 
@@ -222,7 +242,7 @@ class Console(QObject):
 
     def end_session(self) -> None:
         """The banner's End session: the kill switch, on a connection of its own (it never waits behind a call)."""
-        self.link.call("kill", models.kill_request("End session at the console"), urgent=True,
+        self.link.call("kill", models.kill_request(tr(models.ENDED_AT_CONSOLE)), urgent=True,
                        done=lambda receipt: self.refresh(), failed=self._failed)
 
     def _receipt(self, session: dict[str, Any]) -> None:

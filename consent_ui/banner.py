@@ -66,7 +66,7 @@ class BannerBar(QWidget):
 
     def show_banner(self, banner: models.Banner) -> None:
         self.headline.setText(tr(banner.headline))
-        parts = [banner.reason, banner.level, banner.elapsed, banner.remaining]
+        parts = [banner.reason, banner.case, banner.level, banner.elapsed, banner.remaining]
         self.details.setText("   ·   ".join(tr(part) for part in parts if part is not None))
         self.blocked.setText(tr(banner.blocked) if banner.blocked is not None else "")
         self.blocked.setVisible(banner.blocked is not None)

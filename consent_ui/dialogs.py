@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from agent.errors import ServiceGateError
-from agent.protocol import AccessLevel
+from agent.protocol import SERVICE_TEXT_MAX, AccessLevel, Urgency
 from consent_ui import models
 from consent_ui.link import AgentLink
 from consent_ui.models import InputError, Text
@@ -323,6 +323,89 @@ class SessionDialog(QDialog):
         self.link.call(op, request, done=done, failed=failed)
 
 
+class RequestServiceDialog(QDialog):
+    """Request service: the problem in a few words and how urgent; the agent sends it with a technical system report
+    (no patient data) and the case number comes back. When the service centre cannot be reached the request is
+    kept and sent later: the dialog, while open, shows the case number when it arrives (`follow`)."""
+
+    def __init__(self, link: AgentLink, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.link = link
+        self.request_id = ""
+        self.setWindowTitle(self.tr("Request service"))
+        layout = QVBoxLayout(self)
+        intro = wrapped(self.tr("Describe the problem in a few words. A technical report of the system (no patient "
+                                "data) is sent with it."))
+        layout.addWidget(intro)
+        self.text_field = QLineEdit()
+        self.text_field.setMaxLength(SERVICE_TEXT_MAX)
+        self.text_field.setPlaceholderText(self.tr("e.g. the patient table does not move"))
+        self.text_field.setAccessibleName(self.tr("Problem"))
+        layout.addWidget(self.text_field)
+        layout.addWidget(wrapped(self.tr("How urgent is it?")))
+        self.urgency = QButtonGroup(self)
+        self.urgency_buttons: dict[Urgency, QRadioButton] = {}
+        for option in models.URGENCY_OPTIONS:
+            button = QRadioButton(tr(option.title))
+            button.setAccessibleName(tr(option.title))
+            button.setAccessibleDescription(tr(option.meaning))
+            self.urgency.addButton(button)
+            self.urgency_buttons[option.urgency] = button
+            layout.addWidget(button)
+            layout.addWidget(wrapped(tr(option.meaning)))
+        self.urgency_buttons[Urgency.NORMAL].setChecked(True)
+        self.answer = wrapped(name="result")
+        self.answer.hide()
+        layout.addWidget(self.answer)
+        self.error = ErrorLine()
+        layout.addWidget(self.error)
+        self.send_button = QPushButton(self.tr("Send"))
+        self.close_button = QPushButton(self.tr("Cancel"))
+        row = QHBoxLayout()
+        row.addStretch()
+        for action in (self.close_button, self.send_button):
+            action.setMinimumHeight(44)
+            row.addWidget(action)
+        layout.addLayout(row)
+        self.send_button.clicked.connect(self.send)
+        self.close_button.clicked.connect(self.reject)
+
+    def chosen(self) -> Urgency:
+        return next(urgency for urgency, button in self.urgency_buttons.items() if button.isChecked())
+
+    def send(self) -> None:
+        try:
+            request = models.service_request(self.text_field.text(), self.chosen())
+        except InputError as exc:
+            self.error.show_text(tr(exc.text))
+            return
+        self.error.show_text("")
+        self.send_button.setEnabled(False)
+        self.send_button.setText(self.tr("Sending…"))
+
+        def failed(error: ServiceGateError) -> None:
+            self.send_button.setEnabled(True)
+            self.send_button.setText(self.tr("Send"))
+            self.error.show_error(error)
+
+        self.link.call("service_request", request, done=self._sent, failed=failed)
+
+    def _sent(self, request: dict[str, Any]) -> None:
+        """Sent (or kept to send later): the form is done; the answer stays until closed."""
+        self.request_id = str(request["request_id"])
+        for widget in (self.text_field, *self.urgency_buttons.values()):
+            widget.setEnabled(False)
+        self.send_button.hide()
+        self.close_button.setText(self.tr("Close"))
+        self.follow(request)
+
+    def follow(self, request: dict[str, Any]) -> None:
+        """The request's state (the agent's answer, or its `service_request_changed` event) when it is this one."""
+        if request.get("request_id") == self.request_id:
+            self.answer.setText(tr(models.service_result(request)))
+            self.answer.show()
+
+
 class ReceiptDialog(QDialog):
     """What happened in a session that ended: stays until the technologist closes it. `show_receipt` brings it up to
     date (a file still being sent when the session ended reaches the portal later)."""
@@ -351,11 +434,11 @@ class ReceiptDialog(QDialog):
             if text is not None:
                 self.body.addWidget(wrapped(tr(text)))
         if receipt.tasks:
-            self.body.addWidget(wrapped(f"<b>{self.tr('Tasks')}</b>"))
+            self.body.addWidget(wrapped("<b>" + self.tr("Tasks") + "</b>"))
         for task in receipt.tasks:
             self.body.addWidget(wrapped(tr(task.line), name="task"))
         if receipt.files:
-            self.body.addWidget(wrapped(f"<b>{self.tr('Files')}</b>"))
+            self.body.addWidget(wrapped("<b>" + self.tr("Files") + "</b>"))
         for fate in receipt.files:
             self.body.addWidget(wrapped(f"{fate.name}: {tr(fate.proof)}" + (f" (SHA-256 {fate.sha256[:16]}…)"
                                                                             if fate.sha256 else ""), name="file"))
@@ -374,8 +457,6 @@ class RequestNotice(QWidget):
         add_rows(rows, notice.details)
         layout.addLayout(rows)
         layout.addWidget(wrapped(tr(notice.instruction)))
-        if notice.warning is not None:
-            layout.addWidget(wrapped(tr(notice.warning)))
         ok = QPushButton(self.tr("OK"))
         self.end_button = QPushButton(tr(models.END_SESSION))
         self.end_button.setToolTip(tr(models.END_WARNING))

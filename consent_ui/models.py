@@ -21,6 +21,7 @@ the agent's own error messages, task titles) is shown as written: `verbatim(...)
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -34,7 +35,17 @@ from agent.errors import (
     ServiceGateError,
     UsageError,
 )
-from agent.protocol import SESSION_LEVELS, SYSTEM_ACTOR, AccessLevel, EndReason, SessionKind, SessionState
+from agent.protocol import (
+    SERVICE_TEXT_MAX,
+    SERVICE_TEXT_MIN,
+    SESSION_LEVELS,
+    SYSTEM_ACTOR,
+    AccessLevel,
+    EndReason,
+    SessionKind,
+    SessionState,
+    Urgency,
+)
 
 # ---- translatable text ---------------------------------------------------------------------------------------------
 
@@ -383,6 +394,8 @@ def session_details(session: Mapping[str, Any], time_limit_min: int | None = Non
     ]
     if how_long is not None:
         rows.append(Row(_text(QT_TRANSLATE_NOOP("SessionDialog", "How long")), how_long))
+    if session.get("case_id"):
+        rows.append(Row(_text(QT_TRANSLATE_NOOP("SessionDialog", "Case number")), verbatim(str(session["case_id"]))))
     rows.append(Row(_text(QT_TRANSLATE_NOOP("SessionDialog", "Session ID")), verbatim(group_id(str(session["id"])))))
     return SessionDetails(
         session_id=str(session["id"]), shown_id=group_id(str(session["id"])), engineer_name=str(engineer["name"]),
@@ -442,7 +455,6 @@ class Notification:
     details: SessionDetails
     needs_action: bool  # waits for the technologist to confirm or decline; else informational
     instruction: Text
-    warning: Text | None  # FULL
 
 
 def incoming_request(session: Mapping[str, Any], time_limit_min: int | None = None) -> Notification:
@@ -459,11 +471,8 @@ def incoming_request(session: Mapping[str, Any], time_limit_min: int | None = No
     instruction = _text(QT_TRANSLATE_NOOP("SessionDialog", "Confirm or decline this session.")) if needs_action \
         else _text(QT_TRANSLATE_NOOP("SessionDialog", "Allowed by your standing access level. The engineer is "
                                                       "signing in; you can end the session at any time."))
-    warning = _text(QT_TRANSLATE_NOOP("SessionDialog", "Examinations will be blocked while this session is active. "
-                                                       "Confirm only when no patient is being examined.")) \
-        if details.level is AccessLevel.FULL else None
     return Notification(title=_text(QT_TRANSLATE_NOOP("SessionDialog", "Remote service request")), summary=summary,
-                        details=details, needs_action=needs_action, instruction=instruction, warning=warning)
+                        details=details, needs_action=needs_action, instruction=instruction)
 
 
 # ---- errors in words -----------------------------------------------------------------------------------------------
@@ -709,6 +718,58 @@ def _fact(value: Any) -> str:
     return ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
 
 
+# ---- request service -----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class UrgencyOption:
+    urgency: Urgency
+    title: Text
+    meaning: Text  # one plain line (agent.protocol.URGENCY_MEANING, translated)
+
+
+URGENCY_OPTIONS: tuple[UrgencyOption, ...] = (
+    UrgencyOption(Urgency.LOW, _text(QT_TRANSLATE_NOOP("RequestService", "Low")), _text(QT_TRANSLATE_NOOP(
+        "RequestService", "A question or a small problem; the scanner works as usual."))),
+    UrgencyOption(Urgency.NORMAL, _text(QT_TRANSLATE_NOOP("RequestService", "Normal")), _text(QT_TRANSLATE_NOOP(
+        "RequestService", "A problem that hampers work; the scanner can still be used."))),
+    UrgencyOption(Urgency.HIGH, _text(QT_TRANSLATE_NOOP("RequestService", "High")), _text(QT_TRANSLATE_NOOP(
+        "RequestService", "The scanner cannot be used."))),
+)
+
+
+def service_request(text: str, urgency: Urgency) -> dict[str, str]:
+    """The args of `service_request` for the description as typed (pasted line breaks and tabs become spaces)."""
+    cleaned = " ".join("".join(" " if unicodedata.category(c) == "Cc" else c for c in text).split())
+    if len(cleaned) < SERVICE_TEXT_MIN:
+        raise InputError(_text(QT_TRANSLATE_NOOP("RequestService", "Describe the problem in a few words (at least "
+                                                                   "{minimum} characters)."), minimum=SERVICE_TEXT_MIN))
+    if len(cleaned) > SERVICE_TEXT_MAX:
+        raise InputError(_text(QT_TRANSLATE_NOOP("RequestService", "The description has {count} characters; keep it "
+                                                                   "to at most {maximum}. The service centre will "
+                                                                   "call you for the details."),
+                               count=len(cleaned), maximum=SERVICE_TEXT_MAX))
+    return {"text": cleaned, "urgency": urgency.value}
+
+
+def service_result(request: Mapping[str, Any]) -> Text:
+    """What became of a service request (`service_request`'s answer, `service_request_changed`'s data)."""
+    if request.get("state") == "sent" and request.get("case_id"):
+        return _text(QT_TRANSLATE_NOOP("RequestService", "Sent to the service centre. Case number: {case}. Keep it "
+                                                         "at hand when the service centre calls."),
+                     case=verbatim(str(request["case_id"])))
+    if request.get("state") == "refused":
+        return _text(QT_TRANSLATE_NOOP("RequestService", "The service centre refused the request: {why}. Call the "
+                                                         "service centre."), why=verbatim(str(request.get("why"))))
+    if request.get("urgency") == Urgency.HIGH.value:
+        return _text(QT_TRANSLATE_NOOP("RequestService", "The service centre cannot be reached now. Your request is "
+                                                         "kept and sent as soon as it can be; the case number will "
+                                                         "appear here. The scanner cannot be used: please also call "
+                                                         "the service centre."))
+    return _text(QT_TRANSLATE_NOOP("RequestService", "The service centre cannot be reached now. Your request is kept "
+                                                     "and sent as soon as it can be; the case number will appear "
+                                                     "here."))
+
+
 # ---- the tray icon -------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -731,9 +792,11 @@ def tray_state(status: Mapping[str, Any] | None, now: datetime, tz: tzinfo | Non
     active = [s for s in sessions if s.get("state") == SessionState.ACTIVE.value]
     if active:
         engineer = active[0]["engineer"]
-        return TrayState("session-active", _text(
-            QT_TRANSLATE_NOOP("Tray", "ServiceGate: remote session active ({name}, {company})"),
-            name=verbatim(str(engineer["name"])), company=verbatim(str(engineer.get("company") or ""))), True)
+        name, company = verbatim(str(engineer["name"])), str(engineer.get("company") or "")
+        tooltip = _text(QT_TRANSLATE_NOOP("Tray", "ServiceGate: remote session active ({name}, {company})"),
+                        name=name, company=verbatim(company)) if company else \
+            _text(QT_TRANSLATE_NOOP("Tray", "ServiceGate: remote session active ({name})"), name=name)
+        return TrayState("session-active", tooltip, True)
     level = AccessLevel(status["access"]["level"])
     return TrayState(level.value, _text(QT_TRANSLATE_NOOP("Tray", "ServiceGate: {access}"),
                                         access=current_access(status["access"], now, tz)), bool(sessions))
@@ -743,6 +806,7 @@ def tray_state(status: Mapping[str, Any] | None, now: datetime, tz: tzinfo | Non
 
 # The kill switch's button, on the banner and on a request's notice.
 END_SESSION = _text(QT_TRANSLATE_NOOP("Banner", "End session"))
+ENDED_AT_CONSOLE = _text(QT_TRANSLATE_NOOP("Banner", "Ended at the console"))  # the kill switch's note (audit, receipt)
 END_WARNING = _text(QT_TRANSLATE_NOOP("Banner", "End session stops every remote task now, ends every remote session "
                                                 "and sets remote access to No access."))
 
@@ -751,6 +815,7 @@ class Banner:
     session_id: str
     headline: Text  # "Remote service: Dana Field (Acme Imaging)"
     reason: Text
+    case: Text | None  # "Case C-2026-000123": the service case the session belongs to
     level: Text
     elapsed: Text  # "Active for 12 min"
     remaining: Text | None  # "Access ends in 1 h 5 min": only under a time-limited grant that can end the session
@@ -764,8 +829,8 @@ class Banner:
 
     @property
     def lines(self) -> tuple[Text, ...]:
-        shown = (self.headline, self.reason, self.level, self.elapsed, self.remaining, self.blocked, self.activity,
-                 self.files, self.other_sessions)
+        shown = (self.headline, self.reason, self.case, self.level, self.elapsed, self.remaining, self.blocked,
+                 self.activity, self.files, self.other_sessions)
         return tuple(line for line in shown if line is not None)
 
 
@@ -810,6 +875,8 @@ def banner(status: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]], upload
     return Banner(
         session_id=str(session["id"]), headline=headline,
         reason=_text(QT_TRANSLATE_NOOP("Banner", "Reason: {reason}"), reason=verbatim(str(session["reason"]))),
+        case=_text(QT_TRANSLATE_NOOP("Banner", "Case {case}"), case=verbatim(str(session["case_id"])))
+        if session.get("case_id") else None,
         level=_text(QT_TRANSLATE_NOOP("Banner", "Level: {level}"), level=level_title(level)),
         elapsed=_text(QT_TRANSLATE_NOOP("Banner", "Active for {elapsed}"), elapsed=duration(now - since)),
         remaining=remaining, examinations_blocked=blocked,

@@ -22,7 +22,7 @@ from pytestqt.qtbot import QtBot
 from consent_ui import models
 from consent_ui.app import Console
 from consent_ui.audit_viewer import AuditViewer
-from consent_ui.dialogs import AccessDialog, SessionDialog
+from consent_ui.dialogs import AccessDialog, RequestServiceDialog, SessionDialog
 from consent_ui.link import AgentLink
 from consent_ui.tray import tray_pixmap
 from tests.agent_process import AgentProcess
@@ -72,12 +72,14 @@ def test_the_tray_follows_the_agent_and_its_menu_does_what_it_says(qtbot: QtBot,
         assert tray.icon.toolTip().startswith("ServiceGate: No access, set by")
         assert not tray.items["end_session"].isEnabled()  # no session to end
         assert [a.text() for a in tray.menu.actions() if not a.isSeparator()] == [
-            "Change access level…", "Enter session ID…", "Show audit log…", "End session"]
+            "Change access level…", "Enter session ID…", "Request service…", "Show audit log…", "End session"]
 
         tray.items["open_access"].trigger()
         assert isinstance(console.dialogs[-1], AccessDialog)
         tray.items["open_session_id"].trigger()
         assert isinstance(console.dialogs[-1], SessionDialog)
+        tray.items["open_request_service"].trigger()
+        assert isinstance(console.dialogs[-1], RequestServiceDialog)
         tray.items["open_audit_log"].trigger()
         assert isinstance(console.dialogs[-1], AuditViewer)
         for window in console.dialogs:

@@ -5,6 +5,7 @@ the receipt, and the agent restarting under the running UI."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from PySide6.QtCore import QCoreApplication, Qt
 from PySide6.QtWidgets import QLabel, QPushButton
 from pytestqt.qtbot import QtBot
 
-from agent.protocol import AccessLevel
+from agent.protocol import AccessLevel, Urgency
 from consent_ui.app import Console
 from consent_ui.dialogs import ReceiptDialog, RequestNotice, SessionDialog
 from consent_ui.link import AgentLink
@@ -357,3 +358,54 @@ def test_one_ui_per_user_session(tmp_path: Path) -> None:
     finally:
         first.terminate()
         first.wait(timeout=20)
+
+
+def test_request_service_from_the_console_gets_a_case_number_now_or_when_the_portal_is_back(
+        qtbot: QtBot, portal: PortalProcess, enrolled: AgentProcess) -> None:
+    console, link = start_console(qtbot, enrolled)
+
+    def cases() -> list[dict[str, Any]]:
+        return list(json.loads(portal.cli("engineer", "cases", "--device", DEVICE_ID)))
+
+    try:
+        dialog = console.open_request_service()
+        qtbot.addWidget(dialog)
+        qtbot.keyClicks(dialog.text_field, "ab")
+        click(qtbot, dialog.send_button)
+        assert "at least 3 characters" in dialog.error.text()  # refused before anything is sent
+        assert cases() == []
+        dialog.text_field.clear()
+        qtbot.keyClicks(dialog.text_field, "the patient table does not move")
+        dialog.urgency_buttons[Urgency.HIGH].setChecked(True)
+        click(qtbot, dialog.send_button)
+        qtbot.waitUntil(lambda: "Case number" in dialog.answer.text(), timeout=WAIT_MS)
+        [case] = cases()
+        assert (case["urgency"], case["text"]) == ("high", "the patient table does not move")
+        assert f"Case number: {case['case_id']}." in dialog.answer.text()
+        assert not dialog.send_button.isVisible()  # sent once; the answer stays until closed
+
+        # The service centre cannot be reached: the request is kept, and its case number appears when it is sent.
+        portal.stop()
+        kept = console.open_request_service()
+        qtbot.addWidget(kept)
+        qtbot.keyClicks(kept.text_field, "error 4711 after the update")
+        click(qtbot, kept.send_button)
+        qtbot.waitUntil(lambda: "cannot be reached now" in kept.answer.text(), timeout=WAIT_MS)
+        portal.start()
+        qtbot.waitUntil(lambda: "Case number" in kept.answer.text(), timeout=90_000)
+        second = next(c for c in cases() if c["text"] == "error 4711 after the update")
+        assert second["case_id"] in kept.answer.text()
+        assert second["urgency"] == "normal"  # the preselected urgency
+
+        # The engineer takes the case: the session the technologist is asked about shows its number.
+        session_id = portal.cli("engineer", "open-session", "--device", DEVICE_ID, "--engineer-id", "E-4711", "--name",
+                                "Dana Scully", "--company", "Acme Medical Service", "--reason", "table drive",
+                                "--level", "full", "--case-id", second["case_id"]).splitlines()[0]
+        asked = console.open_session_id()
+        qtbot.addWidget(asked)
+        qtbot.keyClicks(asked.id_field, session_id)
+        click(qtbot, asked.claim_button)
+        qtbot.waitUntil(lambda: asked.pages.currentIndex() == 1, timeout=WAIT_MS)
+        assert asked.findChild(QLabel, "row-Case number").text() == second["case_id"]
+    finally:
+        close(console, link)

@@ -39,6 +39,7 @@ from agent.protocol import (
     EndReason,
     SessionKind,
     SessionState,
+    Urgency,
 )
 from agent.session import Basis, Engineer, Session, admission
 from agent.taskrun import RELEASABLE, TaskRun
@@ -83,7 +84,7 @@ from consent_ui.models import (
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "consent_ui" / "models.py"
-CONTEXTS = {"AccessDialog", "SessionDialog", "Banner", "Receipt", "Common", "Tray", "AuditViewer"}
+CONTEXTS = {"AccessDialog", "SessionDialog", "Banner", "Receipt", "Common", "Tray", "AuditViewer", "RequestService"}
 NOW = datetime(2026, 11, 28, 10, 6, tzinfo=UTC)
 ENGINEER = Engineer("E-1001", "Dana Field", "Acme Imaging")
 SID = "48213907"
@@ -478,7 +479,6 @@ def test_a_request_within_the_grant_only_informs() -> None:
     assert show(note.summary) == "Dana Field (Acme Imaging) asks for Limited access: Tube warm-up fault"
     assert show(note.instruction) == ("Allowed by your standing access level. The engineer is signing in; you can "
                                       "end the session at any time.")
-    assert note.warning is None
     assert not note.details.claimed
     assert show(note.details.origin) == "The engineer asked for this session through the service centre."
     assert show(note.details.how_long) == "Until you or the engineer end it; at most 4 h"
@@ -489,8 +489,7 @@ def test_a_full_request_needs_the_technologist_and_says_examinations_will_be_blo
     note = incoming_request(requested_under(AccessLevel.FULL, AccessLevel.FULL))
     assert note.needs_action
     assert show(note.instruction) == "Confirm or decline this session."
-    assert show(note.warning) == ("Examinations will be blocked while this session is active. Confirm only when no "
-                                  "patient is being examined.")
+    assert note.details.level_meaning == models.EXAMINATIONS_BLOCKED_WARNING  # the dialog says it at Full access
     assert show(note.summary) == "Dana Field (Acme Imaging) asks for Full access: Tube warm-up fault"
     assert_all_marked(note)
 
@@ -782,3 +781,46 @@ def test_the_audit_viewer_rows_and_engineers() -> None:
     assert rows[3].details == ""
     assert [show(column) for column in models.AUDIT_COLUMNS] == ["Time", "Event", "By", "Engineer", "Session",
                                                                  "Details"]
+
+
+# ---- request service ---------------------------------------------------------------------------------------------
+
+def test_a_service_request_is_cleaned_and_checked_before_it_is_sent() -> None:
+    assert models.service_request("  the table\n does not\tmove  ", Urgency.HIGH) == {
+        "text": "the table does not move", "urgency": "high"}  # pasted line breaks and tabs become spaces
+    with pytest.raises(InputError) as short:
+        models.service_request(" ab ", Urgency.LOW)
+    assert show(short.value.text) == "Describe the problem in a few words (at least 3 characters)."
+    with pytest.raises(InputError) as long:
+        models.service_request("x" * 501, Urgency.LOW)
+    assert show(long.value.text) == ("The description has 501 characters; keep it to at most 500. The service centre "
+                                     "will call you for the details.")
+    assert [option.urgency for option in models.URGENCY_OPTIONS] == list(Urgency)
+    assert [show(option.meaning) for option in models.URGENCY_OPTIONS] == [u.meaning for u in Urgency]
+    assert set(models.service_request("abc", Urgency.LOW)) <= set(OPERATIONS["service_request"].args)
+
+
+def test_what_became_of_a_service_request() -> None:
+    sent = {"request_id": "r1", "state": "sent", "case_id": "C-2026-000123", "urgency": "normal"}
+    assert show(models.service_result(sent)) == ("Sent to the service centre. Case number: C-2026-000123. Keep it at "
+                                                 "hand when the service centre calls.")
+    kept = {"request_id": "r1", "state": "queued", "case_id": "", "urgency": "normal"}
+    assert show(models.service_result(kept)).startswith("The service centre cannot be reached now. Your request is "
+                                                        "kept")
+    assert "please also call" in show(models.service_result({**kept, "urgency": "high"}))
+    refused = {"request_id": "r1", "state": "refused", "why": "unknown device", "urgency": "low"}
+    assert show(models.service_result(refused)) == ("The service centre refused the request: unknown device. Call the "
+                                                    "service centre.")
+    for request in (sent, kept, refused):
+        assert_all_marked(models.service_result(request))
+
+
+def test_a_session_for_a_service_case_shows_its_number() -> None:
+    data = {**session(SessionState.ACTIVE, effective=AccessLevel.FULL, activated=NOW - timedelta(minutes=3)),
+            "case_id": "C-2026-000123"}
+    rows = {show(row.label): show(row.value) for row in models.session_details(data).rows}
+    assert rows["Case number"] == "C-2026-000123"
+    shown = models.banner(status(data), [], [], NOW)
+    assert shown is not None
+    assert show(shown.case) == "Case C-2026-000123"
+    assert "Case number" not in {show(row.label) for row in models.session_details(session()).rows}

@@ -297,7 +297,8 @@ def test_the_tray_icon_sits_in_the_desktops_tray_and_opens_the_windows(display: 
             wait_for("the small window after a left click", left_click, timeout_s=30)
             subprocess.run(["xdotool", "mousemove", *middle(), "click", "3"], env=env, timeout=10, check=True)
             time.sleep(0.5)  # the menu maps asynchronously; nothing to wait on but the keys' effect below
-            subprocess.run(["xdotool", "key", "Down", "Down", "Down", "Return"], env=env, timeout=10, check=True)
+            subprocess.run(["xdotool", "key", "Down", "Down", "Down", "Down", "Return"], env=env, timeout=10,
+                           check=True)  # the fourth item
             wait_for("the audit log from the tray's menu", lambda: visible(env, "ServiceGate audit log"))
     finally:
         host.terminate()
