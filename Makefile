@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test check bench docs debian-packages clean
+.PHONY: demo test check bench docs translations debian-packages clean
 
 # Debian packages the tests need; installed with apt-get when run as root.
 DEBIAN_PACKAGES := $(shell grep -v '^\#' debian-packages.txt)
@@ -44,6 +44,13 @@ bench: $(STAMP)
 docs: $(STAMP)
 	$(PY) -m agent.config --markdown > docs/configuration.md
 	$(PY) -m anonymizer.docs --peers docs/peer-comparison.md > docs/deidentification.md
+
+# The UI's German texts: every text marked in consent_ui/ into the .ts file (translations kept, gone ones dropped),
+# then compiled into the .qm file the UI loads. Translate what lupdate marks unfinished, then run it again.
+TS := consent_ui/translations/servicegate_de.ts
+translations: $(STAMP)
+	$(VENV)/bin/pyside6-lupdate -no-obsolete -locations none consent_ui/*.py -ts $(TS)
+	$(VENV)/bin/pyside6-lrelease $(TS) -qm $(TS:.ts=.qm)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

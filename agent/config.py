@@ -242,6 +242,9 @@ class ConsoleConfig:
     hotkey: str = setting("Ctrl+Alt+End", "The global key that ends the session wherever the focus is (X11 only), "
                                           "like Ctrl+Alt+End: modifiers (Ctrl, Alt, Shift, Super) and an X key "
                                           "name, joined by +.")
+    language: str = setting("system", "The UI's language: en, de, or system (the desktop session's locale; English "
+                                      "when it is neither). Taken when the UI starts.",
+                            choices=("system", "en", "de"))
 
 
 # A relay on this machine: mail to it never crosses the network, so STARTTLS may be left out.

@@ -209,7 +209,7 @@ class Agent:
             "counters": dict(self.counters),
             "portal": self.link_status(),
             "problems": list(self.problems),
-            "console": {"hotkey": self.config.console.hotkey},
+            "console": {"hotkey": self.config.console.hotkey, "language": self.config.console.language},
         }
 
     def session_list(self) -> list[dict[str, Any]]:

@@ -23,9 +23,10 @@ from typing import Any
 from PySide6.QtCore import QLockFile, QObject, QStandardPaths, QTimer
 from PySide6.QtWidgets import QApplication, QHBoxLayout, QPushButton, QSystemTrayIcon, QVBoxLayout, QWidget
 
+from agent.client import Client
 from agent.errors import AgentUnreachableError, ServiceGateError
 from agent.protocol import SessionState
-from consent_ui import models
+from consent_ui import i18n, models
 from consent_ui.audit_viewer import AuditViewer
 from consent_ui.banner import Banners
 from consent_ui.dialogs import (
@@ -45,6 +46,7 @@ log = logging.getLogger("servicegate.ui")
 
 DEFAULT_SOCKET = Path("/run/servicegate/control.sock")
 TICK_MS = 1000  # the banner's clock: elapsed and remaining time
+STARTUP_TIMEOUT_S = 3  # the language, asked of the agent before the first window
 
 
 class Launcher(QWidget):
@@ -284,6 +286,17 @@ def single_instance(name: str = "servicegate-ui") -> QLockFile | None:
     return lock if lock.tryLock(100) else None
 
 
+def console_setting(socket: Path, key: str, default: str) -> str:
+    """One of the agent's `[console]` settings, asked once before the first window is made (the event loop is not
+    running yet: nothing waits on the socket); `default` when the agent cannot be reached now."""
+    try:
+        with Client(socket, timeout_s=STARTUP_TIMEOUT_S) as client:
+            return str(client.call("status")["console"][key])
+    except ServiceGateError as exc:
+        log.info("the agent's [console] %s is not known now (%s): %s", key, exc, default)
+        return default
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="servicegate ui", description="The ServiceGate consent UI.")
     parser.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help="the agent's control socket")
@@ -291,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="servicegate ui: %(message)s")
     application = QApplication(["servicegate-ui"])  # its X window class, as window managers and trays see it
+    i18n.install(application, i18n.choose(console_setting(args.socket, "language", "system")))
     application.setQuitOnLastWindowClosed(False)  # the banner and the agent's events outlive the small window
     lock = single_instance()
     if lock is None:
