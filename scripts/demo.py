@@ -31,7 +31,7 @@ from pydicom.data import get_testdata_file
 from agent.client import wait_for_agent
 from agent.errors import AgentUnreachableError
 
-STEPS = 23
+STEPS = 24
 PORTAL = str(Path(sys.executable).parent / "servicegate-portal")
 SIM = str(Path(sys.executable).parent / "servicegate-sim-modality")
 DEVICE_ID = "CT-DEMO-01"
@@ -230,10 +230,14 @@ class Demo:
             self.sg("status")
             self.step("The technologist grants limited access for 2 hours.")
             self.sg("access", "set", "limited", "--for", "2h")
-            self.step("An engineer opens a limited service session at the portal and asks the device directly; the "
-                      "standing grant admits it.")
+            self.step("The technologist requests service: a few words and how urgent. A technical system report (no "
+                      "patient data) goes with it; the service centre's case number comes back.")
+            self.sg("request-service", "gantry error 4711 after the morning warm-up", "--urgency", "normal")
+            case = json.loads(self.sg("service-requests", "--json", quiet=True))[-1]["case_id"]
+            self.step("An engineer takes the case: a limited service session at the portal, asking the device "
+                      "directly; the standing grant admits it.")
             sid = self.portal("engineer", "open-session", "--device", DEVICE_ID, *DANA, "--reason",
-                              "gantry error 4711", "--level", "limited", "--request").split()[0]
+                              "gantry error 4711", "--level", "limited", "--case-id", case, "--request").split()[0]
             self.wait("the session request", lambda: sid in self.sg("session", "list", quiet=True))
             self.sg("session", "list")
             self.step("The engineer authenticates at the system with their time-based one-time password, which the "

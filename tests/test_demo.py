@@ -67,6 +67,14 @@ def test_demo_walks_the_story_and_leaves_an_intact_audit_log(tmp_path: Path) -> 
     assert completed[0]["text"] == "error log collected; fan replacement ordered"
     sessions = {s["session_id"]: s for s in portal.sessions("CT-DEMO-01")}
     assert sessions[requested[0]["details"]["session_id"]]["summary"] == completed[0]["text"]
+    # the service request before it: a case at the portal with a system report; the engineer's session is for it
+    [case] = portal.cases("CT-DEMO-01")
+    assert (case["urgency"], case["text"]) == ("normal", "gantry error 4711 after the morning warm-up")
+    assert case["report"]
+    [asked] = details("service_requested")
+    assert (asked["state"], asked["case_id"]) == ("sent", case["case_id"])
+    assert sessions[requested[0]["details"]["session_id"]]["case_id"] == case["case_id"]
+    assert requested[0]["details"]["case_id"] == case["case_id"]
     assert [r["details"]["outcome"] for r in records if r["event"] == "enrollment"] == ["enrolled"]
     # the de-identified upload during the claimed session: accepted by the portal's own check, no patient name in it
     [upload] = [u for u in uploads_of(tmp_path / "portal", "CT-DEMO-01") if u["case_id"] == "CASE-4711"]
