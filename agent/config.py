@@ -245,6 +245,8 @@ class ConsoleConfig:
     language: str = setting("system", "The UI's language: en, de, or system (the desktop session's locale; English "
                                       "when it is neither). Taken when the UI starts.",
                             choices=("system", "en", "de"))
+    high_contrast: bool = setting(False, "Show the UI in high contrast (white and yellow on black). Taken when the UI "
+                                         "starts.")
 
 
 # A relay on this machine: mail to it never crosses the network, so STARTTLS may be left out.

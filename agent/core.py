@@ -209,7 +209,8 @@ class Agent:
             "counters": dict(self.counters),
             "portal": self.link_status(),
             "problems": list(self.problems),
-            "console": {"hotkey": self.config.console.hotkey, "language": self.config.console.language},
+            "console": {"hotkey": self.config.console.hotkey, "language": self.config.console.language,
+                        "high_contrast": self.config.console.high_contrast},
         }
 
     def session_list(self) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import QApplication, QHBoxLayout, QPushButton, QSystemTra
 from agent.client import Client
 from agent.errors import AgentUnreachableError, ServiceGateError
 from agent.protocol import SessionState
-from consent_ui import i18n, models
+from consent_ui import i18n, models, style
 from consent_ui.audit_viewer import AuditViewer
 from consent_ui.banner import Banners
 from consent_ui.dialogs import (
@@ -46,7 +46,7 @@ log = logging.getLogger("servicegate.ui")
 
 DEFAULT_SOCKET = Path("/run/servicegate/control.sock")
 TICK_MS = 1000  # the banner's clock: elapsed and remaining time
-STARTUP_TIMEOUT_S = 3  # the language, asked of the agent before the first window
+STARTUP_TIMEOUT_S = 3  # the language and theme, asked of the agent before the first window
 
 
 class Launcher(QWidget):
@@ -286,15 +286,15 @@ def single_instance(name: str = "servicegate-ui") -> QLockFile | None:
     return lock if lock.tryLock(100) else None
 
 
-def console_setting(socket: Path, key: str, default: str) -> str:
-    """One of the agent's `[console]` settings, asked once before the first window is made (the event loop is not
-    running yet: nothing waits on the socket); `default` when the agent cannot be reached now."""
+def console_settings(socket: Path) -> dict[str, Any]:
+    """The agent's `[console]` settings, asked once before the first window is made (the event loop is not running
+    yet: nothing waits on the socket); empty (the defaults) when the agent cannot be reached now."""
     try:
         with Client(socket, timeout_s=STARTUP_TIMEOUT_S) as client:
-            return str(client.call("status")["console"][key])
+            return dict(client.call("status")["console"])
     except ServiceGateError as exc:
-        log.info("the agent's [console] %s is not known now (%s): %s", key, exc, default)
-        return default
+        log.info("the agent's [console] settings are not known now (%s): the defaults", exc)
+        return {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,7 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="servicegate ui: %(message)s")
     application = QApplication(["servicegate-ui"])  # its X window class, as window managers and trays see it
-    i18n.install(application, i18n.choose(console_setting(args.socket, "language", "system")))
+    settings = console_settings(args.socket)
+    i18n.install(application, i18n.choose(str(settings.get("language", "system"))))
+    style.apply(application, style.HIGH_CONTRAST if settings.get("high_contrast") else style.DEFAULT)
     application.setQuitOnLastWindowClosed(False)  # the banner and the agent's events outlive the small window
     lock = single_instance()
     if lock is None:

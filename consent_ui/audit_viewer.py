@@ -56,6 +56,7 @@ class AuditViewer(QWidget):
         self.table.setHorizontalHeaderLabels([tr(column) for column in models.AUDIT_COLUMNS])
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setTabKeyNavigation(False)  # Tab moves on to Export CSV…; the arrow keys move within the table
         self.table.horizontalHeader().setSectionResizeMode(len(models.AUDIT_COLUMNS) - 1,
                                                            QHeaderView.ResizeMode.Stretch)
         self.table.setAccessibleName(self.tr("Audit records"))

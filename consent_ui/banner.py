@@ -29,8 +29,7 @@ class BannerBar(QWidget):
         self.setAttribute(Qt.WidgetAttribute.WA_ShowWithoutActivating)
         self.setObjectName("banner")
         self.setWindowTitle("ServiceGate banner")  # what window managers and xdotool see
-        self.setStyleSheet("#banner { background: #1f3a5f; } QLabel { color: white; }"
-                           "#blocked { color: #ffd54f; font-weight: bold; }")
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground)  # its colours: consent_ui.style (#banner)
         self.screen_ = screen
         self.closable = False
         self.headline = QLabel()
@@ -47,9 +46,6 @@ class BannerBar(QWidget):
         self.activity.setObjectName("activity")
         self.end_button = QPushButton()
         self.end_button.setObjectName("end")
-        self.end_button.setMinimumSize(160, 56)
-        self.end_button.setStyleSheet("QPushButton { background: #c62828; color: white; font-weight: bold; "
-                                      "font-size: 15px; border-radius: 6px; padding: 6px 16px; }")
         self.end_button.clicked.connect(on_end)
         text = QVBoxLayout()
         for label in (self.headline, self.details, self.blocked, self.activity):

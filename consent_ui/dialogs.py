@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
 
 from agent.errors import ServiceGateError
 from agent.protocol import SERVICE_TEXT_MAX, AccessLevel, Urgency
-from consent_ui import models
+from consent_ui import models, style
 from consent_ui.link import AgentLink
 from consent_ui.models import InputError, Text
 
@@ -69,8 +69,7 @@ class ErrorLine(QLabel):
     def __init__(self) -> None:
         super().__init__()
         self.setWordWrap(True)
-        self.setObjectName("error")
-        self.setStyleSheet("color: #a40000; font-weight: bold;")
+        self.setObjectName("error")  # its colour: consent_ui.style
         self.hide()
 
     def show_text(self, text: str) -> None:
@@ -87,6 +86,7 @@ class AccessDialog(QDialog):
 
     def __init__(self, link: AgentLink, grant: dict[str, Any], parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.setMinimumWidth(style.DIALOG_WIDTH)  # wrapped text reads in lines, not a narrow column
         self.link = link
         self.setWindowTitle(self.tr("Remote access"))
         self.current = wrapped(tr(models.current_access(grant, now())), name="current")
@@ -119,8 +119,9 @@ class AccessDialog(QDialog):
         layout.addLayout(limit)
         self.error = ErrorLine()
         layout.addWidget(self.error)
-        self.apply_button = QPushButton(self.tr("Apply"))
-        cancel = QPushButton(self.tr("Cancel"))
+        cancel = QPushButton(self.tr("Cancel"), self)  # made first: the Tab order is the reading order
+        self.apply_button = QPushButton(self.tr("Apply"), self)
+        self.apply_button.setDefault(True)  # Enter applies (never Cancel)
         row = QHBoxLayout()
         row.addStretch()
         row.addWidget(cancel)
@@ -181,6 +182,7 @@ class SessionDialog(QDialog):
 
     def __init__(self, link: AgentLink, grant: dict[str, Any], parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.setMinimumWidth(style.DIALOG_WIDTH)  # wrapped text reads in lines, not a narrow column
         self.link = link
         self.grant = grant
         self.session: dict[str, Any] | None = None
@@ -202,9 +204,9 @@ class SessionDialog(QDialog):
         font.setPointSize(font.pointSize() + 6)
         self.id_field.setFont(font)
         self.id_field.textEdited.connect(self._regroup)
-        self.id_field.returnPressed.connect(self.claim)
         entry_layout.addWidget(self.id_field)
-        self.claim_button = QPushButton(self.tr("Continue"))
+        self.claim_button = QPushButton(self.tr("Continue"), self)
+        self.claim_button.setDefault(True)  # Enter in the ID field
         self.claim_button.clicked.connect(self.claim)
         entry_layout.addWidget(self.claim_button)
         self.pages.addWidget(entry)
@@ -227,6 +229,7 @@ class SessionDialog(QDialog):
         self.accept_button = QPushButton(self.tr("Accept"))
         for button in (self.decline_button, self.accept_button):
             button.setMinimumHeight(44)
+            button.setAutoDefault(False)  # equal: neither is the Enter key
             buttons.addWidget(button)
         self.decline_button.clicked.connect(self.decline)
         self.accept_button.clicked.connect(self.confirm)
@@ -330,6 +333,7 @@ class RequestServiceDialog(QDialog):
 
     def __init__(self, link: AgentLink, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.setMinimumWidth(style.DIALOG_WIDTH)  # wrapped text reads in lines, not a narrow column
         self.link = link
         self.request_id = ""
         self.setWindowTitle(self.tr("Request service"))
@@ -359,8 +363,9 @@ class RequestServiceDialog(QDialog):
         layout.addWidget(self.answer)
         self.error = ErrorLine()
         layout.addWidget(self.error)
-        self.send_button = QPushButton(self.tr("Send"))
-        self.close_button = QPushButton(self.tr("Cancel"))
+        self.close_button = QPushButton(self.tr("Cancel"), self)  # made first: the Tab order is the reading order
+        self.send_button = QPushButton(self.tr("Send"), self)
+        self.send_button.setDefault(True)
         row = QHBoxLayout()
         row.addStretch()
         for action in (self.close_button, self.send_button):
@@ -397,6 +402,7 @@ class RequestServiceDialog(QDialog):
             widget.setEnabled(False)
         self.send_button.hide()
         self.close_button.setText(self.tr("Close"))
+        self.close_button.setDefault(True)
         self.follow(request)
 
     def follow(self, request: dict[str, Any]) -> None:
@@ -404,6 +410,7 @@ class RequestServiceDialog(QDialog):
         if request.get("request_id") == self.request_id:
             self.answer.setText(tr(models.service_result(request)))
             self.answer.show()
+            self.adjustSize()  # room for the answer
 
 
 class ReceiptDialog(QDialog):
@@ -412,15 +419,17 @@ class ReceiptDialog(QDialog):
 
     def __init__(self, receipt: models.Receipt, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.setMinimumWidth(style.DIALOG_WIDTH)  # wrapped text reads in lines, not a narrow column
         self.setWindowTitle(tr(receipt.title))
         self.receipt = receipt
         layout = QVBoxLayout(self)
         self.body = QVBoxLayout()
         layout.addLayout(self.body)
-        close = QPushButton(self.tr("Close"))
-        close.setMinimumHeight(44)
-        close.clicked.connect(self.accept)
-        layout.addWidget(close)
+        self.close_button = QPushButton(self.tr("Close"), self)
+        self.close_button.setMinimumHeight(44)
+        self.close_button.setDefault(True)
+        self.close_button.clicked.connect(self.accept)
+        layout.addWidget(self.close_button)
         self.show_receipt(receipt)
 
     def show_receipt(self, receipt: models.Receipt) -> None:
@@ -450,6 +459,7 @@ class RequestNotice(QWidget):
 
     def __init__(self, notice: models.Notification, on_end: Callable[[], None]) -> None:
         super().__init__()
+        self.setMinimumWidth(style.DIALOG_WIDTH)
         self.setWindowTitle(tr(notice.title))
         layout = QVBoxLayout(self)
         layout.addWidget(wrapped(tr(notice.summary), name="summary"))

@@ -134,7 +134,8 @@ def status(*sessions: dict[str, Any], access: dict[str, Any] | None = None) -> d
     return {"agent_version": "0.1.0", "now": utc_iso(NOW), "access": access or grant(AccessLevel.LIMITED),
             "sessions": list(sessions), "examinations_blocked": any(s["blocks_examinations"] for s in sessions),
             "examination_block": {"held": False, "enforced": False}, "tasks": [], "killing": False,
-            "counters": {}, "portal": {"state": "connected"}, "problems": []}
+            "counters": {}, "portal": {"state": "connected"}, "problems": [],
+            "console": {"hotkey": "Ctrl+Alt+End", "language": "system", "high_contrast": False}}
 
 
 # ---- the translatable strings ------------------------------------------------------------------------------------

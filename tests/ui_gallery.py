@@ -1,0 +1,103 @@
+"""Every screen of the consent UI, filled with example data (the agent's own dicts, as tests/test_ui_models.py makes
+them): what the accessibility checks (tests/test_ui_accessibility.py) walk and `make screenshots`
+(scripts/screenshots.py) photographs. No agent is needed: the windows get an AgentLink that is never started, so
+nothing is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QWidget
+
+from agent.protocol import AccessLevel, EndReason, SessionState
+from consent_ui import models
+from consent_ui.app import Console
+from consent_ui.audit_viewer import AuditViewer
+from consent_ui.banner import BannerBar
+from consent_ui.dialogs import AccessDialog, ReceiptDialog, RequestNotice, RequestServiceDialog, SessionDialog
+from consent_ui.link import AgentLink
+from tests.test_ui_models import NOW, RECORDS, grant, requested_under, session, status, task, upload
+
+CASE = "C-2026-000123"
+
+
+def _active() -> dict[str, Any]:
+    return {**session(SessionState.ACTIVE, effective=AccessLevel.FULL, activated=NOW - timedelta(minutes=12)),
+            "case_id": CASE}
+
+
+def _tasks() -> list[dict[str, Any]]:
+    return [task("t1", "Collect the modality's log files", "completed", created=NOW - timedelta(minutes=10),
+                 stdout="3 files"),
+            task("t2", "Run the modality's diagnostics", "running", created=NOW - timedelta(minutes=2))]
+
+
+def _uploads() -> list[dict[str, Any]]:
+    return [upload("1.2.826.0.1.3680043.10.1_1_1.dcm", "ab" * 32, "accepted"),
+            upload("1.2.826.0.1.3680043.10.1_1_2.dcm", "cd" * 32, "queued")]
+
+
+def screens(link: AgentLink) -> dict[str, Callable[[], QWidget]]:
+    """Name -> a function that makes the screen (shown by the caller)."""
+    def launcher() -> QWidget:
+        console = Console(link)
+        console._available(True, "")  # noqa: SLF001 - as when the agent answers
+        console._status(status(access=grant(AccessLevel.LIMITED, until=NOW + timedelta(hours=2))))  # noqa: SLF001
+        console.timer.stop()
+        return console.launcher
+
+    def access() -> QWidget:
+        return AccessDialog(link, grant(AccessLevel.LIMITED, until=NOW + timedelta(hours=2)))
+
+    def session_id() -> QWidget:
+        return SessionDialog(link, grant(AccessLevel.NO_ACCESS))
+
+    def session_details() -> QWidget:
+        dialog = SessionDialog(link, grant(AccessLevel.LIMITED))
+        dialog.show_session({**session(), "case_id": CASE})
+        return dialog
+
+    def request_notice() -> QWidget:
+        return RequestNotice(models.incoming_request(requested_under(AccessLevel.PERMANENT_LIMITED,
+                                                                     AccessLevel.LIMITED), 240), lambda: None)
+
+    def banner() -> QWidget:
+        bar = BannerBar(QGuiApplication.primaryScreen(), lambda: None)
+        shown = models.banner(status(_active()), _tasks(), _uploads(), NOW)
+        assert shown is not None
+        bar.show_banner(shown)
+        return bar
+
+    def receipt() -> QWidget:
+        ended = session(SessionState.ENDED, effective=AccessLevel.FULL, activated=NOW - timedelta(minutes=40),
+                        since=NOW, end_reason=EndReason.KILLED, end_text="patient on the table")
+        return ReceiptDialog(models.receipt(ended, _tasks()[:1], _uploads()))
+
+    def request_service() -> QWidget:
+        return RequestServiceDialog(link)
+
+    def request_service_sent() -> QWidget:
+        dialog = RequestServiceDialog(link)
+        dialog.text_field.setText("The patient table does not move up")
+        dialog._sent({"request_id": "r-1", "state": "sent", "case_id": CASE, "urgency": "normal"})  # noqa: SLF001
+        return dialog
+
+    def audit_log() -> QWidget:
+        viewer = AuditViewer(link, today=NOW.date())
+        viewer._loaded(RECORDS)  # noqa: SLF001 - as the agent's answer
+        return viewer
+
+    return {"launcher": launcher, "access": access, "session-id": session_id, "session-details": session_details,
+            "request-notice": request_notice, "banner": banner, "receipt": receipt,
+            "request-service": request_service, "request-service-sent": request_service_sent,
+            "audit-log": audit_log}
+
+
+def link() -> AgentLink:
+    """A link that is never started: the screens can be made and shown, and send nothing."""
+    return AgentLink(Path("/nonexistent/servicegate-gallery.sock"))
