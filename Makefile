@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test check bench docs translations debian-packages clean
+.PHONY: demo test check bench docs translations screenshots debian-packages clean
 
 # Debian packages the tests need; installed with apt-get when run as root.
 DEBIAN_PACKAGES := $(shell grep -v '^\#' debian-packages.txt)
@@ -51,6 +51,10 @@ TS := consent_ui/translations/servicegate_de.ts
 translations: $(STAMP)
 	$(VENV)/bin/pyside6-lupdate -no-obsolete -locations none consent_ui/*.py -ts $(TS)
 	$(VENV)/bin/pyside6-lrelease $(TS) -qm $(TS:.ts=.qm)
+
+# Every screen of the consent UI in a real window (Xvfb), in English and German, into docs/screenshots/.
+screenshots: $(STAMP)
+	$(PY) scripts/screenshots.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -108,6 +108,7 @@ class AccessDialog(QDialog):
         self.presets.setAccessibleName(self.tr("How long"))
         self.custom_end = QDateTimeEdit()
         self.custom_end.setCalendarPopup(True)
+        self.custom_end.setDisplayFormat("yyyy-MM-dd HH:mm")
         earliest, latest = models.custom_end_range(now())
         self.custom_end.setDateTimeRange(QDateTime(earliest.astimezone()), QDateTime(latest.astimezone()))
         self.custom_end.setDateTime(QDateTime((now() + models.LIMIT_PRESETS[1].length).astimezone()))
@@ -469,6 +470,7 @@ class RequestNotice(QWidget):
         layout.addWidget(wrapped(tr(notice.instruction)))
         ok = QPushButton(self.tr("OK"))
         self.end_button = QPushButton(tr(models.END_SESSION))
+        self.end_button.setObjectName("end")  # red, as on the banner: the kill switch
         self.end_button.setToolTip(tr(models.END_WARNING))
         self.end_button.clicked.connect(on_end)
         self.end_button.clicked.connect(self.close)

@@ -78,8 +78,8 @@ QPushButton:focus, QRadioButton:focus, QCheckBox:focus {{ outline: 2px solid {th
 #banner {{ background: {theme.banner}; }}
 #banner QLabel {{ color: {theme.banner_text}; background: {theme.banner}; }}
 #banner QLabel#blocked {{ color: {theme.blocked}; font-weight: bold; }}
-#banner QPushButton#end {{ background: {theme.end}; color: {theme.end_text}; font-weight: bold; font-size: 15px;
-                          border-radius: 6px; padding: 6px 16px; min-height: 56px; min-width: 160px; }}
+QPushButton#end {{ background: {theme.end}; color: {theme.end_text}; font-weight: bold; border-radius: 6px; }}
+#banner QPushButton#end {{ font-size: 15px; padding: 6px 16px; min-height: 56px; min-width: 160px; }}
 """
 
 

@@ -7,7 +7,7 @@ nothing is sent.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +44,18 @@ def _uploads() -> list[dict[str, Any]]:
 
 def screens(link: AgentLink) -> dict[str, Callable[[], QWidget]]:
     """Name -> a function that makes the screen (shown by the caller)."""
+    now = datetime.now(UTC)  # what the windows measure time left against
+    limited = grant(AccessLevel.LIMITED, set_at=now - timedelta(minutes=2), until=now + timedelta(hours=2))
+
     def launcher() -> QWidget:
         console = Console(link)
         console._available(True, "")  # noqa: SLF001 - as when the agent answers
-        console._status(status(access=grant(AccessLevel.LIMITED, until=NOW + timedelta(hours=2))))  # noqa: SLF001
+        console._status(status(access=limited))  # noqa: SLF001
         console.timer.stop()
         return console.launcher
 
     def access() -> QWidget:
-        return AccessDialog(link, grant(AccessLevel.LIMITED, until=NOW + timedelta(hours=2)))
+        return AccessDialog(link, limited)
 
     def session_id() -> QWidget:
         return SessionDialog(link, grant(AccessLevel.NO_ACCESS))
