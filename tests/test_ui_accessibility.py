@@ -34,8 +34,9 @@ from PySide6.QtWidgets import (
 )
 from pytestqt.qtbot import QtBot
 
+from agent.protocol import Urgency
 from consent_ui import i18n, style
-from consent_ui.dialogs import AccessDialog
+from consent_ui.dialogs import AccessDialog, RequestServiceDialog, SessionDialog
 from consent_ui.link import AgentLink
 from tests import ui_gallery
 from tests.agent_process import AgentProcess
@@ -225,6 +226,46 @@ def test_the_access_dialog_with_the_keyboard_alone(qtbot: QtBot, agent: AgentPro
         qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Return)
         qtbot.waitUntil(lambda: not dialog.isVisible(), timeout=WAIT_MS)
         assert agent.cli_json("access", "show")["level"] == "permanent-limited"
+    finally:
+        link.stop()
+        link.deleteLater()
+
+
+def test_request_service_and_the_session_id_with_the_keyboard_alone(qtbot: QtBot, agent: AgentProcess) -> None:
+    """Typed, an urgency chosen with the arrow keys, Enter: the agent has the request (kept: no portal here). A session
+    ID typed and Enter: the agent is asked (and answers in words: this device is not enrolled)."""
+    link = AgentLink(agent.socket)
+    link.start()
+    service = RequestServiceDialog(link)
+    asked = SessionDialog(link, agent.cli_json("access", "show"))
+    try:
+        for dialog in (service, asked):
+            qtbot.addWidget(dialog)
+        with qtbot.waitActive(service):
+            service.show()
+            service.activateWindow()
+        service.text_field.setFocus(Qt.FocusReason.TabFocusReason)
+        qtbot.keyClicks(service.text_field, "the patient table does not move")
+        qtbot.keyClick(service.text_field, Qt.Key.Key_Tab)  # to the urgency (its first choice)
+        for _ in range(len(Urgency)):
+            if service.chosen() is Urgency.HIGH:
+                break
+            qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Down)
+        assert service.chosen() is Urgency.HIGH
+        qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Return)
+        qtbot.waitUntil(lambda: "cannot be reached now" in service.answer.text(), timeout=WAIT_MS)
+        [kept] = agent.cli_json("service-requests")
+        assert (kept["text"], kept["urgency"], kept["state"]) == ("the patient table does not move", "high", "queued")
+
+        service.close()
+        with qtbot.waitActive(asked):
+            asked.show()
+            asked.activateWindow()
+        asked.id_field.setFocus(Qt.FocusReason.TabFocusReason)
+        qtbot.keyClicks(asked.id_field, "12345678")
+        qtbot.keyClick(asked.id_field, Qt.Key.Key_Return)
+        qtbot.waitUntil(lambda: asked.error.text() != "", timeout=WAIT_MS)
+        assert asked.pages.currentIndex() == 0
     finally:
         link.stop()
         link.deleteLater()

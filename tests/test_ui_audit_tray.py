@@ -148,6 +148,14 @@ def test_the_audit_viewer_lists_narrows_to_one_engineer_and_exports_csv(qtbot: Q
         viewer.export_to(tmp_path / "missing" / "audit.csv")
         qtbot.waitUntil(lambda: "Cannot save" in viewer.error.text(), timeout=WAIT_MS)
         assert viewer.table.rowCount() == len(rows)
+
+        # Days before any of it: nothing (the agent reads only the chosen days).
+        viewer.first.setDate(viewer.first.date().addDays(-10))
+        viewer.last.setDate(viewer.first.date().addDays(2))
+        viewer.engineer.setCurrentIndex(0)
+        viewer.show_button.click()
+        qtbot.waitUntil(lambda: viewer.table.rowCount() == 0, timeout=WAIT_MS)
+        assert viewer.count.text() == "0 record(s)"
     finally:
         link.stop()
         viewer.close()
