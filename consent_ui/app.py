@@ -108,6 +108,19 @@ class Console(QObject):
         self.timer.start(TICK_MS)
         self._available(False, "")
 
+    def close(self) -> None:
+        """Everything this console made, gone: windows, banners, the tray icon, the hotkey (the UI's end; tests)."""
+        self.timer.stop()
+        self.banners.close()
+        self.tray.hide()
+        self.tray.deleteLater()
+        if self.hotkey is not None:
+            self.hotkey.release()
+        for window in [*self.dialogs, *self.receipts.values(), self.launcher]:
+            window.close()
+            window.deleteLater()
+        self.deleteLater()
+
     # ---- what the agent says ------------------------------------------------------------------------------------
 
     def refresh(self) -> None:
@@ -122,6 +135,8 @@ class Console(QObject):
         self.launcher.access.setText(tr(models.current_access(status["access"], datetime.now(UTC))))
         self.tray.show_state(models.tray_state(status, datetime.now(UTC)))
         self._show_banner()
+        for session in status.get("sessions") or ():  # asked for while this UI was not running or not connected
+            self._session_changed(session)
 
     def _follow_hotkey(self, text: str) -> None:
         """Grab the key the agent's configuration names (again when it changed while the agent restarted)."""
@@ -162,11 +177,13 @@ class Console(QObject):
             button.setEnabled(up)
         if up:
             self.launcher.state.setText("")
+            self.banners.update(self.banners.current, "")
             self.refresh()
         else:
             self.launcher.state.setText(self.tr("Remote service unavailable: the ServiceGate agent cannot be "
                                                 "reached. Remote access is not possible meanwhile."))
             self.tray.show_state(models.tray_state(None, datetime.now(UTC)))
+            self.banners.update(self.banners.current, tr(models.AGENT_DOWN))
 
     def _event(self, name: str, data: dict[str, Any]) -> None:
         if name in ("access_changed", "session_changed", "task_changed", "examination_block"):
@@ -244,8 +261,11 @@ class Console(QObject):
 
     def end_session(self) -> None:
         """The banner's End session: the kill switch, on a connection of its own (it never waits behind a call)."""
+        def failed(error: ServiceGateError) -> None:  # said on the banner, where End session was pressed
+            self.banners.update(self.banners.current, tr(models.error_text(error).text))
+
         self.link.call("kill", models.kill_request(tr(models.ENDED_AT_CONSOLE)), urgent=True,
-                       done=lambda receipt: self.refresh(), failed=self._failed)
+                       done=lambda receipt: self.refresh(), failed=failed)
 
     def _receipt(self, session: dict[str, Any]) -> None:
         """The receipt, from the tasks and uploads as they are now (and kept up to date while it is open)."""
@@ -325,4 +345,5 @@ def main(argv: list[str] | None = None) -> int:
         return application.exec()
     finally:
         link.stop()
+        console.close()
         lock.unlock()

@@ -136,10 +136,14 @@ class AuditViewer(QWidget):
         self.count.setText(self.tr("%n record(s)", "", len(rows)))
 
     def export(self) -> None:
-        name, _ = QFileDialog.getSaveFileName(self, self.tr("Export the audit log"),
-                                              str(Path.home() / "servicegate-audit.csv"), "CSV (*.csv)")
-        if name:
-            self.export_to(Path(name))
+        """Where to save: a file dialog modal to this window only (the banner's End session stays usable)."""
+        chooser = QFileDialog(self, self.tr("Export the audit log"), str(Path.home() / "servicegate-audit.csv"),
+                              "CSV (*.csv)")
+        chooser.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
+        chooser.setWindowModality(Qt.WindowModality.WindowModal)
+        chooser.fileSelected.connect(lambda name: self.export_to(Path(name)))
+        chooser.finished.connect(chooser.deleteLater)
+        chooser.open()
 
     def export_to(self, path: Path) -> None:
         """Save the shown period (and engineer) as CSV at `path`."""

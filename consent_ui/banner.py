@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtCore import QPoint, Qt
+from PySide6.QtCore import QObject, QPoint, Qt
 from PySide6.QtGui import QCloseEvent, QGuiApplication, QMoveEvent, QScreen
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 from consent_ui import models
 from consent_ui.dialogs import tr
@@ -47,31 +47,51 @@ class BannerBar(QWidget):
         self.end_button = QPushButton()
         self.end_button.setObjectName("end")
         self.end_button.clicked.connect(on_end)
-        text = QVBoxLayout()
-        for label in (self.headline, self.details, self.blocked, self.activity):
-            text.addWidget(label)
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(16, 4, 16, 4)
-        layout.addLayout(text, 1)
-        layout.addWidget(self.end_button)
+        self.text = QVBoxLayout()
+        self.labels = (self.headline, self.details, self.blocked, self.activity)
+        for label in self.labels:
+            label.setTextFormat(Qt.TextFormat.PlainText)  # the engineer's words show as written, never as markup
+            # Long lines wrap within the screen (the bar grows taller); they never push End session off it.
+            label.setWordWrap(True)
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            self.text.addWidget(label)
+        self.row = QHBoxLayout(self)
+        self.row.setContentsMargins(16, 4, 16, 4)
+        self.row.addLayout(self.text, 1)
+        self.row.addWidget(self.end_button)
         self.place()
 
     def place(self) -> None:
+        """Across the top of its screen, as tall as its lines need at that width."""
+        self.ensurePolished()  # the style's fonts and padding, before measuring
         area = self.screen_.geometry()
-        self.setGeometry(area.x(), area.y(), area.width(), HEIGHT)
+        margins, spacing = self.row.contentsMargins(), self.text.spacing()
+        width = area.width() - margins.left() - margins.right() - self.row.spacing() - \
+            self.end_button.sizeHint().width()
+        lines = [label.heightForWidth(width) for label in self.labels if not label.isHidden()]
+        text = sum(lines) + spacing * (len(lines) - 1)
+        height = margins.top() + margins.bottom() + max(text, self.end_button.sizeHint().height())
+        self.setGeometry(area.x(), area.y(), area.width(), max(HEIGHT, height))
 
-    def show_banner(self, banner: models.Banner) -> None:
+    def show_banner(self, banner: models.Banner, problem: str = "") -> None:
+        """`problem`: End session could not reach the agent (shown instead of the activity line, in words)."""
         self.headline.setText(tr(banner.headline))
         parts = [banner.reason, banner.case, banner.level, banner.elapsed, banner.remaining]
         self.details.setText("   ·   ".join(tr(part) for part in parts if part is not None))
         self.blocked.setText(tr(banner.blocked) if banner.blocked is not None else "")
         self.blocked.setVisible(banner.blocked is not None)
-        self.activity.setText("   ·   ".join(tr(part) for part in (banner.activity, banner.files, banner.other_sessions)
-                                            if part is not None))
+        activity = "   ·   ".join(tr(part) for part in (banner.activity, banner.files, banner.other_sessions)
+                                  if part is not None)
+        self.activity.setText(problem or activity)
+        self.activity.setObjectName("problem" if problem else "activity")
+        self.activity.style().polish(self.activity)  # its colour follows its name (consent_ui.style)
+        for label in (self.headline, self.details, self.activity):
+            label.setToolTip(label.text())
         self.end_button.setText(tr(banner.end_label))
         self.end_button.setToolTip(tr(banner.end_warning))
         self.end_button.setAccessibleName(tr(banner.end_label))
         self.end_button.setAccessibleDescription(tr(banner.end_warning))
+        self.place()
         if not self.isVisible():
             self.show()
         self.raise_()
@@ -96,13 +116,24 @@ class Banners:
         self.on_end = on_end
         self.bars: dict[QScreen, BannerBar] = {}
         self.current: models.Banner | None = None
+        self.problem = ""
         application = QGuiApplication.instance()
         assert isinstance(application, QGuiApplication)
-        application.screenAdded.connect(lambda screen: self.update(self.current))
-        application.screenRemoved.connect(self._screen_removed)
+        self._screens = [application.screenAdded.connect(lambda screen: self.update(self.current)),
+                         application.screenRemoved.connect(self._screen_removed)]
 
-    def update(self, banner: models.Banner | None) -> None:
+    def close(self) -> None:
+        """No banner any more, and no following the screens (the UI's end)."""
+        for connection in self._screens:
+            QObject.disconnect(connection)
+        self._screens = []
+        self.update(None)
+
+    def update(self, banner: models.Banner | None, problem: str | None = None) -> None:
+        """`problem`: a new one ("" clears it); None keeps the one shown."""
         self.current = banner
+        if problem is not None:
+            self.problem = problem
         if banner is None:
             for screen in list(self.bars):
                 self._remove(screen)
@@ -111,7 +142,7 @@ class Banners:
             bar = self.bars.get(screen)
             if bar is None:
                 bar = self.bars[screen] = BannerBar(screen, self.on_end)
-            bar.show_banner(banner)
+            bar.show_banner(banner, self.problem)
 
     def raise_all(self) -> None:
         for bar in self.bars.values():

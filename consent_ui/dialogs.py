@@ -21,11 +21,13 @@ from PySide6.QtWidgets import (
     QDateTimeEdit,
     QDialog,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
     QRadioButton,
+    QScrollArea,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -54,9 +56,16 @@ def add_rows(form: QFormLayout, details: models.SessionDetails) -> None:
         form.addRow(tr(row.label) + ":", value)
 
 
-def wrapped(text: str = "", *, name: str = "") -> QLabel:
+def wrapped(text: str = "", *, name: str = "", bold: bool = False) -> QLabel:
+    """A label of plain text, wrapped. Never rich text: names and reasons come from the engineer, and markup in them
+    must show as written, not format (or fake) what the technologist reads."""
     label = QLabel(text)
+    label.setTextFormat(Qt.TextFormat.PlainText)
     label.setWordWrap(True)
+    if bold:
+        font = label.font()
+        font.setBold(True)
+        label.setFont(font)
     label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
     if name:
         label.setObjectName(name)
@@ -312,6 +321,14 @@ class SessionDialog(QDialog):
         assert self.session is not None
         self._send("session_decline", models.decline_request(str(self.session["id"])))
 
+    def reject(self) -> None:
+        """Escape or the window's close button: a session shown for consent is declined, never left waiting unseen
+        (once the decline failed, and said why, the window closes)."""
+        if self.session is not None and self.pages.currentIndex() == 1 and not self.error.text():
+            self.decline()
+            return
+        super().reject()
+
     def _send(self, op: str, request: dict[str, Any]) -> None:
         self.accept_button.setEnabled(False)
         self.decline_button.setEnabled(False)
@@ -424,8 +441,13 @@ class ReceiptDialog(QDialog):
         self.setWindowTitle(tr(receipt.title))
         self.receipt = receipt
         layout = QVBoxLayout(self)
-        self.body = QVBoxLayout()
-        layout.addLayout(self.body)
+        self.scroller = QScrollArea()  # a fetched series can be hundreds of files: Close stays in reach
+        self.scroller.setWidgetResizable(True)
+        self.scroller.setFrameShape(QFrame.Shape.NoFrame)
+        self.content = QWidget()
+        self.body = QVBoxLayout(self.content)
+        self.scroller.setWidget(self.content)
+        layout.addWidget(self.scroller)
         self.close_button = QPushButton(self.tr("Close"), self)
         self.close_button.setMinimumHeight(44)
         self.close_button.setDefault(True)
@@ -439,19 +461,23 @@ class ReceiptDialog(QDialog):
             if (widget := item.widget()) is not None:
                 widget.setParent(None)  # gone from the dialog now, deleted by Qt later
                 widget.deleteLater()
-        self.body.addWidget(wrapped(f"<b>{tr(receipt.title)}</b>"))
+        self.body.addWidget(wrapped(tr(receipt.title), bold=True))
         for text in (receipt.who, receipt.period, receipt.level, receipt.end_reason_text, receipt.summary):
             if text is not None:
                 self.body.addWidget(wrapped(tr(text)))
         if receipt.tasks:
-            self.body.addWidget(wrapped("<b>" + self.tr("Tasks") + "</b>"))
+            self.body.addWidget(wrapped(self.tr("Tasks"), bold=True))
         for task in receipt.tasks:
             self.body.addWidget(wrapped(tr(task.line), name="task"))
         if receipt.files:
-            self.body.addWidget(wrapped("<b>" + self.tr("Files") + "</b>"))
+            self.body.addWidget(wrapped(self.tr("Files"), bold=True))
         for fate in receipt.files:
             self.body.addWidget(wrapped(f"{fate.name}: {tr(fate.proof)}" + (f" (SHA-256 {fate.sha256[:16]}…)"
                                                                             if fate.sha256 else ""), name="file"))
+        # As tall as the text needs at the dialog's width, up to half the screen; beyond that it scrolls.
+        needed = self.body.heightForWidth(style.DIALOG_WIDTH) if self.body.hasHeightForWidth() else \
+            self.content.sizeHint().height()
+        self.scroller.setMinimumHeight(min(needed, self.screen().availableGeometry().height() // 2))
 
 
 class RequestNotice(QWidget):

@@ -806,6 +806,8 @@ def tray_state(status: Mapping[str, Any] | None, now: datetime, tz: tzinfo | Non
 
 # The kill switch's button, on the banner and on a request's notice.
 END_SESSION = _text(QT_TRANSLATE_NOOP("Banner", "End session"))
+AGENT_DOWN = _text(QT_TRANSLATE_NOOP("Banner", "The ServiceGate agent cannot be reached: remote access stops with it. "
+                                              "Tell site IT."))
 ENDED_AT_CONSOLE = _text(QT_TRANSLATE_NOOP("Banner", "Ended at the console"))  # the kill switch's note (audit, receipt)
 END_WARNING = _text(QT_TRANSLATE_NOOP("Banner", "End session stops every remote task now, ends every remote session "
                                                 "and sets remote access to No access."))

@@ -25,6 +25,7 @@ class Theme:
     text: str  # their text
     base: str  # input fields, tables
     base_text: str
+    placeholder: str  # an example in an empty field: unlike typed text, still readable
     button: str
     button_text: str
     highlight: str  # selection, focus
@@ -39,15 +40,18 @@ class Theme:
     def text_pairs(self) -> dict[str, tuple[str, str]]:
         """Every (text colour, background) the UI shows, by where."""
         return {"dialog text": (self.text, self.window), "input text": (self.base_text, self.base),
+                "placeholder": (self.placeholder, self.base),
                 "button text": (self.button_text, self.button), "selection": (self.highlight_text, self.highlight),
                 "error": (self.error, self.window), "banner text": (self.banner_text, self.banner),
                 "examinations blocked": (self.blocked, self.banner), "end session": (self.end_text, self.end)}
 
 
-DEFAULT = Theme("default", window="#f2f2f2", text="#1a1a1a", base="#ffffff", base_text="#1a1a1a", button="#e1e1e1",
+DEFAULT = Theme("default", window="#f2f2f2", text="#1a1a1a", base="#ffffff", base_text="#1a1a1a", placeholder="#5f5f5f",
+                button="#e1e1e1",
                 button_text="#1a1a1a", highlight="#1f5fa8", highlight_text="#ffffff", error="#a40000",
                 banner="#1f3a5f", banner_text="#ffffff", blocked="#ffd54f", end="#c62828", end_text="#ffffff")
 HIGH_CONTRAST = Theme("high-contrast", window="#000000", text="#ffffff", base="#000000", base_text="#ffffff",
+                      placeholder="#b0b0b0",
                       button="#000000", button_text="#ffff00", highlight="#ffff00", highlight_text="#000000",
                       error="#ff8080", banner="#000000", banner_text="#ffffff", blocked="#ffff00", end="#b00000",
                       end_text="#ffffff")
@@ -63,7 +67,7 @@ def palette(theme: Theme) -> QPalette:
                          (QPalette.ColorRole.HighlightedText, theme.highlight_text),
                          (QPalette.ColorRole.ToolTipBase, theme.base),
                          (QPalette.ColorRole.ToolTipText, theme.base_text),
-                         (QPalette.ColorRole.PlaceholderText, theme.base_text)):
+                         (QPalette.ColorRole.PlaceholderText, theme.placeholder)):
         for group in (QPalette.ColorGroup.Active, QPalette.ColorGroup.Inactive):
             colours.setColor(group, role, QColor(colour))
     return colours
@@ -77,7 +81,7 @@ QPushButton:focus, QRadioButton:focus, QCheckBox:focus {{ outline: 2px solid {th
 #error {{ color: {theme.error}; font-weight: bold; }}
 #banner {{ background: {theme.banner}; }}
 #banner QLabel {{ color: {theme.banner_text}; background: {theme.banner}; }}
-#banner QLabel#blocked {{ color: {theme.blocked}; font-weight: bold; }}
+#banner QLabel#blocked, #banner QLabel#problem {{ color: {theme.blocked}; font-weight: bold; }}
 QPushButton#end {{ background: {theme.end}; color: {theme.end_text}; font-weight: bold; border-radius: 6px; }}
 #banner QPushButton#end {{ font-size: 15px; padding: 6px 16px; min-height: 56px; min-width: 160px; }}
 """

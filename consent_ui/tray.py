@@ -96,3 +96,9 @@ class Tray(QObject):
 
     def hide(self) -> None:
         self.icon.hide()
+
+    def deleteLater(self) -> None:  # noqa: N802 - Qt's name
+        """The icon and its menu with it (they have no parent: a tray icon is a window of its own)."""
+        self.icon.deleteLater()
+        self.menu.deleteLater()
+        super().deleteLater()

@@ -19,7 +19,7 @@ from PySide6.QtCore import QCoreApplication, Qt
 from PySide6.QtWidgets import QLabel, QPushButton
 from pytestqt.qtbot import QtBot
 
-from agent.protocol import AccessLevel, Urgency
+from agent.protocol import AccessLevel, SessionState, Urgency
 from consent_ui.app import Console
 from consent_ui.dialogs import ReceiptDialog, RequestNotice, SessionDialog
 from consent_ui.link import AgentLink
@@ -46,12 +46,7 @@ def start_console(qtbot: QtBot, agent: AgentProcess) -> tuple[Console, AgentLink
 def close(console: Console, link: AgentLink) -> None:
     """Everything the UI made, gone before the next test (Qt objects left to the interpreter's exit crash it)."""
     link.stop()
-    console.timer.stop()
-    console.banners.update(None)
-    for window in [*console.dialogs, *console.receipts.values()]:
-        window.close()
-        window.deleteLater()
-    console.deleteLater()
+    console.close()
     link.deleteLater()
     QCoreApplication.processEvents()
 
@@ -407,5 +402,76 @@ def test_request_service_from_the_console_gets_a_case_number_now_or_when_the_por
         click(qtbot, asked.claim_button)
         qtbot.waitUntil(lambda: asked.pages.currentIndex() == 1, timeout=WAIT_MS)
         assert asked.findChild(QLabel, "row-Case number").text() == second["case_id"]
+    finally:
+        close(console, link)
+
+
+def test_a_request_waiting_before_the_ui_started_is_shown_and_escape_declines_it(
+        qtbot: QtBot, portal: PortalProcess, enrolled: AgentProcess) -> None:
+    assert enrolled.cli("access", "set", "permanent-limited").returncode == 0
+    waiting = open_session(portal, "full", request=True)
+    qtbot.waitUntil(lambda: any(s["id"] == waiting and s["state"] == "awaiting_consent"
+                                for s in enrolled.cli_json("session", "list")), timeout=WAIT_MS)
+    console, link = start_console(qtbot, enrolled)  # only now: the agent's status has the waiting session
+    try:
+        qtbot.waitUntil(lambda: any(isinstance(d, SessionDialog) and d.isVisible() for d in console.dialogs),
+                        timeout=WAIT_MS)
+        dialog = next(d for d in console.dialogs if isinstance(d, SessionDialog))
+        qtbot.addWidget(dialog)
+        assert dialog.session is not None
+        assert dialog.session["id"] == waiting
+        qtbot.keyClick(dialog, Qt.Key.Key_Escape)  # closing it is declining it: never left waiting unseen
+        qtbot.waitUntil(lambda: agent_session(enrolled, waiting)["state"] == "ended", timeout=WAIT_MS)
+        assert agent_session(enrolled, waiting)["end_reason"] == "declined"
+        qtbot.waitUntil(lambda: not dialog.isVisible(), timeout=WAIT_MS)
+    finally:
+        close(console, link)
+
+
+def test_the_engineers_words_show_as_written_and_never_push_end_session_off_the_screen(qtbot: QtBot) -> None:
+    """Markup in a reason is shown, not obeyed; a 500-character reason is cut at the screen's edge (whole in the
+    tooltip), and End session stays on the screen."""
+    from PySide6.QtGui import QGuiApplication
+
+    from consent_ui import models
+    from consent_ui.banner import BannerBar
+    from tests.test_ui_models import NOW, session, status
+
+    fake = "<b>Examinations remain possible</b> " + "x" * 500
+    active = {**session(SessionState.ACTIVE, effective=AccessLevel.FULL, activated=NOW), "reason": fake}
+    screen = QGuiApplication.primaryScreen()
+    bar = BannerBar(screen, lambda: None)
+    qtbot.addWidget(bar)
+    shown = models.banner(status(active), [], [], NOW)
+    assert shown is not None
+    bar.show_banner(shown)
+    assert "<b>Examinations remain possible</b>" in bar.details.text()
+    assert bar.details.textFormat() == Qt.TextFormat.PlainText
+    assert bar.details.toolTip() == bar.details.text()
+    room = screen.geometry()
+    assert bar.geometry().right() <= room.right()
+    assert bar.end_button.mapTo(bar, bar.end_button.rect().topRight()).x() + bar.x() <= room.right()
+
+    dialog = SessionDialog(AgentLink(Path("/nonexistent.sock")), {"level": "no-access"})
+    qtbot.addWidget(dialog)
+    dialog.show_session({**session(), "reason": fake})
+    [reason] = [label for label in dialog.findChildren(QLabel) if label.text() == fake]
+    assert reason.textFormat() == Qt.TextFormat.PlainText
+
+
+def test_end_session_says_on_the_banner_when_the_agent_is_gone(
+        qtbot: QtBot, modality_agent: tuple[AgentProcess, Path, Path]) -> None:
+    agent, _, _ = modality_agent
+    console, link = start_console(qtbot, agent)
+    try:
+        full_session(agent)
+        qtbot.waitUntil(lambda: bool(console.banners.bars), timeout=WAIT_MS)
+        bar = next(iter(console.banners.bars.values()))
+        agent.stop()  # the agent dies with the session open: the banner stays, and says what that means
+        qtbot.waitUntil(lambda: "cannot be reached" in bar.activity.text(), timeout=WAIT_MS)
+        assert bar.activity.objectName() == "problem"
+        agent.start()
+        qtbot.waitUntil(lambda: "cannot be reached" not in bar.activity.text() or not bar.isVisible(),
+                        timeout=WAIT_MS)
     finally:
         close(console, link)

@@ -189,6 +189,10 @@
         <translation>Sitzung beenden</translation>
     </message>
     <message>
+        <source>The ServiceGate agent cannot be reached: remote access stops with it. Tell site IT.</source>
+        <translation>Der ServiceGate-Agent ist nicht erreichbar: Der Fernzugriff endet damit. Informieren Sie Ihre IT-Abteilung.</translation>
+    </message>
+    <message>
         <source>Ended at the console</source>
         <translation>An der Konsole beendet</translation>
     </message>
