@@ -209,6 +209,7 @@ class Agent:
             "counters": dict(self.counters),
             "portal": self.link_status(),
             "problems": list(self.problems),
+            "time_limit_min": self.config.sessions.time_limit_min,
             "console": {"hotkey": self.config.console.hotkey, "language": self.config.console.language,
                         "high_contrast": self.config.console.high_contrast},
         }

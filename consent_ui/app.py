@@ -62,8 +62,6 @@ class Launcher(QWidget):
         self.enter = QPushButton(self.tr("Enter session ID…"))
         self.service = QPushButton(self.tr("Request service…"))
         self.audit = QPushButton(self.tr("Show audit log…"))
-        for button in (self.change, self.enter, self.service, self.audit):
-            button.setMinimumHeight(44)
         self.change.clicked.connect(console.open_access)
         self.enter.clicked.connect(console.open_session_id)
         self.service.clicked.connect(console.open_request_service)
@@ -242,16 +240,18 @@ class Console(QObject):
         self.launcher.activateWindow()
 
     def open_session_id(self) -> SessionDialog:
-        dialog = SessionDialog(self.link, self.status.get("access") or {"level": "no-access"})
+        dialog = SessionDialog(self.link, self.status.get("access") or {"level": "no-access"},
+                               self.status.get("time_limit_min"))
         self._show(dialog)
         return dialog
 
     def _incoming(self, session: dict[str, Any]) -> None:
         """A session the engineer asked for: it waits for the technologist (above the grant, or FULL), or it only
         informs (within the grant; the engineer is signing in)."""
-        notice = models.incoming_request(session)
+        notice = models.incoming_request(session, self.status.get("time_limit_min"))
         if notice.needs_action:
-            dialog = SessionDialog(self.link, self.status.get("access") or {"level": "no-access"})
+            dialog = SessionDialog(self.link, self.status.get("access") or {"level": "no-access"},
+                                   self.status.get("time_limit_min"))
             dialog.setWindowTitle(tr(notice.title))
             dialog.show_session(session)
             self._show(dialog)

@@ -64,8 +64,6 @@ class AuditViewer(QWidget):
             edit.setCalendarPopup(True)
             edit.setDisplayFormat("yyyy-MM-dd")
             edit.setAccessibleName(name)
-        for button in (self.show_button, self.export_button):
-            button.setMinimumHeight(44)
         self.show_button.clicked.connect(self.load)
         self.export_button.clicked.connect(self.export)
         self.engineer.currentIndexChanged.connect(lambda index: self._narrow())
@@ -99,6 +97,9 @@ class AuditViewer(QWidget):
 
     def load(self) -> None:
         """The chosen days' records; the Engineer list from them."""
+        if self.first.date() > self.last.date():
+            self.error.show_text(self.tr("The first day is after the last one: choose a first day before the last."))
+            return
         self.error.show_text("")
         self.link.call("audit_export", self.period(), done=self._loaded, failed=self.error.show_error)
 

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
+    QLayout,
     QLineEdit,
     QPushButton,
     QRadioButton,
@@ -54,6 +55,34 @@ def add_rows(form: QFormLayout, details: models.SessionDetails) -> None:
         value = wrapped(tr(row.value))
         value.setObjectName(f"row-{row.label.source}")
         form.addRow(tr(row.label) + ":", value)
+
+
+def add_choice(layout: QVBoxLayout, group: QButtonGroup, title: str, explanation: str, *, name: str = "",
+               bold: bool = False) -> QRadioButton:
+    """A radio button with what it means in a line right under it; a screen reader says that line with it."""
+    button = QRadioButton(title)
+    button.setAccessibleName(title)
+    button.setAccessibleDescription(explanation)
+    group.addButton(button)
+    line = wrapped(explanation, name=name, bold=bold)
+    line.setIndent(24)  # under the button's text
+    pair = QVBoxLayout()
+    pair.setSpacing(0)
+    pair.setContentsMargins(0, 0, 0, 6)  # apart from the next choice
+    pair.addWidget(button)
+    pair.addWidget(line)
+    layout.addLayout(pair)
+    return button
+
+
+def clear(layout: QLayout) -> None:
+    """Every widget and layout in `layout`, gone."""
+    while (item := layout.takeAt(0)) is not None:
+        if (widget := item.widget()) is not None:
+            widget.setParent(None)
+            widget.deleteLater()
+        elif (inner := item.layout()) is not None:
+            clear(inner)
 
 
 def wrapped(text: str = "", *, name: str = "", bold: bool = False) -> QLabel:
@@ -104,12 +133,7 @@ class AccessDialog(QDialog):
         layout.addWidget(self.current)
         self.buttons: dict[AccessLevel, QRadioButton] = {}
         for option in models.ACCESS_OPTIONS:
-            button = QRadioButton(tr(option.title))
-            button.setAccessibleName(tr(option.title))
-            self.buttons[option.level] = button
-            self.levels.addButton(button)
-            layout.addWidget(button)
-            layout.addWidget(wrapped(tr(option.consequence)))
+            self.buttons[option.level] = add_choice(layout, self.levels, tr(option.title), tr(option.consequence))
         self.presets = QComboBox()
         for preset in models.LIMIT_PRESETS:
             self.presets.addItem(tr(preset.label))
@@ -190,11 +214,13 @@ class SessionDialog(QDialog):
     notice and accept, or decline (as easy as accepting). Also shows a session the engineer asked for through the
     service centre (`show_session`), which waits for the technologist the same way."""
 
-    def __init__(self, link: AgentLink, grant: dict[str, Any], parent: QWidget | None = None) -> None:
+    def __init__(self, link: AgentLink, grant: dict[str, Any], time_limit_min: int | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setMinimumWidth(style.DIALOG_WIDTH)  # wrapped text reads in lines, not a narrow column
         self.link = link
         self.grant = grant
+        self.time_limit_min = time_limit_min  # the agent's [sessions] time_limit_min: "How long"
         self.session: dict[str, Any] | None = None
         self.setWindowTitle(self.tr("Remote service session"))
         self.pages = QStackedWidget()
@@ -238,7 +264,6 @@ class SessionDialog(QDialog):
         self.decline_button = QPushButton(self.tr("Decline"))
         self.accept_button = QPushButton(self.tr("Accept"))
         for button in (self.decline_button, self.accept_button):
-            button.setMinimumHeight(44)
             button.setAutoDefault(False)  # equal: neither is the Enter key
             buttons.addWidget(button)
         self.decline_button.clicked.connect(self.decline)
@@ -273,7 +298,7 @@ class SessionDialog(QDialog):
     def show_session(self, session: dict[str, Any]) -> None:
         """Page 2 for `session`: its details, the levels it may be granted, the privacy notice."""
         self.session = session
-        details = models.session_details(session)
+        details = models.session_details(session, self.time_limit_min)
         while self.rows.rowCount():
             self.rows.removeRow(0)
         add_rows(self.rows, details)
@@ -281,26 +306,16 @@ class SessionDialog(QDialog):
         for button in self.levels.buttons():
             self.levels.removeButton(button)
             button.deleteLater()
-        while self.level_box.count():
-            item = self.level_box.takeAt(0)
-            widget = item.widget() if item is not None else None
-            if widget is not None:
-                widget.deleteLater()
+        clear(self.level_box)
         self.level_buttons: dict[AccessLevel, QRadioButton] = {}
         for choice in models.confirm_choices(session, self.grant):
-            button = QRadioButton(tr(choice.title))
-            button.setAccessibleName(tr(choice.title))
-            button.setChecked(choice.default)
-            self.levels.addButton(button)
-            self.level_box.addWidget(button)
-            self.level_buttons[choice.level] = button
             lines = [tr(choice.warning if choice.warning is not None else choice.meaning)]
             if choice.note is not None:
                 lines.append(tr(choice.note))
-            explanation = wrapped("\n".join(lines), name=f"meaning-{choice.level.value}")
-            if choice.warning is not None:
-                explanation.setStyleSheet("font-weight: bold;")
-            self.level_box.addWidget(explanation)
+            button = add_choice(self.level_box, self.levels, tr(choice.title), "\n".join(lines),
+                                name=f"meaning-{choice.level.value}", bold=choice.warning is not None)
+            button.setChecked(choice.default)
+            self.level_buttons[choice.level] = button
         self.disclaimer.setChecked(False)
         self.error.show_text("")
         self.pages.setCurrentIndex(1)
@@ -368,13 +383,8 @@ class RequestServiceDialog(QDialog):
         self.urgency = QButtonGroup(self)
         self.urgency_buttons: dict[Urgency, QRadioButton] = {}
         for option in models.URGENCY_OPTIONS:
-            button = QRadioButton(tr(option.title))
-            button.setAccessibleName(tr(option.title))
-            button.setAccessibleDescription(tr(option.meaning))
-            self.urgency.addButton(button)
-            self.urgency_buttons[option.urgency] = button
-            layout.addWidget(button)
-            layout.addWidget(wrapped(tr(option.meaning)))
+            self.urgency_buttons[option.urgency] = add_choice(layout, self.urgency, tr(option.title),
+                                                              tr(option.meaning))
         self.urgency_buttons[Urgency.NORMAL].setChecked(True)
         self.answer = wrapped(name="result")
         self.answer.hide()
@@ -387,7 +397,6 @@ class RequestServiceDialog(QDialog):
         row = QHBoxLayout()
         row.addStretch()
         for action in (self.close_button, self.send_button):
-            action.setMinimumHeight(44)
             row.addWidget(action)
         layout.addLayout(row)
         self.send_button.clicked.connect(self.send)
@@ -449,7 +458,6 @@ class ReceiptDialog(QDialog):
         self.scroller.setWidget(self.content)
         layout.addWidget(self.scroller)
         self.close_button = QPushButton(self.tr("Close"), self)
-        self.close_button.setMinimumHeight(44)
         self.close_button.setDefault(True)
         self.close_button.clicked.connect(self.accept)
         layout.addWidget(self.close_button)
@@ -503,6 +511,5 @@ class RequestNotice(QWidget):
         ok.clicked.connect(self.close)
         row = QHBoxLayout()
         for button in (ok, self.end_button):
-            button.setMinimumHeight(44)
             row.addWidget(button)
         layout.addLayout(row)

@@ -149,6 +149,12 @@ def test_the_audit_viewer_lists_narrows_to_one_engineer_and_exports_csv(qtbot: Q
         qtbot.waitUntil(lambda: "Cannot save" in viewer.error.text(), timeout=WAIT_MS)
         assert viewer.table.rowCount() == len(rows)
 
+        # The first day after the last: said in words, the list as it was.
+        shown_rows = viewer.table.rowCount()
+        viewer.first.setDate(viewer.last.date().addDays(1))
+        viewer.show_button.click()
+        assert "first day is after the last" in viewer.error.text()
+        assert viewer.table.rowCount() == shown_rows
         # Days before any of it: nothing (the agent reads only the chosen days).
         viewer.first.setDate(viewer.first.date().addDays(-10))
         viewer.last.setDate(viewer.first.date().addDays(2))

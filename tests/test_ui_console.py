@@ -193,7 +193,7 @@ def test_session_ids_wrong_and_right_decline_and_accept_with_the_privacy_notice(
         qtbot.waitUntil(lambda: dialog.pages.currentIndex() == 1, timeout=WAIT_MS)
         shown = "\n".join(label.text() for label in dialog.findChildren(QLabel))
         for fact in ("Dana Scully", "E-4711", "Acme Medical Service", "gantry error 4711",
-                     "Examinations will be blocked"):
+                     "Examinations will be blocked", "at most 8 h"):  # [sessions] time_limit_min, from the agent
             assert fact in shown
         qtbot.mouseClick(dialog.decline_button, Qt.MouseButton.LeftButton)
         qtbot.waitUntil(lambda: not dialog.isVisible(), timeout=WAIT_MS)

@@ -135,6 +135,7 @@ def status(*sessions: dict[str, Any], access: dict[str, Any] | None = None) -> d
             "sessions": list(sessions), "examinations_blocked": any(s["blocks_examinations"] for s in sessions),
             "examination_block": {"held": False, "enforced": False}, "tasks": [], "killing": False,
             "counters": {}, "portal": {"state": "connected"}, "problems": [],
+            "time_limit_min": 480,
             "console": {"hotkey": "Ctrl+Alt+End", "language": "system", "high_contrast": False}}
 
 

@@ -138,6 +138,10 @@
         <source>To</source>
         <translation>Bis</translation>
     </message>
+    <message>
+        <source>The first day is after the last one: choose a first day before the last.</source>
+        <translation>Der erste Tag liegt nach dem letzten: Wählen Sie einen ersten Tag vor dem letzten.</translation>
+    </message>
     <message numerus="yes">
         <source>%n record(s)</source>
         <translation>
