@@ -75,6 +75,29 @@ def add_choice(layout: QVBoxLayout, group: QButtonGroup, title: str, explanation
     return button
 
 
+class Scrolled(QScrollArea):
+    """Content that scrolls when the screen is too small for it (a long receipt, the session's details on a small
+    console screen), so the buttons under it stay in reach. `body` is its layout; `fit()` after filling it."""
+
+    ROOM = 300  # px: a window's title, the text and buttons under the scrolling part, the panel
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.content = QWidget()
+        self.body = QVBoxLayout(self.content)
+        self.body.setContentsMargins(0, 0, 0, 0)
+        self.setWidget(self.content)
+
+    def fit(self) -> None:
+        """As tall as the content needs at the dialog's width, as far as the screen leaves room for what is around
+        it (ROOM); beyond that it scrolls."""
+        inner = style.DIALOG_WIDTH - 60  # the dialog's margins and the scroll bar
+        needed = self.body.heightForWidth(inner) if self.body.hasHeightForWidth() else self.content.sizeHint().height()
+        self.setMinimumHeight(min(needed, max(200, self.screen().availableGeometry().height() - self.ROOM)))
+
+
 def clear(layout: QLayout) -> None:
     """Every widget and layout in `layout`, gone."""
     while (item := layout.takeAt(0)) is not None:
@@ -248,7 +271,11 @@ class SessionDialog(QDialog):
         self.pages.addWidget(entry)
         # page 2: who and why, the level, the privacy notice
         details = QWidget()
-        self.details_layout = QVBoxLayout(details)
+        page = QVBoxLayout(details)
+        page.setContentsMargins(0, 0, 0, 0)
+        self.details_scroller = Scrolled()
+        page.addWidget(self.details_scroller)
+        self.details_layout = self.details_scroller.body
         self.rows = QFormLayout()
         self.details_layout.addLayout(self.rows)
         self.origin = wrapped()
@@ -256,10 +283,11 @@ class SessionDialog(QDialog):
         self.levels = QButtonGroup(self)
         self.level_box = QVBoxLayout()
         self.details_layout.addLayout(self.level_box)
-        self.details_layout.addWidget(wrapped(tr(models.PRIVACY_NOTICE), name="privacy"))
+        # The privacy notice, its checkbox and the buttons stay in view under the details, however small the screen.
+        page.addWidget(wrapped(tr(models.PRIVACY_NOTICE), name="privacy"))
         self.disclaimer = QCheckBox(tr(models.PRIVACY_CHECKBOX))
         self.disclaimer.setAccessibleName(tr(models.PRIVACY_CHECKBOX))
-        self.details_layout.addWidget(self.disclaimer)
+        page.addWidget(self.disclaimer)
         buttons = QHBoxLayout()
         self.decline_button = QPushButton(self.tr("Decline"))
         self.accept_button = QPushButton(self.tr("Accept"))
@@ -268,7 +296,7 @@ class SessionDialog(QDialog):
             buttons.addWidget(button)
         self.decline_button.clicked.connect(self.decline)
         self.accept_button.clicked.connect(self.confirm)
-        self.details_layout.addLayout(buttons)
+        page.addLayout(buttons)  # under the scrolling details: always in reach
         self.pages.addWidget(details)
 
     def _regroup(self, text: str) -> None:
@@ -319,6 +347,7 @@ class SessionDialog(QDialog):
         self.disclaimer.setChecked(False)
         self.error.show_text("")
         self.pages.setCurrentIndex(1)
+        self.details_scroller.fit()
 
     def chosen_level(self) -> AccessLevel:
         return next(level for level, button in self.level_buttons.items() if button.isChecked())
@@ -450,12 +479,8 @@ class ReceiptDialog(QDialog):
         self.setWindowTitle(tr(receipt.title))
         self.receipt = receipt
         layout = QVBoxLayout(self)
-        self.scroller = QScrollArea()  # a fetched series can be hundreds of files: Close stays in reach
-        self.scroller.setWidgetResizable(True)
-        self.scroller.setFrameShape(QFrame.Shape.NoFrame)
-        self.content = QWidget()
-        self.body = QVBoxLayout(self.content)
-        self.scroller.setWidget(self.content)
+        self.scroller = Scrolled()  # a fetched series can be hundreds of files: Close stays in reach
+        self.body = self.scroller.body
         layout.addWidget(self.scroller)
         self.close_button = QPushButton(self.tr("Close"), self)
         self.close_button.setDefault(True)
@@ -482,10 +507,7 @@ class ReceiptDialog(QDialog):
         for fate in receipt.files:
             self.body.addWidget(wrapped(f"{fate.name}: {tr(fate.proof)}" + (f" (SHA-256 {fate.sha256[:16]}…)"
                                                                             if fate.sha256 else ""), name="file"))
-        # As tall as the text needs at the dialog's width, up to half the screen; beyond that it scrolls.
-        needed = self.body.heightForWidth(style.DIALOG_WIDTH) if self.body.hasHeightForWidth() else \
-            self.content.sizeHint().height()
-        self.scroller.setMinimumHeight(min(needed, self.screen().availableGeometry().height() // 2))
+        self.scroller.fit()
 
 
 class RequestNotice(QWidget):

@@ -65,6 +65,9 @@ class AgentLink(QObject):
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(timeout=5)
+        # A call under way when the first close came may have connected again: closed now that the threads are done.
+        self._client.close()
+        self._watch_client.close()
 
     def call(self, op: str, args: dict[str, Any] | None = None, *, done: Done = lambda result: None,
              failed: Failed = lambda error: None, urgent: bool = False) -> None:

@@ -77,6 +77,7 @@ def style_sheet(theme: Theme) -> str:
     return f"""
 QPushButton, QRadioButton, QCheckBox, QLineEdit, QComboBox, QDateEdit, QDateTimeEdit {{ min-height: {TOUCH}px; }}
 QPushButton {{ min-width: {TOUCH}px; padding: 0 14px; }}
+QMenu::item {{ min-height: {TOUCH}px; padding: 0 24px; }}
 QPushButton:focus, QRadioButton:focus, QCheckBox:focus {{ outline: 2px solid {theme.highlight}; }}
 #error {{ color: {theme.error}; font-weight: bold; }}
 #banner {{ background: {theme.banner}; }}

@@ -95,8 +95,9 @@ def where(window: QWidget, widget: QWidget) -> str:
 
 
 SCREENS = [  # as the gallery names them (checked below)
-    "launcher", "access", "session-id", "session-details", "request-notice", "banner", "receipt", "request-service",
-    "request-service-sent", "audit-log"]
+    "launcher", "launcher-unavailable", "access", "access-error", "session-id", "session-details",
+    "session-requested", "request-notice", "banner", "receipt", "receipt-many-files", "request-service",
+    "request-service-sent", "request-service-kept", "audit-log"]
 
 
 def test_the_gallery_has_every_screen() -> None:
@@ -153,8 +154,9 @@ def test_every_text_colour_of_each_theme_has_enough_contrast(theme: style.Theme)
 
 
 # The button Enter presses. The session's details have none: Accept and Decline are equal, neither is the Enter key.
-MAIN_ACTION = {"access": "apply_button", "session-id": "claim_button", "receipt": "close_button",
-               "request-service": "send_button", "request-service-sent": "close_button"}
+MAIN_ACTION = {"access": "apply_button", "access-error": "apply_button", "session-id": "claim_button",
+               "receipt": "close_button", "receipt-many-files": "close_button", "request-service": "send_button",
+               "request-service-sent": "close_button", "request-service-kept": "close_button"}
 
 
 def reading_order(widgets: list[QWidget], window: QWidget) -> list[QWidget]:

@@ -14,12 +14,20 @@ from typing import Any
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QWidget
 
-from agent.protocol import AccessLevel, EndReason, SessionState
+from agent.errors import AuditError
+from agent.protocol import AccessLevel, EndReason, SessionState, Urgency
 from consent_ui import models
 from consent_ui.app import Console
 from consent_ui.audit_viewer import AuditViewer
 from consent_ui.banner import BannerBar
-from consent_ui.dialogs import AccessDialog, ReceiptDialog, RequestNotice, RequestServiceDialog, SessionDialog
+from consent_ui.dialogs import (
+    AccessDialog,
+    ReceiptDialog,
+    RequestNotice,
+    RequestServiceDialog,
+    SessionDialog,
+    tr,
+)
 from consent_ui.link import AgentLink
 from tests.test_ui_models import NOW, RECORDS, grant, requested_under, session, status, task, upload
 
@@ -95,9 +103,42 @@ def screens(link: AgentLink) -> dict[str, Callable[[], QWidget]]:
         viewer._loaded(RECORDS)  # noqa: SLF001 - as the agent's answer
         return viewer
 
-    return {"launcher": launcher, "access": access, "session-id": session_id, "session-details": session_details,
-            "request-notice": request_notice, "banner": banner, "receipt": receipt,
-            "request-service": request_service, "request-service-sent": request_service_sent,
+    def launcher_unavailable() -> QWidget:
+        console = Console(link)  # the agent never answers: "remote service unavailable"
+        console.timer.stop()
+        return console.launcher
+
+    def session_requested() -> QWidget:
+        dialog = SessionDialog(link, grant(AccessLevel.PERMANENT_LIMITED), 480)
+        dialog.setWindowTitle(tr(models.incoming_request(requested_under(AccessLevel.PERMANENT_LIMITED,
+                                                                          AccessLevel.FULL)).title))
+        dialog.show_session(requested_under(AccessLevel.PERMANENT_LIMITED, AccessLevel.FULL))
+        return dialog
+
+    def access_error() -> QWidget:
+        dialog = AccessDialog(link, limited)
+        dialog.error.show_error(AuditError("not done: the audit log cannot be written (disk full); no remote access "
+                                           "is granted"))
+        return dialog
+
+    def request_service_kept() -> QWidget:
+        dialog = RequestServiceDialog(link)
+        dialog.text_field.setText("The gantry does not rotate")
+        dialog.urgency_buttons[Urgency.HIGH].setChecked(True)
+        dialog._sent({"request_id": "r-2", "state": "queued", "case_id": "", "urgency": "high"})  # noqa: SLF001
+        return dialog
+
+    def receipt_many_files() -> QWidget:
+        ended = session(SessionState.ENDED, effective=AccessLevel.FULL, activated=NOW - timedelta(minutes=40),
+                        since=NOW, end_reason=EndReason.COMPLETED, end_text="replaced the gantry fan")
+        files = [upload(f"1.2.826.0.1.3680043.10.1_1_{n}.dcm", f"{n:064x}", "accepted") for n in range(120)]
+        return ReceiptDialog(models.receipt(ended, _tasks()[:1], files))
+
+    return {"launcher": launcher, "launcher-unavailable": launcher_unavailable, "access": access,
+            "access-error": access_error, "session-id": session_id, "session-details": session_details,
+            "session-requested": session_requested, "request-notice": request_notice, "banner": banner,
+            "receipt": receipt, "receipt-many-files": receipt_many_files, "request-service": request_service,
+            "request-service-sent": request_service_sent, "request-service-kept": request_service_kept,
             "audit-log": audit_log}
 
 
