@@ -35,8 +35,11 @@ check: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+# The window-system tests (a real X server, the xcb platform) in a pytest run of their own, after the others
+# (which use Qt's offscreen platform in-process).
 test: $(STAMP) check
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -m "not window_system"
+	$(VENV)/bin/pytest -m window_system
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PySide6.QtGui import QImage
 
 from consent_ui.i18n import LANGUAGES
@@ -15,6 +16,7 @@ from tests import ui_gallery
 from tests.test_ui_x11 import TOOLS, require
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.window_system  # make test runs these in a pytest run of their own
 
 
 def test_every_screen_in_every_language_as_a_picture(tmp_path: Path) -> None:

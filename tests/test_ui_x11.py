@@ -33,6 +33,8 @@ from tests.agent_process import AgentProcess
 from tests.test_connection import wait_for
 from tests.test_kill_switch import full_session, kill_leftovers, make_agent
 
+pytestmark = pytest.mark.window_system  # make test runs these in a pytest run of their own
+
 TOOLS = ("Xvfb", "openbox", "xdotool", "xprop")
 TRAY_TOOLS = ("trayer", "xwininfo")
 TWO_SCREEN_TOOLS = ("Xorg", "xrandr")
@@ -303,3 +305,14 @@ def test_the_tray_icon_sits_in_the_desktops_tray_and_opens_the_windows(display: 
     finally:
         host.terminate()
         host.wait(timeout=10)
+
+
+def test_the_xcb_platform_plugin_finds_every_library_it_needs() -> None:
+    """What debian-packages.txt installs for Qt's xcb plugin: `ldd` finds each of its libraries."""
+    import PySide6
+
+    plugin = Path(PySide6.__file__).parent / "Qt" / "plugins" / "platforms" / "libqxcb.so"
+    assert plugin.exists(), plugin
+    linked = subprocess.run(["ldd", str(plugin)], capture_output=True, text=True, timeout=30, check=True).stdout
+    missing = [line.split()[0] for line in linked.splitlines() if "not found" in line]
+    assert missing == [], f"add their Debian packages to debian-packages.txt: {missing}"
