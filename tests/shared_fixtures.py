@@ -2,6 +2,8 @@
 
 - `portal`: the reference portal on loopback in the test's folder (`servicegate-portal serve`, a real HTTPS server
   with its own CA); a test file that needs one portal for all its tests defines its own, module-scoped.
+- `modality_agent`: a running agent with the simulated modality and the test task catalog (tests.test_kill_switch
+  `make_agent`, process groups), as (agent, modality state folder, task pid folder); task leftovers killed after.
 - `subreaper`: this process as a child subreaper, as agent.runner makes the agent; set back afterwards, so that
   the other tests' orphans are not re-parented to pytest.
 """
@@ -14,15 +16,28 @@ from pathlib import Path
 
 import pytest
 
+from tests.agent_process import AgentProcess
 from tests.portal_process import PortalProcess
 
 PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
+ModalityAgent = tuple[AgentProcess, Path, Path]  # the `modality_agent` fixture: agent, modality folder, pid folder
 
 
 @pytest.fixture
 def portal(tmp_path: Path) -> Iterator[PortalProcess]:
     with PortalProcess(tmp_path / "portal") as running:
         yield running
+
+
+@pytest.fixture
+def modality_agent(tmp_path: Path) -> Iterator[ModalityAgent]:
+    from tests.test_kill_switch import kill_leftovers, make_agent  # a test module: imported when the fixture runs
+
+    agent, modality, pids = make_agent(tmp_path, cgroups=False)
+    agent.start()
+    yield agent, modality, pids
+    agent.stop()
+    kill_leftovers(pids)
 
 
 @pytest.fixture

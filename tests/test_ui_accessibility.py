@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QCoreApplication, Qt
@@ -39,8 +38,7 @@ from consent_ui import i18n, style
 from consent_ui.dialogs import AccessDialog, RequestServiceDialog, SessionDialog
 from consent_ui.link import AgentLink
 from tests import ui_gallery
-from tests.agent_process import AgentProcess
-from tests.test_kill_switch import kill_leftovers, make_agent
+from tests.shared_fixtures import ModalityAgent
 from tests.test_ui_console import WAIT_MS
 
 CONTROLS = (QAbstractButton, QLineEdit, QComboBox, QAbstractSpinBox, QAbstractItemView)
@@ -203,17 +201,9 @@ def test_tab_reaches_every_control_in_reading_order(qtbot: QtBot, look: tuple[st
     assert plain == reading_order(plain, window), [where(window, w) for w in plain]
 
 
-@pytest.fixture
-def agent(tmp_path: Path) -> Iterator[AgentProcess]:
-    process, _, pids = make_agent(tmp_path, cgroups=False)
-    process.start()
-    yield process
-    process.stop()
-    kill_leftovers(pids)
-
-
-def test_the_access_dialog_with_the_keyboard_alone(qtbot: QtBot, agent: AgentProcess) -> None:
+def test_the_access_dialog_with_the_keyboard_alone(qtbot: QtBot, modality_agent: ModalityAgent) -> None:
     """Down to Permanent limited access with the arrow keys, then Enter: the agent applies it."""
+    agent = modality_agent[0]
     link = AgentLink(agent.socket)
     link.start()
     dialog = AccessDialog(link, agent.cli_json("access", "show"))
@@ -236,9 +226,11 @@ def test_the_access_dialog_with_the_keyboard_alone(qtbot: QtBot, agent: AgentPro
         link.deleteLater()
 
 
-def test_request_service_and_the_session_id_with_the_keyboard_alone(qtbot: QtBot, agent: AgentProcess) -> None:
+def test_request_service_and_the_session_id_with_the_keyboard_alone(qtbot: QtBot,
+                                                                     modality_agent: ModalityAgent) -> None:
     """Typed, an urgency chosen with the arrow keys, Enter: the agent has the request (kept: no portal here). A session
     ID typed and Enter: the agent is asked (and answers in words: this device is not enrolled)."""
+    agent = modality_agent[0]
     link = AgentLink(agent.socket)
     link.start()
     service = RequestServiceDialog(link)

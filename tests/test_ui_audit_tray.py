@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,17 +25,9 @@ from consent_ui.dialogs import AccessDialog, RequestServiceDialog, SessionDialog
 from consent_ui.link import AgentLink
 from consent_ui.tray import tray_pixmap
 from tests.agent_process import AgentProcess
-from tests.test_kill_switch import full_session, kill_leftovers, make_agent
+from tests.shared_fixtures import ModalityAgent
+from tests.test_kill_switch import full_session
 from tests.test_ui_console import WAIT_MS, close, start_console
-
-
-@pytest.fixture
-def agent(tmp_path: Path) -> Iterator[AgentProcess]:
-    process, _, pids = make_agent(tmp_path, cgroups=False)
-    process.start()
-    yield process
-    process.stop()
-    kill_leftovers(pids)
 
 
 def request(agent: AgentProcess, engineer_id: str, name: str, reason: str) -> str:
@@ -63,7 +54,8 @@ def test_each_tray_state_has_its_own_icon(qapp: object) -> None:
         tray_pixmap("limitless")
 
 
-def test_the_tray_follows_the_agent_and_its_menu_does_what_it_says(qtbot: QtBot, agent: AgentProcess) -> None:
+def test_the_tray_follows_the_agent_and_its_menu_does_what_it_says(qtbot: QtBot, modality_agent: ModalityAgent) -> None:
+    agent = modality_agent[0]
     console, link = start_console(qtbot, agent)
     tray = console.tray
     try:
@@ -103,8 +95,9 @@ def test_the_tray_follows_the_agent_and_its_menu_does_what_it_says(qtbot: QtBot,
         close(console, link)
 
 
-def test_the_audit_viewer_lists_narrows_to_one_engineer_and_exports_csv(qtbot: QtBot, agent: AgentProcess,
+def test_the_audit_viewer_lists_narrows_to_one_engineer_and_exports_csv(qtbot: QtBot, modality_agent: ModalityAgent,
                                                                         tmp_path: Path) -> None:
+    agent = modality_agent[0]
     assert agent.cli("access", "set", "permanent-limited").returncode == 0
     first = request(agent, "E-1001", "Dana Field", "detector calibration")
     second = request(agent, "E-2002", "Sam Ortiz", "=HYPERLINK(\"http://evil.example\")")
@@ -169,7 +162,8 @@ def test_the_audit_viewer_lists_narrows_to_one_engineer_and_exports_csv(qtbot: Q
         link.deleteLater()
 
 
-def test_console_opens_the_audit_log_from_its_window(qtbot: QtBot, agent: AgentProcess) -> None:
+def test_console_opens_the_audit_log_from_its_window(qtbot: QtBot, modality_agent: ModalityAgent) -> None:
+    agent = modality_agent[0]
     console: Console
     console, link = start_console(qtbot, agent)
     try:

@@ -27,8 +27,9 @@ from portal import sim_modality
 from tests.agent_process import AgentProcess
 from tests.dicom_corpus import planted_series
 from tests.portal_process import PortalProcess
+from tests.shared_fixtures import ModalityAgent
 from tests.test_connection import device, enroll, wait_for
-from tests.test_kill_switch import alive, full_session, kill_leftovers, make_agent, run_task
+from tests.test_kill_switch import alive, full_session, run_task
 
 WAIT_MS = 20_000
 
@@ -51,17 +52,8 @@ def close(console: Console, link: AgentLink) -> None:
     QCoreApplication.processEvents()
 
 
-@pytest.fixture
-def modality_agent(tmp_path: Path) -> Iterator[tuple[AgentProcess, Path, Path]]:
-    agent, modality, pids = make_agent(tmp_path, cgroups=False)
-    agent.start()
-    yield agent, modality, pids
-    agent.stop()
-    kill_leftovers(pids)
-
-
 def test_the_access_dialog_applies_a_level_and_closes_only_when_the_agent_confirms(
-        qtbot: QtBot, modality_agent: tuple[AgentProcess, Path, Path]) -> None:
+        qtbot: QtBot, modality_agent: ModalityAgent) -> None:
     agent, _, _ = modality_agent
     console, link = start_console(qtbot, agent)
     try:
@@ -92,7 +84,7 @@ def test_the_access_dialog_applies_a_level_and_closes_only_when_the_agent_confir
 
 
 def test_the_banner_and_end_session_stop_a_running_task_and_the_receipt_follows(
-        qtbot: QtBot, modality_agent: tuple[AgentProcess, Path, Path]) -> None:
+        qtbot: QtBot, modality_agent: ModalityAgent) -> None:
     agent, modality, pids = modality_agent
     console, link = start_console(qtbot, agent)
     try:
@@ -134,7 +126,7 @@ def test_the_banner_and_end_session_stop_a_running_task_and_the_receipt_follows(
 
 
 def test_the_agent_restarting_under_the_running_ui(qtbot: QtBot,
-                                                   modality_agent: tuple[AgentProcess, Path, Path]) -> None:
+                                                   modality_agent: ModalityAgent) -> None:
     agent, _, _ = modality_agent
     console, link = start_console(qtbot, agent)
     try:
@@ -460,7 +452,7 @@ def test_the_engineers_words_show_as_written_and_never_push_end_session_off_the_
 
 
 def test_end_session_says_on_the_banner_when_the_agent_is_gone(
-        qtbot: QtBot, modality_agent: tuple[AgentProcess, Path, Path]) -> None:
+        qtbot: QtBot, modality_agent: ModalityAgent) -> None:
     agent, _, _ = modality_agent
     console, link = start_console(qtbot, agent)
     try:

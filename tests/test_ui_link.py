@@ -14,6 +14,7 @@ from pytestqt.qtbot import QtBot
 from agent.errors import ServiceGateError, UsageError
 from consent_ui.link import AgentLink
 from tests.agent_process import AgentProcess
+from tests.dicom_corpus import planted_series
 
 
 @pytest.fixture
@@ -55,10 +56,23 @@ def test_calls_are_answered_and_events_passed_on(qtbot: QtBot, link: AgentLink) 
     assert "unknown access level" in str(refused)
 
 
-def test_the_kill_switch_does_not_wait_behind_other_calls(qtbot: QtBot, link: AgentLink) -> None:
+def test_the_kill_switch_does_not_wait_behind_other_calls(qtbot: QtBot, link: AgentLink, tmp_path: Path) -> None:
+    """An ordinary call that takes long (a series of 200 images de-identified for upload) is under way on the link's
+    worker when End session is pressed: the kill switch's answer comes first, on its own connection."""
     answer(qtbot, link, "access_set", {"level": "full"})
-    receipt = answer(qtbot, link, "kill", {"text": "patient on the table"}, urgent=True)
-    assert receipt["access"]["level"] == "no-access"
+    (tmp_path / "series").mkdir()
+    planted_series(tmp_path / "series", 200)
+    order: list[str] = []
+    link.call("upload", {"paths": [str(tmp_path / "series")]}, done=lambda _: order.append("upload"),
+              failed=lambda error: order.append(f"upload failed: {error}"))
+    qtbot.wait(200)  # the upload is on its way (it takes seconds)
+    receipts: list[Any] = []
+    link.call("kill", {"text": "patient on the table"}, urgent=True, done=lambda r: (order.append("kill"),
+                                                                                    receipts.append(r)),
+              failed=lambda error: order.append(f"kill failed: {error}"))
+    qtbot.waitUntil(lambda: len(order) == 2, timeout=120_000)
+    assert order == ["kill", "upload"]
+    assert receipts[0]["access"]["level"] == "no-access"
 
 
 def test_the_agent_going_away_and_coming_back(qtbot: QtBot, link: AgentLink, agent: AgentProcess) -> None:
