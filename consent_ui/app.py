@@ -16,6 +16,7 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,33 +46,30 @@ from consent_ui.tray import Tray
 log = logging.getLogger("servicegate.ui")
 
 DEFAULT_SOCKET = Path("/run/servicegate/control.sock")
+Action = tuple[str, str, Callable[[], object]]  # name, label, what it does: the window's buttons, the tray's menu
 TICK_MS = 1000  # the banner's clock: elapsed and remaining time
 STARTUP_TIMEOUT_S = 3  # the language and theme, asked of the agent before the first window
 
 
 class Launcher(QWidget):
-    """The small ServiceGate window: where the technologist changes access, types in a session ID, or reads the
-    audit log (the tray menu offers the same)."""
+    """The small ServiceGate window: the access level and the Console's actions as buttons (the tray menu offers
+    the same ones; End session is on the banner)."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, actions: list[Action]) -> None:
         super().__init__()
         self.setWindowTitle(self.tr("ServiceGate remote service"))
         self.access = wrapped(name="access")
         self.state = wrapped(name="state")
-        self.change = QPushButton(self.tr("Change access level…"))
-        self.enter = QPushButton(self.tr("Enter session ID…"))
-        self.service = QPushButton(self.tr("Request service…"))
-        self.audit = QPushButton(self.tr("Show audit log…"))
-        self.change.clicked.connect(console.open_access)
-        self.enter.clicked.connect(console.open_session_id)
-        self.service.clicked.connect(console.open_request_service)
-        self.audit.clicked.connect(console.open_audit_log)
+        self.buttons: dict[str, QPushButton] = {}
         layout = QVBoxLayout(self)
         layout.addWidget(self.access)
         layout.addWidget(self.state)
-        for pair in ((self.change, self.enter), (self.service, self.audit)):
+        shown = [action for action in actions if action[0] != "end_session"]
+        for pair in (shown[:2], shown[2:]):
             row = QHBoxLayout()
-            for button in pair:
+            for name, label, do in pair:
+                button = self.buttons[name] = QPushButton(label)
+                button.clicked.connect(do)
                 row.addWidget(button)
             layout.addLayout(row)
 
@@ -85,12 +83,14 @@ class Console(QObject):
         self.tasks: list[dict[str, Any]] = []
         self.uploads: list[dict[str, Any]] = []
         self.up = False
-        self.launcher = Launcher(self)
-        self.tray = Tray([("open_access", self.tr("Change access level…"), self.open_access),
-                          ("open_session_id", self.tr("Enter session ID…"), self.open_session_id),
-                          ("open_request_service", self.tr("Request service…"), self.open_request_service),
-                          ("open_audit_log", self.tr("Show audit log…"), self.open_audit_log),
-                          ("end_session", tr(models.END_SESSION), self.end_session)], self.show_window)
+        actions: list[Action] = [
+            ("open_access", self.tr("Change access level…"), self.open_access),
+            ("open_session_id", self.tr("Enter session ID…"), self.open_session_id),
+            ("open_request_service", self.tr("Request service…"), self.open_request_service),
+            ("open_audit_log", self.tr("Show audit log…"), self.open_audit_log),
+            ("end_session", tr(models.END_SESSION), self.end_session)]
+        self.launcher = Launcher(actions)
+        self.tray = Tray(actions, self.show_window)
         self.banners = Banners(self.end_session)
         self.dialogs: list[Any] = []  # open dialogs (kept referenced while shown)
         self.receipts: dict[str, ReceiptDialog] = {}
@@ -171,8 +171,8 @@ class Console(QObject):
 
     def _available(self, up: bool, why: str) -> None:
         self.up = up
-        for button in (self.launcher.change, self.launcher.enter, self.launcher.service):
-            button.setEnabled(up)
+        for name, button in self.launcher.buttons.items():
+            button.setEnabled(up or name == "open_audit_log")  # the audit log says itself why it cannot load
         if up:
             self.launcher.state.setText("")
             self.banners.update(self.banners.current, "")

@@ -167,7 +167,7 @@ def test_console_opens_the_audit_log_from_its_window(qtbot: QtBot, modality_agen
     console: Console
     console, link = start_console(qtbot, agent)
     try:
-        console.launcher.audit.click()
+        console.launcher.buttons["open_audit_log"].click()
         viewer = console.dialogs[-1]
         assert isinstance(viewer, AuditViewer)
         qtbot.addWidget(viewer)

@@ -133,11 +133,11 @@ def test_the_agent_restarting_under_the_running_ui(qtbot: QtBot,
         agent.stop()
         qtbot.waitUntil(lambda: not console.up, timeout=WAIT_MS)
         assert "Remote service unavailable" in console.launcher.state.text()
-        assert not console.launcher.enter.isEnabled()
+        assert not console.launcher.buttons["open_session_id"].isEnabled()
         agent.start()
         qtbot.waitUntil(lambda: console.up, timeout=WAIT_MS)
         assert console.launcher.state.text() == ""
-        assert console.launcher.enter.isEnabled()
+        assert console.launcher.buttons["open_session_id"].isEnabled()
     finally:
         close(console, link)
 

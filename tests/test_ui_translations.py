@@ -51,7 +51,7 @@ def test_the_ts_file_has_every_text_of_the_ui_each_one_finished(tmp_path: Path) 
     assert updated.returncode == 0, updated.stderr
     assert copy.read_bytes() == TS.read_bytes(), "the UI's texts changed: run `make translations` and translate"
     found = messages(TS)
-    assert len(found) >= 200
+    assert len(found) >= 190  # a floor: an empty or truncated file fails here (198 texts on 2026-12-05)
     for message in found:
         source = message.findtext("source") or ""
         element = message.find("translation")

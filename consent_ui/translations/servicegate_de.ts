@@ -453,22 +453,6 @@
         <source>ServiceGate remote service</source>
         <translation>ServiceGate-Fernwartung</translation>
     </message>
-    <message>
-        <source>Change access level…</source>
-        <translation>Zugriffsstufe ändern…</translation>
-    </message>
-    <message>
-        <source>Enter session ID…</source>
-        <translation>Sitzungs-ID eingeben…</translation>
-    </message>
-    <message>
-        <source>Request service…</source>
-        <translation>Service anfordern…</translation>
-    </message>
-    <message>
-        <source>Show audit log…</source>
-        <translation>Protokoll anzeigen…</translation>
-    </message>
 </context>
 <context>
     <name>Receipt</name>
