@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test check bench docs translations screenshots debian-packages clean
+.PHONY: demo test check bench docs translations screenshots debian-packages dist lock clean
 
 # Debian packages the tests need; installed with apt-get when run as root.
 DEBIAN_PACKAGES := $(shell grep -v '^\#' debian-packages.txt)
@@ -59,5 +59,21 @@ translations: $(STAMP)
 screenshots: $(STAMP)
 	$(PY) scripts/screenshots.py
 
+# The offline install bundle dist/servicegate-VERSION-linux-x86_64.tar.gz (scripts/dist.py says what is inside).
+# The downloaded wheels are kept in build/wheelhouse, so a second build downloads nothing.
+dist: $(STAMP)
+	$(PY) scripts/dist.py
+
+# The lock files, pinned with hashes: requirements/device.txt (the device's dependencies: the package's and the `ui`
+# extra's) and requirements/build.txt (the wheel's build backend). pip-compile resolves for the interpreter it runs
+# on, so it must be the device's: CPython 3.11 on Linux x86_64. Pins stay unless pyproject.toml asks otherwise;
+# `make lock LOCK_ARGS=--upgrade` moves every pin to the newest allowed release.
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe \
+	--strip-extras --no-emit-index-url --no-emit-find-links $(LOCK_ARGS)
+lock: $(STAMP)
+	@$(PY) -c 'import platform, sys; sys.exit(0 if sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 11) and sys.platform == "linux" and platform.machine() == "x86_64" else "make lock resolves for the device: run it with CPython 3.11 on Linux x86_64")'
+	$(PIP_COMPILE) --extra ui -o requirements/device.txt pyproject.toml
+	$(PIP_COMPILE) --build-deps-for wheel --only-build-deps -o requirements/build.txt pyproject.toml
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build dist *.egg-info

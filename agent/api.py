@@ -19,7 +19,16 @@ from agent.audit_verify import PortalHead, export, to_csv, verify
 from agent.clock import parse_utc
 from agent.core import Agent
 from agent.errors import RefusedError, ServiceGateError, UsageError
-from agent.protocol import OPERATIONS, SYSTEM_ACTOR, AccessLevel, Request, SessionKind, Urgency, service_request_text
+from agent.protocol import (
+    OPERATIONS,
+    SYSTEM_ACTOR,
+    UPGRADE_WARN_MAX_S,
+    AccessLevel,
+    Request,
+    SessionKind,
+    Urgency,
+    service_request_text,
+)
 from agent.roles import Caller
 from agent.session import Engineer
 
@@ -191,6 +200,13 @@ def _audit_export(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
     return to_csv(records) if form == "csv" else records
 
 
+
+def _upgrade_announce(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
+    in_s = args.get("in_s", 0)
+    if not isinstance(in_s, int) or isinstance(in_s, bool) or not 0 <= in_s <= UPGRADE_WARN_MAX_S:
+        raise UsageError(f"'in_s' must be a whole number of seconds from 0 to {UPGRADE_WARN_MAX_S}, not {in_s!r}")
+    return agent.announce_upgrade(_text(args, "version", required=True), in_s, caller.user)
+
 HANDLERS: dict[str, Handler] = {
     "status": lambda agent, args, caller: agent.status(),
     "access_show": lambda agent, args, caller: agent.grant.to_dict(),
@@ -224,6 +240,7 @@ HANDLERS: dict[str, Handler] = {
     "service_request_list": lambda agent, args, caller: agent.service_request_list(),
     "audit_verify": _audit_verify,
     "audit_export": _audit_export,
+    "upgrade_announce": _upgrade_announce,
     "record_event": lambda agent, args, caller: agent.record_event(
         _text(args, "kind", required=True), _text(args, "detail"), caller.user),
 }

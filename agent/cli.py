@@ -119,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help=" ".join(f"{u.value}: {u.meaning}" for u in Urgency))
     reading(sub.add_parser("service-requests", help="the service requests made here: state and case number"))
 
+    announce = sub.add_parser("announce-upgrade", help="warn the console of an upgrade and end open sessions "
+                              "(reason upgrade) after a while (admin; servicegate-install upgrade does this)")
+    announce.add_argument("version", help="the version being installed")
+    announce.add_argument("--in", dest="in_s", type=int, default=60, metavar="SECONDS",
+                          help="seconds until open sessions end (default 60)")
     kill = reading(sub.add_parser("kill", help="the kill switch: stop every task, end every session now and set "
                                                "access to no-access"))
     kill.add_argument("--reason", default="", help="free text for the audit log")
@@ -298,6 +303,11 @@ def dispatch(args: argparse.Namespace, client: Client) -> int:
     if command == "service-requests":
         return show(args, client.call("service_request_list"),
                     lambda rows: "\n".join(map(format_service_request, rows)) or "No service requests.")
+    if command == "announce-upgrade":
+        answer = client.call("upgrade_announce", version=args.version, in_s=args.in_s)
+        print(f"Announced: open sessions end at {local(parse_utc(answer['at']))} (reason upgrade); no session is "
+              "accepted until the agent restarts.")
+        return 0
     raise UsageError(f"unknown command {command!r}")  # argparse prevents this
 
 

@@ -341,7 +341,7 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: [{name}] must be a table (a [{name}] header followed by keys), "
                               f"not {value!r}.")
-        sections[name] = _section(where, name, SECTIONS[name], value, base)
+        sections[name] = read_section(where, name, SECTIONS[name], value, base)
     config = Config(**sections, source=path)
     proxy = config.portal.proxy_url
     if proxy and not proxy.startswith(("http://", "https://")):
@@ -400,7 +400,8 @@ def defaults() -> Config:
     return from_mapping({})
 
 
-def _section(where: str, name: str, cls: type[Any], values: dict[str, Any], base: Path) -> Any:
+def read_section(where: str, name: str, cls: type[Any], values: dict[str, Any], base: Path) -> Any:
+    """One table of keys checked against a dataclass of `setting`s; the installer reads its [install] with it."""
     hints = get_type_hints(cls)
     known = {f.name: f for f in fields(cls)}
     kwargs: dict[str, Any] = {}

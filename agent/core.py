@@ -31,7 +31,7 @@ from typing import Any
 from agent import __version__, reporting, totp, upload
 from agent.access import Grant, GrantStore, expire, new_grant, widens
 from agent.audit_log import AuditLog
-from agent.clock import Clock, utc_iso
+from agent.clock import Clock, parse_utc, utc_iso
 from agent.config import Config
 from agent.errors import (
     AuditError,
@@ -121,6 +121,8 @@ class Agent:
         self._kills = 0  # kill switches at work (pressed twice at once: both finish before anything is accepted)
         self._block_withheld = False  # the kill switch released the examination block; nothing takes it again
         self.problems: list[str] = []  # the latest things that could not be saved or recorded
+        # An upgrade site IT's installer announced: {"version", "at"}; open sessions end (`upgrade`) at "at".
+        self.upgrade: dict[str, str] | None = None
         self._problem_texts: list[str] = []  # every one since start (the kill switch's receipt lists its own)
         self._denials: dict[int, tuple[datetime, int]] = {}  # uid -> (last recorded, refused since)
         state_dir = config.paths.state_dir
@@ -209,6 +211,7 @@ class Agent:
             "counters": dict(self.counters),
             "portal": self.link_status(),
             "problems": list(self.problems),
+            "upgrade": self.upgrade,
             "time_limit_min": self.config.sessions.time_limit_min,
             "console": {"hotkey": self.config.console.hotkey, "language": self.config.console.language,
                         "high_contrast": self.config.console.high_contrast},
@@ -897,7 +900,8 @@ class Agent:
     def waiting(self) -> bool:
         """Whether something may fall due by the passing of time alone: a grant with an end, an open session,
         audit records not yet checkpointed. The daemon ticks every second while it is so, and rarely otherwise."""
-        return self.grant.until is not None or any(s.open for s in self.sessions.values()) or self.audit.pending
+        return self.grant.until is not None or any(s.open for s in self.sessions.values()) or self.audit.pending \
+            or self.upgrade is not None
 
     def tick(self) -> None:
         """Apply everything that happens by the passing of time; the daemon calls it every second while
@@ -913,7 +917,19 @@ class Agent:
                 self.sessions[session.id] = session
             if session.open and (reason := due_end(session, now, self.limits)) is not None:
                 self._end(session, reason, SYSTEM_ACTOR, "")
+        if self.upgrade is not None and now >= parse_utc(self.upgrade["at"]):
+            for session in list(self.sessions.values()):
+                if session.open:
+                    self._end(session, EndReason.UPGRADE, SYSTEM_ACTOR, "")
         self._best_effort("write an audit checkpoint", self.audit.tick)
+
+    def announce_upgrade(self, version: str, in_s: int, actor: str) -> dict[str, str]:
+        """Site IT's installer is about to switch to `version`: the console warns, open sessions end (`upgrade`) in
+        `in_s` seconds, and no session is accepted until the agent restarts."""
+        self.upgrade = {"version": version, "at": utc_iso(self.clock.now() + timedelta(seconds=in_s))}
+        self._audit_after("upgrade_announced", actor, dict(self.upgrade))
+        self.publish("upgrade_announced", dict(self.upgrade))
+        return dict(self.upgrade)
 
     def stopping(self) -> None:
         """The agent stops: the tasks still running are stopped next (the daemon's runner), with this reason."""
@@ -950,6 +966,9 @@ class Agent:
     def _check_not_killing(self) -> None:
         if self.killing:
             raise RefusedError("the kill switch is at work: no session is accepted now; try again in a moment")
+        if self.upgrade is not None:
+            raise RefusedError(f"ServiceGate is being updated to {self.upgrade['version']}: no session is accepted "
+                               "until it has restarted; try again in a few minutes")
 
     def _get(self, session_id: str) -> Session:
         try:

@@ -169,6 +169,9 @@ def service_request_text(text: str) -> str:
     return text
 
 
+UPGRADE_WARN_MAX_S = 600  # the longest warning an upgrade gives an open session
+
+
 class Role(StrEnum):
     ANYONE = "anyone"  # only the version handshake
     VIEWER = "viewer"  # read state and the audit log
@@ -293,6 +296,12 @@ OPERATIONS: dict[str, Operation] = {
                   {"since": "ISO 8601 (optional)", "until": "ISO 8601 (optional)",
                    "engineer_id": "only what this engineer did or what concerned the engineer's sessions (optional)",
                    "format": "json (the records, the default) | csv (the same as CSV text)"}),
+        Operation("upgrade_announce", Role.ADMIN,
+                  "Site IT's installer announces an upgrade (`servicegate-install upgrade`): the console warns, open "
+                  "sessions end with `upgrade` after `in_s` seconds, and no session is accepted until the agent "
+                  "restarts.",
+                  {"version": "the version being installed", "in_s": f"seconds until open sessions end (0 to "
+                                                                     f"{UPGRADE_WARN_MAX_S})"}),
         Operation("record_event", Role.MODALITY, "The scanner software reports a scan or an error.",
                   {"kind": "scan | error", "detail": "short technical text, no patient data (optional)"}),
         Operation("watch", Role.VIEWER,
@@ -312,6 +321,7 @@ EVENTS: dict[str, str] = {
     "service_request_changed": "A service request was made, or a kept one was sent (its case number came) or "
                                "refused; data is the request as service_request_list gives it.",
     "audit_appended": "An audit record was written; data is the record.",
+    "upgrade_announced": "An upgrade was announced; data: version, at (when open sessions end with `upgrade`).",
 }
 
 

@@ -67,13 +67,20 @@ class LinkState:
     error: str = ""
     last_contact: float | None = None
     certificate_not_after: str = ""
+    certificate_renew_at: str = ""  # when the agent asks for a new certificate (two thirds of its lifetime)
     handled: int = 0
     renewals: int = 0
+
+    def note_certificate(self, certificate: x509.Certificate) -> None:
+        start, end = certificate.not_valid_before_utc, certificate.not_valid_after_utc
+        self.certificate_not_after = end.isoformat()
+        self.certificate_renew_at = (start + RENEW_AT * (end - start)).isoformat(timespec="seconds")
 
     def to_dict(self) -> dict[str, Any]:
         return {"portal_url": self.portal_url, "device_id": self.device_id, "state": self.state, "error": self.error,
                 "last_contact": self.last_contact, "certificate_not_after": self.certificate_not_after,
-                "messages_handled": self.handled, "renewals": self.renewals}
+                "certificate_renew_at": self.certificate_renew_at, "messages_handled": self.handled,
+                "renewals": self.renewals}
 
 
 def connect(config: Config) -> tuple[Uplink | None, LinkState]:
@@ -93,7 +100,7 @@ def connect(config: Config) -> tuple[Uplink | None, LinkState]:
         state.state, state.error = "refused", str(exc)
         log.error("not connecting to the portal: %s", exc)
         return None, state
-    state.certificate_not_after = certificate.not_valid_after_utc.isoformat()
+    state.note_certificate(certificate)
     session = pinned_session(enrollment.ca_file, client_cert=(enrollment.cert_file, enrollment.key_file),
                              proxy_url=config.portal.proxy_url)
     return Uplink(config, enrollment, session, state), state
@@ -131,11 +138,12 @@ class Uplink:
 
     def _run(self) -> None:
         failures = 0
+        first = True  # the first poll does not wait: `status` (and site IT's doctor) learn at once that the link works
         while not self.stop_event.is_set():
             try:
                 self.renew_if_due()
-                self.poll_once()
-                failures = 0
+                self.poll_once(0 if first else None)
+                first, failures = False, 0
             except Stopped:
                 return
             except Exception as exc:  # noqa: BLE001 - whatever goes wrong, the link waits and tries again
@@ -235,7 +243,7 @@ class Uplink:
                                           self.config.portal)
         except ServiceGateError as exc:
             raise LinkError(f"certificate renewal failed: {exc}") from None
-        self.state.certificate_not_after = renewed.not_valid_after_utc.isoformat()
+        self.state.note_certificate(renewed)
         self.state.renewals += 1
         log.info("portal: device certificate renewed, valid until %s", self.state.certificate_not_after)
         return True

@@ -184,7 +184,7 @@ class Console(QObject):
             self.banners.update(self.banners.current, tr(models.AGENT_DOWN))
 
     def _event(self, name: str, data: dict[str, Any]) -> None:
-        if name in ("access_changed", "session_changed", "task_changed", "examination_block"):
+        if name in ("access_changed", "session_changed", "task_changed", "examination_block", "upgrade_announced"):
             self.refresh()
         if name == "upload_changed":
             self.link.call("upload_list", done=self._uploads, failed=self._failed)

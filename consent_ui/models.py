@@ -821,6 +821,7 @@ class Banner:
     level: Text
     elapsed: Text  # "Active for 12 min"
     remaining: Text | None  # "Access ends in 1 h 5 min": only under a time-limited grant that can end the session
+    upgrade: Text | None  # site IT installs an update: when the session ends for it
     examinations_blocked: bool
     blocked: Text | None  # "Examinations blocked"
     activity: Text  # running tasks, else the one waiting for approval, else the last one
@@ -831,7 +832,8 @@ class Banner:
 
     @property
     def lines(self) -> tuple[Text, ...]:
-        shown = (self.headline, self.reason, self.case, self.level, self.elapsed, self.remaining, self.blocked,
+        shown = (self.headline, self.reason, self.case, self.level, self.elapsed, self.remaining, self.upgrade,
+                 self.blocked,
                  self.activity, self.files, self.other_sessions)
         return tuple(line for line in shown if line is not None)
 
@@ -881,12 +883,24 @@ def banner(status: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]], upload
         if session.get("case_id") else None,
         level=_text(QT_TRANSLATE_NOOP("Banner", "Level: {level}"), level=level_title(level)),
         elapsed=_text(QT_TRANSLATE_NOOP("Banner", "Active for {elapsed}"), elapsed=duration(now - since)),
-        remaining=remaining, examinations_blocked=blocked,
+        remaining=remaining, upgrade=_upgrade(status.get("upgrade"), now), examinations_blocked=blocked,
         blocked=_text(QT_TRANSLATE_NOOP("Banner", "Examinations blocked")) if blocked else None,
         activity=_activity(session_tasks), files=files,
         other_sessions=_text(QT_TRANSLATE_NOOP("Banner", "Other active sessions: {count}"), count=others)
         if others else None,
         end_label=END_SESSION, end_warning=END_WARNING)
+
+
+def _upgrade(upgrade: Mapping[str, Any] | None, now: datetime) -> Text | None:
+    """Site IT announced an update (`servicegate-install upgrade`): the session ends for it at `at`."""
+    at = _time(upgrade.get("at")) if upgrade else None
+    if upgrade is None or at is None:
+        return None
+    if at <= now:
+        return _text(QT_TRANSLATE_NOOP("Banner", "Software update {version}: the session is ending"),
+                     version=verbatim(str(upgrade.get("version", ""))))
+    return _text(QT_TRANSLATE_NOOP("Banner", "Software update {version}: the session ends in {left}"),
+                 version=verbatim(str(upgrade.get("version", ""))), left=duration(at - now))
 
 
 def _activity(tasks: Sequence[Mapping[str, Any]]) -> Text:

@@ -14,7 +14,7 @@ from tests.summary import SCRUBBER_FIGURES  # noqa: E402
 # The fixtures two test files share live in helper modules, loaded here as plugins. Imported into the
 # test files they would look unused to ruff (F401, F811); and a test file's own `pytest_plugins` would
 # come too late for assertion rewriting, because it imports the helper's classes first.
-pytest_plugins = ["tests.audit_env", "tests.control_server", "tests.shared_fixtures"]
+pytest_plugins = ["tests.audit_env", "tests.bundle_fixtures", "tests.control_server", "tests.shared_fixtures"]
 
 
 @pytest.fixture(autouse=True)

@@ -433,3 +433,25 @@ def test_the_engineers_summary_is_kept(agent: Agent, clock: ManualClock) -> None
     record = [r for r in export(agent.config.paths.audit_dir, None, None) if r["event"] == "session_ended"][-1]
     assert (record["details"]["text"], record["details"]["engineer_id"]) == (
         "replaced the gantry fan; scans verified", "E-1001")
+
+
+def test_an_announced_upgrade_ends_open_sessions_with_upgrade_when_the_warning_is_over(agent: Agent,
+                                                                                      clock: ManualClock) -> None:
+    agent.set_access(AccessLevel.LIMITED, None, "alice")
+    sid = request(agent)
+    authenticate(agent, sid)
+    announced = agent.announce_upgrade("0.2.0", 60, "root")
+    assert agent.status()["upgrade"] == announced
+    assert agent.waiting()
+    with pytest.raises(RefusedError, match="being updated to 0.2.0"):
+        request(agent)
+    clock.advance(timedelta(seconds=59))
+    agent.tick()
+    assert agent.sessions[sid].open  # the warning is not over yet
+    clock.advance(timedelta(seconds=1))
+    agent.tick()
+    assert agent.sessions[sid].end_reason is EndReason.UPGRADE
+    records = export(agent.config.paths.audit_dir, None, None)
+    [record] = [r for r in records if r["event"] == "upgrade_announced"]
+    assert (record["actor"], record["details"]) == ("root", announced)
+    assert events(agent).index("upgrade_announced") < events(agent).index("session_ended")

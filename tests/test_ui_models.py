@@ -135,7 +135,7 @@ def status(*sessions: dict[str, Any], access: dict[str, Any] | None = None) -> d
     return {"agent_version": "0.1.0", "now": utc_iso(NOW), "access": access or grant(AccessLevel.LIMITED),
             "sessions": list(sessions), "examinations_blocked": any(s["blocks_examinations"] for s in sessions),
             "examination_block": {"held": False, "enforced": False}, "tasks": [], "killing": False,
-            "counters": {}, "portal": {"state": "connected"}, "problems": [],
+            "counters": {}, "portal": {"state": "connected"}, "problems": [], "upgrade": None,
             "time_limit_min": 480,
             "console": {"hotkey": "Ctrl+Alt+End", "language": "system", "high_contrast": False}}
 
@@ -613,6 +613,17 @@ def test_the_banner_of_a_full_session_says_examinations_are_blocked() -> None:
         "Application support: Dana Field (Acme Imaging)", "Reason: Gradient coil error E-4711 after update",
         "Level: Full access", "Active for 12 min", "Examinations blocked",
         "Last: Collect the modality's log files — completed"]
+    assert_all_marked(shown)
+
+
+def test_the_banner_warns_of_an_announced_upgrade_until_the_session_ends() -> None:
+    announced = {**status(active()), "upgrade": {"version": "0.2.0", "at": utc_iso(NOW + timedelta(minutes=3))}}
+    shown = banner(announced, [], [], NOW)
+    assert shown is not None
+    assert "Software update 0.2.0: the session ends in 3 min" in [show(line) for line in shown.lines]
+    late = banner(announced, [], [], NOW + timedelta(minutes=3))
+    assert late is not None
+    assert "Software update 0.2.0: the session is ending" in [show(line) for line in late.lines]
     assert_all_marked(shown)
 
 

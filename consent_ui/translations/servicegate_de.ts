@@ -257,6 +257,14 @@
         <translation>Weitere aktive Sitzungen: {count}</translation>
     </message>
     <message>
+        <source>Software update {version}: the session is ending</source>
+        <translation>Software-Update {version}: Die Sitzung wird beendet</translation>
+    </message>
+    <message>
+        <source>Software update {version}: the session ends in {left}</source>
+        <translation>Software-Update {version}: Die Sitzung endet in {left}</translation>
+    </message>
+    <message>
         <source>Running: {tasks}</source>
         <translation>Läuft: {tasks}</translation>
     </message>

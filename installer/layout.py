@@ -1,0 +1,83 @@
+"""Where an installation puts things: one place for every path, below a root (`/`, or a staging root with --root).
+
+    /opt/servicegate/releases/VERSION/    one virtual environment per version (the program)
+    /opt/servicegate/current              symlink to the release that runs, switched atomically
+    /usr/local/bin/servicegate            symlink to current/bin/servicegate, for site IT's shell
+    /etc/servicegate/agent.toml           the configuration, from the site file
+    /etc/servicegate/install.json         what the installer created (users, groups, memberships) and did, for
+                                          rollback and uninstall --purge
+    /var/lib/servicegate/                 state: keys, sessions, outbox, audit log (0700, the service user)
+    /run/servicegate/                     the control socket (made at boot by the tmpfiles entry)
+    /etc/systemd/system/servicegate.service, /etc/tmpfiles.d/servicegate.conf, /etc/xdg/autostart/servicegate-ui.desktop
+
+The units in installer/units/ name these paths literally; tests/test_installer.py checks that they agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SERVICE_USER = "servicegate"  # the agent's system user and its primary group; named literally in the unit
+UNIT_NAME = "servicegate.service"
+# The files of installer/units/ and where each goes (relative to the root).
+UNIT_FILES = {
+    "servicegate.service": "etc/systemd/system/servicegate.service",
+    "servicegate.conf": "etc/tmpfiles.d/servicegate.conf",
+    "servicegate-ui.desktop": "etc/xdg/autostart/servicegate-ui.desktop",
+}
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path = Path("/")
+
+    def at(self, absolute: str) -> Path:
+        """An absolute path of the installed system, below this root."""
+        return self.root / absolute.lstrip("/")
+
+    @property
+    def opt(self) -> Path:
+        return self.at("/opt/servicegate")
+
+    @property
+    def releases(self) -> Path:
+        return self.opt / "releases"
+
+    def release(self, version: str) -> Path:
+        return self.releases / version
+
+    @property
+    def current(self) -> Path:
+        return self.opt / "current"
+
+    @property
+    def record(self) -> Path:
+        return self.etc / "install.json"
+
+    @property
+    def bin_link(self) -> Path:
+        return self.at("/usr/local/bin/servicegate")
+
+    @property
+    def etc(self) -> Path:
+        return self.at("/etc/servicegate")
+
+    @property
+    def agent_toml(self) -> Path:
+        return self.etc / "agent.toml"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.at("/var/lib/servicegate")
+
+    @property
+    def run_dir(self) -> Path:
+        return self.at("/run/servicegate")
+
+    def unit_file(self, name: str) -> Path:
+        return self.at(UNIT_FILES[name])
+
+    def program(self, release: Path | None = None) -> Path:
+        """The `servicegate` command of a release (default: of `current`)."""
+        return (release or self.current) / "bin" / "servicegate"
