@@ -21,7 +21,7 @@ from agent.config import from_mapping
 from agent.errors import ConfigError
 from installer import service
 from installer.bundle import Bundle
-from installer.install import install_release, read_record, record_step, release_complete
+from installer.install import install_release, read_record, record_step, release_complete, unit_text
 from installer.layout import UNIT_FILES, Layout
 from installer.steps import (
     ROOT_OWNER,
@@ -108,10 +108,28 @@ def upgrade_steps(bundle: Bundle, layout: Layout, old: str, owner: Owner | None)
         backup = layout.etc / f"agent.toml.before-{bundle.version}"
         steps += [s for s in (file_step(backup, text.encode("utf-8"), 0o644, owner),
                               file_step(layout.agent_toml, migrated.encode("utf-8"), 0o644, owner)) if s]
+    steps += unit_steps(layout, unit_text, owner)  # this installer's units are the new version's
     switch = symlink_step(layout.current, f"releases/{bundle.version}")
     assert switch is not None  # current points to the old version
     steps += [switch, record_step(layout, owner, "upgrade", bundle.version)]
     return steps, changes
+
+
+def unit_steps(layout: Layout, text_of: Callable[[str], bytes], owner: Owner | None) -> list[Step]:
+    """The units as `text_of` gives them, where they differ from the installed ones."""
+    return [step for name in UNIT_FILES if (step := file_step(layout.unit_file(name), text_of(name), 0o644, owner))]
+
+
+def release_units(release: Path) -> Callable[[str], bytes]:
+    """The units a release brought (in its own installer package)."""
+    packages = sorted(release.glob("lib/python3*/site-packages/installer/units"))
+
+    def text_of(name: str) -> bytes:
+        if not packages:
+            raise ConfigError(f"{release} has no installer/units: the release is damaged; install it again.")
+        return (packages[0] / name).read_bytes()
+
+    return text_of
 
 
 def _check_starts(layout: Layout, release: Path, version: str) -> None:
@@ -168,6 +186,7 @@ def rollback_steps(layout: Layout, current: str, target: str, owner: Owner | Non
         step = file_step(layout.agent_toml, backup.read_bytes(), 0o644, owner)
         if step:
             steps.append(step)
+    steps += unit_steps(layout, release_units(layout.release(target)), owner)
     switch = symlink_step(layout.current, f"releases/{target}")
     assert switch is not None
     return [*steps, switch, record_step(layout, owner, "rollback", target)]

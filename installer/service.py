@@ -39,8 +39,10 @@ def activate(layout: Layout, say: Say) -> bool:
 
 
 def restart(layout: Layout) -> bool:
+    """Reload the units (an upgrade may bring new ones) and restart the service."""
     if not managed(layout):
         return False
+    run(["systemctl", "daemon-reload"])
     run(["systemctl", "restart", UNIT_NAME])
     return True
 

@@ -11,6 +11,7 @@ issues add their steps (consent UI, screen sharing, updates).
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import re
@@ -31,7 +32,8 @@ from pydicom.data import get_testdata_file
 from agent.client import wait_for_agent
 from agent.errors import AgentUnreachableError
 
-STEPS = 24
+STEPS = 25
+REPO = Path(__file__).resolve().parents[1]
 PORTAL = str(Path(sys.executable).parent / "servicegate-portal")
 SIM = str(Path(sys.executable).parent / "servicegate-sim-modality")
 DEVICE_ID = "CT-DEMO-01"
@@ -206,7 +208,35 @@ class Demo:
         for alert in held["alerts"]:
             print(f"    alert: {alert['body']}")
 
+    def install_bundle(self) -> None:
+        """The installer on the offline bundle `make dist` builds, into a staging root: what site IT does first."""
+        self.step("Site IT installs the vendor's offline bundle (every wheel, the units, an SBOM) with one command; "
+                  "here into a staging folder (--root), on a scanner as root. Installing again changes nothing.")
+        print("  $ make dist", flush=True)
+        built = subprocess.run([sys.executable, str(REPO / "scripts" / "dist.py"), "--out", str(self.workdir / "dist")],
+                               capture_output=True, text=True, timeout=900)
+        if built.returncode != 0:
+            raise SystemExit(f"demo: make dist failed:\n{built.stdout}{built.stderr}")
+        digest, _, tarball = built.stdout.strip().partition("  ")
+        print(f"    {Path(tarball).name}  sha256 {digest[:16]}...")
+        subprocess.run(["tar", "xzf", tarball, "-C", str(self.workdir / "dist")], check=True)
+        bundle = Path(tarball[:-len("-linux-x86_64.tar.gz")])
+        sbom = json.loads((bundle / "sbom.cdx.json").read_text())
+        print(f"    the SBOM (CycloneDX) lists {len(sbom['components'])} components, each with version and hash")
+        site = self.workdir / "site.toml"
+        site.write_text(f'[install]\nconsole_users = ["{getpass.getuser()}"]\n\n[sessions]\nidle_timeout_min = 20\n')
+        for _ in range(2):
+            command = ["./servicegate-install", "install", "--site", "../../site.toml", "--root", "../../staging",
+                       "--accept-unsynced-clock"]
+            print(f"  $ cd {bundle.name} && {shlex.join(command)}", flush=True)
+            result = subprocess.run(command, cwd=bundle, capture_output=True, text=True, timeout=600)
+            for line in (result.stdout + result.stderr).rstrip().splitlines():
+                print(f"    {line}")
+            if result.returncode != 0:
+                raise SystemExit("demo: servicegate-install install failed")
+
     def run(self) -> None:
+        self.install_bundle()
         self.step("The vendor's portal starts (the reference portal, on 127.0.0.1) with its own CA.")
         portal, url, fingerprint = self.start_portal()
         agent: subprocess.Popen[bytes] | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pydicom.data import get_testdata_file
 from agent.audit_verify import export, verify
 from portal.store import Store
 from portal.uploads import uploads_of
+from tests.bundle_fixtures import CURRENT_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,6 +37,16 @@ def test_demo_walks_the_story_and_leaves_an_intact_audit_log(tmp_path: Path) -> 
     assert [(d["engineer_name"], d["level"]) for d in confirmed] == [("Sam Sample", "full")]
     assert details("kill")[0]["ended_sessions"] == [confirmed[0]["session_id"]]
     assert records[-1]["event"] == "agent_stopped"
+
+    # the installer step: the bundle installed into a staging root, once (the second run changed nothing)
+    staging = tmp_path / "staging"
+    assert (staging / "opt" / "servicegate" / "current").readlink() == Path(f"releases/{CURRENT_VERSION}")
+    release = staging / "opt" / "servicegate" / "releases" / CURRENT_VERSION
+    shown = subprocess.run([str(release / "bin" / "servicegate"), "--version"], capture_output=True, text=True)
+    assert shown.stdout.strip() == f"servicegate {CURRENT_VERSION}"
+    assert "idle_timeout_min = 20" in (staging / "etc" / "servicegate" / "agent.toml").read_text()
+    history = json.loads((staging / "etc" / "servicegate" / "install.json").read_text())["history"]
+    assert [h["action"] for h in history] == ["install"]
 
     # the de-identification step: one output, verified, named by its new UIDs, without the patient's data
     outputs = list((tmp_path / "deidentified").rglob("*.dcm"))

@@ -238,6 +238,8 @@ def test_upgrade_rollback_and_uninstall_in_a_staging_root(bundle: Path, bundle_f
     (layout.state_dir / "audit" / "segment-000001.jsonl").write_text("{}\n")
     (layout.state_dir / "keys").mkdir()
 
+    desktop = root / UNIT_FILES["servicegate-ui.desktop"]
+    desktop.write_text("[Desktop Entry]\n# as an older version had it\n")
     upgraded = installer(newer, "upgrade", "--root", str(root))
     assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
     assert os.readlink(layout.current) == f"releases/{UPGRADE_VERSION}"
@@ -253,9 +255,12 @@ def test_upgrade_rollback_and_uninstall_in_a_staging_root(bundle: Path, bundle_f
     assert older.returncode == 2
     assert "an upgrade never goes back" in older.stderr
 
+    assert desktop.read_bytes() == (UNITS / "servicegate-ui.desktop").read_bytes()  # the new version's units
+    desktop.write_text("[Desktop Entry]\n# changed by hand\n")
     back = installer(newer, "rollback", "--root", str(root))
     assert back.returncode == 0, back.stdout + back.stderr
     assert os.readlink(layout.current) == f"releases/{CURRENT_VERSION}"
+    assert desktop.read_bytes() == (UNITS / "servicegate-ui.desktop").read_bytes()  # the units the release brought
     history = json.loads(layout.record.read_text())["history"]
     assert [(h["action"], h["version"]) for h in history] == [
         ("install", CURRENT_VERSION), ("upgrade", UPGRADE_VERSION), ("rollback", CURRENT_VERSION)]

@@ -27,6 +27,7 @@ import pytest
 
 from agent import totp
 from installer.layout import Layout
+from installer.steps import group_exists, user_exists
 from tests.bundle_fixtures import CURRENT_VERSION, UPGRADE_VERSION
 from tests.portal_process import PortalProcess
 from tests.test_installer import installer
@@ -100,22 +101,6 @@ def wait_for(condition: object, what: str, timeout_s: float = 30) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
         time.sleep(0.2)
-
-
-def user_exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
-
-
-def group_exists(name: str) -> bool:
-    try:
-        grp.getgrnam(name)
-    except KeyError:
-        return False
-    return True
 
 
 @pytest.fixture
