@@ -37,10 +37,10 @@ Handler = Callable[[Agent, dict[str, Any], Caller], Any]
 # The portal, as the caller of what its inbox messages ask for (its messages come over the pinned mutual-TLS link,
 # not the control socket, so no peer credentials): the audit records name it as the actor.
 PORTAL = Caller(pid=0, uid=-1, gid=-1, user="portal", roles=frozenset())
-# Inbox message type -> the control operation it asks for. Update offers (the updates issue) get theirs later; until
-# then they are recorded and acknowledged, and nothing runs.
+# Inbox message type -> the control operation it asks for.
 INBOX_OPERATIONS = {"session_request": "session_request", "session_authenticate": "session_authenticate",
-                    "session_end": "session_end", "task_request": "task_run", "task_stop": "task_stop"}
+                    "session_end": "session_end", "task_request": "task_run", "task_stop": "task_stop",
+                    "update_offer": "update_offer"}
 SESSION_ID_DIGITS = 8
 
 
@@ -201,6 +201,13 @@ def _audit_export(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
 
 
 
+def _update_postpone(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
+    until = _time(args, "until")
+    if until is None:
+        raise UsageError("'until' is required: when to ask again (ISO 8601 with offset)")
+    return agent.updates.postpone(_text(args, "update_id", required=True), caller.user, until).to_dict()
+
+
 def _upgrade_announce(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
     in_s = args.get("in_s", 0)
     if not isinstance(in_s, int) or isinstance(in_s, bool) or not 0 <= in_s <= UPGRADE_WARN_MAX_S:
@@ -240,6 +247,13 @@ HANDLERS: dict[str, Handler] = {
     "service_request_list": lambda agent, args, caller: agent.service_request_list(),
     "audit_verify": _audit_verify,
     "audit_export": _audit_export,
+    "update_offer": lambda agent, args, caller: agent.updates.offer(_text(args, "target", required=True), caller.user),
+    "update_list": lambda agent, args, caller: agent.updates.list(),
+    "update_approve": lambda agent, args, caller: agent.updates.approve(
+        _text(args, "update_id", required=True), caller.user).to_dict(),
+    "update_reject": lambda agent, args, caller: agent.updates.reject(
+        _text(args, "update_id", required=True), caller.user, _text(args, "reason")).to_dict(),
+    "update_postpone": _update_postpone,
     "upgrade_announce": _upgrade_announce,
     "record_event": lambda agent, args, caller: agent.record_event(
         _text(args, "kind", required=True), _text(args, "detail"), caller.user),

@@ -3,23 +3,27 @@
     python -m agent.builtin_tasks collect-logs OUTPUT        the tails of the modality's log files
     python -m agent.builtin_tasks system-report OUTPUT       OUTPUT/system-report.txt, technical only
     python -m agent.builtin_tasks fetch-file PATH OUTPUT     one file from an allowed folder
+    python -m agent.builtin_tasks install-patterns FILE VERSION SHA256
+                                                             approved virus patterns into the pattern folder
 
 The task runner starts each as a subprocess, with these variables in its environment:
 
     SERVICEGATE_LOG_FILES         the log files collect-logs copies, separated by os.pathsep
     SERVICEGATE_LOG_TAIL_BYTES    how much of each log's end collect-logs keeps (default 4 MiB)
     SERVICEGATE_ALLOWED_DIRS      the folders fetch-file may read from, separated by os.pathsep
+    SERVICEGATE_PATTERN_DIR       where install-patterns installs virus patterns ([updates] virus_pattern_dir)
 
 Exit codes: 0 done; 1 failed (no log file could be copied, a file could not be read or written); 2 bad
 usage or a refused path. Every problem is one line on stderr, never a traceback.
 
-A subprocess pays for its imports on every task, so this module needs only the standard library, psutil
-and agent.tasks.confine (which itself imports only agent.errors and agent.protocol).
+A subprocess pays for its imports on every task, so this module needs only the standard library, psutil,
+agent.fsutil and agent.tasks.confine (which itself imports only agent.errors and agent.protocol).
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import platform
 import stat
@@ -33,13 +37,16 @@ import psutil
 
 from agent import __version__
 from agent.errors import UsageError
+from agent.fsutil import fsync_dir
 from agent.tasks import confine
 
 LOG_TAIL_BYTES = 4 * 1024 * 1024
 REPORT_NAME = "system-report.txt"
 TOP_PROCESSES = 15
 _CHUNK = 64 * 1024
-_USAGE = "usage: python -m agent.builtin_tasks collect-logs OUTPUT | system-report OUTPUT | fetch-file PATH OUTPUT"
+_USAGE = ("usage: python -m agent.builtin_tasks collect-logs OUTPUT | system-report OUTPUT | fetch-file PATH OUTPUT | "
+          "install-patterns FILE VERSION SHA256")
+KEEP_PATTERN_VERSIONS = 2  # the one in use and the one before it
 
 
 class Refused(Exception):
@@ -267,6 +274,70 @@ def _copy_to(src: BinaryIO, target: Path, limit: int | None) -> int:
     return copied
 
 
+# ---- install-patterns ---------------------------------------------------------------------------------------
+
+
+def install_patterns(file: Path, version: str, sha256: str, environ: Mapping[str, str]) -> int:
+    """Virus patterns an approved update brought (agent.updates): copied into `<dir>/<version>/`, checked, then
+    `<dir>/current` switched to it by renaming a new symlink over the old one; if the installed copy does not check
+    out through `current`, the switch is undone. A crash leaves `current` at the old or the new version, whole."""
+    folder = Path(environ.get("SERVICEGATE_PATTERN_DIR", ""))
+    if not folder.is_absolute():
+        raise Refused("install-patterns: SERVICEGATE_PATTERN_DIR is not set to a folder ([updates] virus_pattern_dir)")
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / version
+    staging = folder / f".{version}.new"
+    if staging.exists():
+        for leftover in staging.iterdir():  # an interrupted earlier try
+            leftover.unlink()
+        staging.rmdir()
+    staging.mkdir()
+    copy = staging / file.name
+    digest = hashlib.sha256()
+    with file.open("rb") as source, copy.open("wb") as out:
+        while chunk := source.read(_CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    if digest.hexdigest() != sha256:
+        raise Refused(f"install-patterns: {file.name} does not have the approved sha256; nothing was installed")
+    fsync_dir(staging)
+    if target.exists():
+        raise Refused(f"install-patterns: version {version} is installed already in {folder}")
+    staging.rename(target)
+    previous = os.readlink(folder / "current") if (folder / "current").is_symlink() else None
+    _point(folder / "current", version)
+    if _sha256(folder / "current" / file.name) != sha256:
+        if previous is not None:
+            _point(folder / "current", previous)
+        print(f"install-patterns: the installed copy does not check out; back to {previous}", file=sys.stderr)
+        return 1
+    for old in sorted((p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and
+                       not p.name.startswith(".") and p.name not in (version, previous)), key=lambda p: p.name):
+        for entry in old.iterdir():
+            entry.unlink()
+        old.rmdir()
+    print(f"virus patterns {version} installed in {folder} (previous: {previous or 'none'})")
+    return 0
+
+
+def _point(link: Path, target: str) -> None:
+    temporary = link.with_name(f".{link.name}.new")
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(target)
+    os.replace(temporary, link)
+    fsync_dir(link.parent)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 # ---- the command line -----------------------------------------------------------------------------------
 
 
@@ -277,6 +348,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         "collect-logs": (1, lambda a: collect_logs(Path(a[0]), env)),
         "system-report": (1, lambda a: system_report(Path(a[0]))),
         "fetch-file": (2, lambda a: fetch_file(a[0], Path(a[1]), env)),
+        "install-patterns": (3, lambda a: install_patterns(Path(a[0]), a[1], a[2], env)),
     }
     if not args or args[0] not in commands:
         what = f"unknown command {args[0]!r}" if args else "no command given"

@@ -24,6 +24,7 @@ from agent.config import DEFAULT_CONFIG_PATH, Config, defaults, load
 from agent.errors import (
     AgentUnreachableError,
     ExitCode,
+    NotFoundError,
     PermissionDeniedError,
     PortalError,
     ServiceGateError,
@@ -119,6 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
                          help=" ".join(f"{u.value}: {u.meaning}" for u in Urgency))
     reading(sub.add_parser("service-requests", help="the service requests made here: state and case number"))
 
+    update = sub.add_parser("update", help="updates from the service centre (TUF-verified; installed only after "
+                            "approval)").add_subparsers(dest="update_command", required=True, metavar="ACTION")
+    reading(update.add_parser("list", help="the updates offered to this device and their state"))
+    reading(update.add_parser("show", help="one update: what, from whom, signed by, size, restart or examination "
+                                           "downtime, release notes")).add_argument("update_id")
+    update.add_parser("approve", help="install a waiting update").add_argument("update_id")
+    reject = update.add_parser("reject", help="reject a waiting update (its file is deleted)")
+    reject.add_argument("update_id")
+    reject.add_argument("--reason", default="", help="why, for the audit log and the vendor")
+    postpone = update.add_parser("postpone", help="ask again later")
+    postpone.add_argument("update_id")
+    postpone.add_argument("--until", required=True, help="ISO 8601 (local time without offset), at most 30 days "
+                                                         "ahead")
     announce = sub.add_parser("announce-upgrade", help="warn the console of an upgrade and end open sessions "
                               "(reason upgrade) after a while (admin; servicegate-install upgrade does this)")
     announce.add_argument("version", help="the version being installed")
@@ -303,12 +317,52 @@ def dispatch(args: argparse.Namespace, client: Client) -> int:
     if command == "service-requests":
         return show(args, client.call("service_request_list"),
                     lambda rows: "\n".join(map(format_service_request, rows)) or "No service requests.")
+    if command == "update":
+        return update_command(args, client)
     if command == "announce-upgrade":
         answer = client.call("upgrade_announce", version=args.version, in_s=args.in_s)
         print(f"Announced: open sessions end at {local(parse_utc(answer['at']))} (reason upgrade); no session is "
               "accepted until the agent restarts.")
         return 0
     raise UsageError(f"unknown command {command!r}")  # argparse prevents this
+
+
+def update_command(args: argparse.Namespace, client: Client) -> int:
+    action = args.update_command
+    if action == "list":
+        return show(args, client.call("update_list"),
+                    lambda rows: "\n".join(map(format_update, rows)) or "No updates were offered.")
+    if action == "show":
+        found = [u for u in client.call("update_list") if u["id"] == args.update_id]
+        if not found:
+            raise NotFoundError(f"no update with ID {args.update_id!r} (`servicegate update list` shows them)")
+        return show(args, found[0], format_update_details)
+    if action == "approve":
+        print(format_update(client.call("update_approve", update_id=args.update_id)))
+    elif action == "reject":
+        print(format_update(client.call("update_reject", update_id=args.update_id, reason=args.reason)))
+    else:
+        until = utc_iso(parse_time(args.until))
+        print(format_update(client.call("update_postpone", update_id=args.update_id, until=until)))
+    return 0
+
+
+def format_update(u: dict[str, Any]) -> str:
+    size = f"{u['length'] / 1e6:.1f} MB" if u["length"] >= 100_000 else f"{u['length']} bytes"
+    state = f"{u['state']} until {local(parse_utc(u['until']))}" if u.get("until") else u["state"]
+    return f"{u['id']}  {u['kind']} {u['version']}  {size}  {state}  ({u['name']})"
+
+
+def format_update_details(u: dict[str, Any]) -> str:
+    needs = [n for n, flag in (("a restart", u["restart"]), ("examination downtime", u["downtime"])) if flag]
+    lines = [format_update(u), f"  from:        {u['publisher'] or 'the vendor'}",
+             f"  signed by:   targets key {', '.join(k[:16] for k in u['signed_by'])} (the vendor's TUF root)",
+             f"  sha256:      {u['sha256']}",
+             f"  needs:       {', '.join(needs) or 'nothing (no restart, no downtime)'}",
+             f"  models:      {', '.join(u['models'])}"]
+    if u.get("why"):
+        lines.append(f"  why:         {u['why']}")
+    return "\n".join([*lines, "  release notes:", *(f"    {line}" for line in (u["notes"] or "-").splitlines())])
 
 
 def audit_command(args: argparse.Namespace, verify_log: Callable[[], dict[str, Any]],

@@ -249,10 +249,28 @@ class ConsoleConfig:
                                          "starts.")
 
 
+@dataclass(frozen=True)
+class UpdatesConfig:
+    """Software and virus-pattern updates from the service centre (docs/updates.md): verified with TUF against the
+    vendor's root from the enrollment, and installed only after an approval at the console (or by the site policy
+    below, recorded in the audit log like an approval)."""
+
+    model: str = setting("", "This scanner's model as the vendor's update metadata names it, like \"CT-DEMO\"; an "
+                             "update for another model is refused. Empty: every update is refused.", may_be_empty=True)
+    virus_pattern_dir: Path = setting(Path(""), "Where virus patterns are installed: each version in a folder of its "
+                                                "own, `current` pointing to the one in use. Empty: "
+                                                "`<state_dir>/virus-patterns`.", may_be_empty=True)
+    auto_approve_virus_patterns: str = setting("", "A daily window of local time, like \"22:00-06:00\", in which the "
+                                                   "site approves virus patterns without asking (each recorded as "
+                                                   "approved by `site-policy`). Empty: every update is asked for.",
+                                               may_be_empty=True)
+
+
 # A relay on this machine: mail to it never crosses the network, so STARTTLS may be left out.
 LOCAL_RELAYS = ("127.0.0.1", "localhost", "::1")
 # What `[notify]` takes as an e-mail address: one "@" with text on both sides, nothing that would make a header
 # list out of it (spaces, commas, angle brackets, quotes, semicolons).
+_WINDOW = re.compile(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d")
 _ADDRESS = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+")
 
 
@@ -304,6 +322,7 @@ class Config:
     tasks: TasksConfig = field(default_factory=TasksConfig)
     modality: ModalityConfig = field(default_factory=ModalityConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    updates: UpdatesConfig = field(default_factory=UpdatesConfig)
     source: Path | None = field(default=None, compare=False)
 
 
@@ -353,8 +372,15 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
         hotkey_parts(config.console.hotkey)
     except ValueError as exc:
         raise ConfigError(f"{where}: [console] {exc}.") from None
+    window = config.updates.auto_approve_virus_patterns
+    if window and not _WINDOW.fullmatch(window):
+        raise ConfigError(f"{where}: [updates] auto_approve_virus_patterns = {window!r} is not a window of local time; "
+                          "write it like \"22:00-06:00\" (hours 00 to 23), or leave it empty.")
     if config.paths.audit_dir == Path(""):
         config = replace(config, paths=replace(config.paths, audit_dir=config.paths.state_dir / "audit"))
+    if config.updates.virus_pattern_dir == Path(""):
+        config = replace(config, updates=replace(config.updates,
+                                                 virus_pattern_dir=config.paths.state_dir / "virus-patterns"))
     return config
 
 

@@ -70,6 +70,7 @@ from agent.session import (
 )
 from agent.taskrun import RELEASABLE, OutputHandler, Restores, TaskRun, Workspace, environment
 from agent.tasks import build_argv, check_params, load_catalog
+from agent.updates import Hooks, UpdateFlow
 from telemetry.scrubber import Scrubber
 
 log = logging.getLogger("servicegate.agent")
@@ -155,6 +156,11 @@ class Agent:
         self.counters: dict[str, int] = self._load_counters()
         self.task_runs: dict[str, TaskRun] = self._load_tasks()
         self.service_requests: dict[str, dict[str, Any]] = self._load_requests()
+        # Updates from the service centre (agent.updates): the late-bound hooks follow what the daemon sets below.
+        self.updates = UpdateFlow(state_dir, config.updates, clock, Hooks(
+            audit_first=self._audit_first, audit_after=self._audit_after,
+            publish=lambda event, data: self.publish(event, data), start_task=self._start_update_task,
+            in_core=lambda change: self.in_core(change), wake_sender=lambda: self.wake_sender()), __version__)
         self.audit.append("agent_started", SYSTEM_ACTOR, {"version": __version__, "level": self.grant.level.value})
         # Fail closed: a session that was open when the agent stopped does not resume, nor does a task (the daemon
         # has killed what was left of its processes; its restore command runs now).
@@ -570,7 +576,8 @@ class Agent:
             workspace.create()
             argv = build_argv(task.command, run.params, modality=self.config.modality.tool, output=workspace.output)
             env = environment(workspace, run, log_files=self.config.telemetry.log_files,
-                              allowed_dirs=self.config.tasks.allowed_dirs)
+                              allowed_dirs=self.config.tasks.allowed_dirs,
+                              pattern_dir=self.config.updates.virus_pattern_dir)
             self._store_task(run)  # before it starts: its end may be reported at once
             self.runner.start(Launch(task_id=run.id, argv=argv, cwd=workspace.root, env=env,
                                      timeout_s=task.timeout_s, output_cap=self.config.tasks.output_cap_kb * 1024))
@@ -584,7 +591,29 @@ class Agent:
         self._store_task(run)
         self._audit_after("task_ended", actor, run.audit_details())
         self.publish("task_changed", run.to_dict())
+        if not run.session_id:  # the task of no session: an update's installation
+            self.updates.task_ended(run.id, run.state, (run.stderr or run.stdout or run.stop_reason).strip()[-500:])
         return run
+
+    def _start_update_task(self, kind: str, params: dict[str, str], actor: str) -> str:
+        """The catalog's task that installs an approved update (agent.updates): no session, no engineer; the kill
+        switch stops it like any task. Its ID, or RefusedError when it cannot start."""
+        if self.killing:
+            raise RefusedError("the kill switch is at work: nothing is installed now")
+        if self.runner is None:
+            raise RefusedError("tasks cannot run: the task runner is not started")
+        task = self.catalog.get(kind)
+        if not task.update:
+            raise RefusedError(f"the catalog's {kind!r} is not a task that installs updates (update = true)")
+        values = check_params(task, params, [self.updates.store.staging])
+        now = self.clock.now()
+        run = TaskRun(id=f"t{now:%Y%m%d%H%M%S}-{secrets.token_hex(3)}", kind=kind, title=task.title, session_id="",
+                      engineer_id="", params=values, state="running", created_at=now)
+        self._audit_after("task_allowed", actor, {**run.audit_details(), "reason": "an approved update", "by": actor})
+        started = self._start_task(run)
+        if started.ended:
+            raise RefusedError(started.stderr)
+        return started.id
 
     def _store_task(self, run: TaskRun) -> TaskRun:
         self.task_runs[run.id] = run
@@ -901,7 +930,7 @@ class Agent:
         """Whether something may fall due by the passing of time alone: a grant with an end, an open session,
         audit records not yet checkpointed. The daemon ticks every second while it is so, and rarely otherwise."""
         return self.grant.until is not None or any(s.open for s in self.sessions.values()) or self.audit.pending \
-            or self.upgrade is not None
+            or self.upgrade is not None or self.updates.waiting()
 
     def tick(self) -> None:
         """Apply everything that happens by the passing of time; the daemon calls it every second while
@@ -917,6 +946,7 @@ class Agent:
                 self.sessions[session.id] = session
             if session.open and (reason := due_end(session, now, self.limits)) is not None:
                 self._end(session, reason, SYSTEM_ACTOR, "")
+        self.updates.tick()
         if self.upgrade is not None and now >= parse_utc(self.upgrade["at"]):
             for session in list(self.sessions.values()):
                 if session.open:

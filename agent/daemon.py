@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -32,12 +33,13 @@ from agent.config import Config
 from agent.control import ControlServer
 from agent.core import Agent
 from agent.enroll import take_attempts, totp_secret
-from agent.errors import ConfigError, ExitCode, ServiceGateError
+from agent.errors import ConfigError, ExitCode, PortalError, ServiceGateError
 from agent.exam_block import ExamBlock
 from agent.notify import Notifier
 from agent.protocol import SYSTEM_ACTOR
 from agent.roles import RoleMap
 from agent.runner import Runner
+from agent.updates import UpdateChannel
 from telemetry.shipper import full_jitter
 
 log = logging.getLogger("servicegate.daemon")
@@ -145,6 +147,9 @@ class Daemon:
         agent.portal_heads = link.heads if link is not None else None
         agent.portal_claim = link.claim if link is not None else None
         agent.portal_service_request = link.request_service if link is not None else None
+        if link is not None:
+            agent.updates.channel = functools.partial(UpdateChannel, config.paths.state_dir, link.url, link.session)
+            agent.updates.send_report = functools.partial(send_update_report, link)
         agent.totp_secret = lambda: totp_secret(config.paths.state_dir)
         roles = RoleMap(config.control.console_group, config.control.modality_group, config.control.viewer_group,
                         admin_uids=frozenset({os.getuid()}))
@@ -341,14 +346,24 @@ class SendWorker:
             for entry in self.uploader.list():
                 if entry["state"] in upload.FINAL and before.get(entry["entry_id"]) in upload.PENDING:
                     self._record(entry)
-            try:  # on its own: a file the portal keeps refusing must not hold up a request for help
-                reached = self.agent.send_service_requests() and reached
-            except Exception:  # noqa: BLE001 - whatever went wrong, the requests stay queued for the next try
-                reached = False
-                log.exception("service requests: unexpected error; trying again later")
+            for what, send in (("service requests", self.agent.send_service_requests),
+                               ("updates", self.agent.updates.fetch_pending),
+                               ("update reports", self.agent.updates.send_reports)):
+                try:  # each on its own: a file the portal keeps refusing must not hold up a request for help
+                    reached = send() and reached
+                except Exception:  # noqa: BLE001 - whatever went wrong, it stays queued for the next try
+                    reached = False
+                    log.exception("%s: unexpected error; trying again later", what)
             failures = 0 if reached else failures + 1
             self._wake.wait(full_jitter(failures) if failures else SEND_EVERY_S)
             self._wake.clear()
+
+
+def send_update_report(link: uplink.Uplink, report: dict[str, Any]) -> None:
+    try:
+        link.call("POST", "/v1/updates/report", json=report)
+    except uplink.LinkError as exc:
+        raise PortalError(str(exc)) from None
 
 
 def task_tag(state_dir: Path) -> str:

@@ -39,6 +39,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from tuf.api._payload import Root  # where tuf.api.metadata takes it from (it re-exports without __all__)
+from tuf.api.metadata import Metadata
 
 from agent import totp
 from agent.config import Config, PortalConfig
@@ -48,6 +50,7 @@ from agent.fsutil import fsync_dir
 from agent.identity import BINDING_URI_PREFIX, binding_of, hardware_binding
 
 PORTAL_DIR = "portal"
+TUF_ROOT_FILE = "tuf-root.json"  # agent.updates reads it
 ATTEMPTS_FILE = "enrollment-attempts.jsonl"
 TIMEOUT_S = (10.0, 30.0)
 
@@ -166,6 +169,9 @@ def _enroll(config: Config, portal_url: str, ca_fingerprint: str, otp: str, devi
             answer = _post(session, f"{portal_url}/v1/enroll", {"device_id": device_id, "otp": otp, "csr": csr,
                                                                  "totp_secret": secret.decode()})
         certificate = _accept(answer, ca, device_id, key, config.portal)
+        tuf_root = _tuf_root(answer)
+        if tuf_root is not None:  # the vendor's TUF root: what every update is checked against (agent.updates)
+            _write(staging / TUF_ROOT_FILE, tuf_root)
         _write(staging / "totp.key", secret + b"\n")
         _write(staging / "device.key", _key_pem(key))
         _write(staging / "device.pem", certificate.public_bytes(serialization.Encoding.PEM))
@@ -311,6 +317,22 @@ def _accept(answer: dict[str, Any], ca: x509.Certificate, device_id: str, key: e
     if certificate.public_key() != key.public_key():
         raise PortalError("the portal issued a certificate for another key")
     return certificate
+
+
+def _tuf_root(answer: dict[str, Any]) -> bytes | None:
+    """The vendor's TUF root metadata from the enrollment answer, if the portal serves updates: it must be a root
+    that its own keys sign. None when the answer has none (this device then refuses every update)."""
+    text = answer.get("tuf_root")
+    if text is None:
+        return None
+    try:
+        data = str(text).encode()
+        root = Metadata[Root].from_bytes(data)
+        root.verify_delegate(Root.type, root)
+    except Exception as exc:  # noqa: BLE001 - securesystemslib and tuf raise several kinds for bad metadata
+        raise PortalError(f"the portal's TUF root is not valid root metadata signed by its own keys ({short(exc)}); "
+                          "nothing was installed: ask the vendor") from None
+    return data
 
 
 # --- files ------------------------------------------------------------------------------------------------------

@@ -73,6 +73,9 @@ class Restriction:
 
 def decide(task: TaskKind, session: Session | None, engineer_id: str,
            restrictions: Sequence[Restriction] = (), *, confirmed: bool = False) -> Decision:
+    if task.update:
+        return _deny("it installs an update: only the update channel runs it, after the technologist approved the "
+                     "update at the console")
     if session is None or session.state is not SessionState.ACTIVE:
         state = session.state.value if session else "no session"
         return _deny(f"tasks run only in an active session (this one is {state})")

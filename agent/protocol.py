@@ -296,6 +296,23 @@ OPERATIONS: dict[str, Operation] = {
                   {"since": "ISO 8601 (optional)", "until": "ISO 8601 (optional)",
                    "engineer_id": "only what this engineer did or what concerned the engineer's sessions (optional)",
                    "format": "json (the records, the default) | csv (the same as CSV text)"}),
+        Operation("update_offer", Role.ADMIN,
+                  "The portal offers an update by its target's name (its inbox message `update_offer`): the agent "
+                  "looks it up in the vendor's signed TUF metadata, checks it is meant for this device and newer than "
+                  "what is installed, downloads and checks it, and then it waits for an approval "
+                  "(`update_changed`). What fails a check is refused and recorded, never staged.",
+                  {"target": "the update's target name in the TUF repository"}),
+        Operation("update_list", Role.VIEWER, "The updates offered to this device: what, from whom, signed by which "
+                                              "key, size, restart or examination downtime needed, release notes, and "
+                                              "their state (offered, postponed, approved, installing, installed, "
+                                              "failed, rejected)."),
+        Operation("update_approve", Role.CONSOLE,
+                  "Install a waiting update: the approval is recorded first, then the catalog's task installs it (the "
+                  "kill switch stops it like any task).", {"update_id": "the update's ID"}),
+        Operation("update_reject", Role.CONSOLE, "Reject a waiting update; its file is deleted.",
+                  {"update_id": "the update's ID", "reason": "why (optional)"}),
+        Operation("update_postpone", Role.CONSOLE, "Ask again at a later time (at most 30 days ahead).",
+                  {"update_id": "the update's ID", "until": "ISO 8601 time with offset"}),
         Operation("upgrade_announce", Role.ADMIN,
                   "Site IT's installer announces an upgrade (`servicegate-install upgrade`): the console warns, open "
                   "sessions end with `upgrade` after `in_s` seconds, and no session is accepted until the agent "
@@ -321,6 +338,8 @@ EVENTS: dict[str, str] = {
     "service_request_changed": "A service request was made, or a kept one was sent (its case number came) or "
                                "refused; data is the request as service_request_list gives it.",
     "audit_appended": "An audit record was written; data is the record.",
+    "update_changed": "An update was offered, decided on, installed or failed; data is the update as update_list "
+                      "gives it.",
     "upgrade_announced": "An upgrade was announced; data: version, at (when open sessions end with `upgrade`).",
 }
 

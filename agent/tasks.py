@@ -50,7 +50,9 @@ FLAGS = ("patient_data", "changes_system", "application_support")
 _KIND = re.compile(r"[a-z][a-z0-9-]{0,39}")
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _TEXT_MAX = 256
-_TASK_KEYS = ("kind", "title", "command", "restore", "level", *FLAGS, "timeout_s", "params")
+_TASK_KEYS = ("kind", "title", "command", "restore", "level", *FLAGS, "update", "timeout_s", "params")
+# The kind of update (agent.updates.KINDS) -> the catalog's task that installs it.
+UPDATE_TASKS = {"virus-patterns": "install-virus-patterns"}
 _PARAM_KEYS = ("type", "help", "pattern", "minimum", "maximum", "choices")
 
 
@@ -77,6 +79,7 @@ class TaskKind:
     application_support: bool = False
     timeout_s: int = 300
     restore: tuple[str, ...] = ()
+    update: bool = False  # installs an update: run only by the update channel after an approval, never by an engineer
 
     @property
     def flags(self) -> frozenset[str]:
@@ -90,7 +93,7 @@ class TaskKind:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "title": self.title, "level": self.required_level.value, "flags": sorted(self.flags),
-                "timeout_s": self.timeout_s, "restorable": bool(self.restore),
+                "update": self.update, "timeout_s": self.timeout_s, "restorable": bool(self.restore),
                 "params": [{"name": p.name, "type": p.type, "help": p.help, **({"choices": list(p.choices)}
                                                                               if p.choices else {})}
                            for p in self.params]}
@@ -185,6 +188,22 @@ pattern = "[a-z_]{1,40}"
 [task.params.value]
 type = "text"
 pattern = "[A-Za-z0-9_.-]{1,40}"
+
+[[task]]
+kind = "install-virus-patterns"
+title = "Install virus patterns (an approved update)"
+command = ["{builtin}", "install-patterns", "{file}", "{version}", "{sha256}"]
+changes_system = true
+update = true
+timeout_s = 600
+[task.params.file]
+type = "path"
+[task.params.version]
+type = "text"
+pattern = "[0-9]+([.][0-9]+){0,3}"
+[task.params.sha256]
+type = "text"
+pattern = "[0-9a-f]{64}"
 """
 
 
@@ -253,6 +272,9 @@ def _task(raw: dict[str, Any], where: str) -> TaskKind:
     for flag, value in flags.items():
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: {flag} = {value!r}; write true or false")
+    update = raw.get("update", False)
+    if not isinstance(update, bool):
+        raise ConfigError(f"{where}: update = {update!r}; write true or false")
     timeout = raw.get("timeout_s", 300)
     if not isinstance(timeout, int) or isinstance(timeout, bool) or not 1 <= timeout <= 24 * 3600:
         raise ConfigError(f"{where}: timeout_s = {timeout!r}; give whole seconds from 1 to 86400")
@@ -260,7 +282,7 @@ def _task(raw: dict[str, Any], where: str) -> TaskKind:
     if not isinstance(title, str) or not title.strip():
         raise ConfigError(f"{where}: title = {title!r}; give a short description")
     return TaskKind(kind=kind, title=title, command=command, params=params, level=AccessLevel(level),
-                    timeout_s=timeout, restore=restore, **flags)
+                    timeout_s=timeout, restore=restore, update=update, **flags)
 
 
 def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:

@@ -9,13 +9,14 @@ do. `python -m portal.app` prints the OpenAPI document, which is kept as docs/pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import logging
 import sys
 import tempfile
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,7 +28,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from portal import cases, sessions, uploads
+from portal import cases, sessions, updates, uploads
 from portal.auth import Caller
 from portal.pki import CsrError, PortalPki, binding_of
 from portal.store import MESSAGE_TYPES, EnrollmentRefused, Item, Store
@@ -71,6 +72,12 @@ class CertificateAnswer(BaseModel):
                                        "two thirds of its lifetime.")
 
 
+class EnrollAnswer(CertificateAnswer):
+    tuf_root: str = Field(description="The vendor's first TUF root (`1.root.json` of the portal's TUF repository), "
+                                      "as text: the device keeps it as its trust anchor for updates and follows "
+                                      "the chain of newer roots from it (docs/protocol.md, Updates).")
+
+
 class DeviceAnswer(BaseModel):
     device_id: str
     certificate_not_after: str
@@ -109,16 +116,30 @@ class AckAnswer(BaseModel):
 
 # --- the application -------------------------------------------------------------------------------------------
 
-def create_app(store: Store, pki: PortalPki, *, cert_days: int = DEVICE_CERT_DAYS) -> FastAPI:
-    app = FastAPI(title="ServiceGate device protocol", version=API_VERSION,
+def create_app(store: Store, pki: PortalPki, *, cert_days: int = DEVICE_CERT_DAYS,
+               repository: updates.Repository | None = None) -> FastAPI:
+    """The portal; its TUF repository is `repository`, by default the one in the CA's data folder."""
+    repository = repository or updates.Repository(pki.ca_file.parent)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        refresher = asyncio.create_task(updates.keep_fresh(repository))
+        yield
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
+
+    app = FastAPI(title="ServiceGate device protocol", version=API_VERSION, lifespan=lifespan,
                   description="What a ServiceGate device and the vendor's portal say to each other, over HTTPS with "
                               "mutual TLS. The calling device is the one named by its verified client certificate. "
                               "See docs/protocol.md.")
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.state.store = store
+    app.state.updates = repository
     app.include_router(sessions.router)
     app.include_router(cases.router)
     app.include_router(uploads.router)
+    app.include_router(updates.router)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -132,16 +153,18 @@ def create_app(store: Store, pki: PortalPki, *, cert_days: int = DEVICE_CERT_DAY
         return CaAnswer(ca=pki.ca_pem, sha256=pki.fingerprint)
 
     @app.post("/v1/enroll", tags=["enrollment"], responses={401: {"description": "one-time password refused"}})
-    def enroll(body: EnrollRequest) -> CertificateAnswer:
-        """Exchange a one-time password and a CSR for the device's client certificate. The request is checked
-        first, so that a faulty one does not use up the password."""
+    def enroll(body: EnrollRequest) -> EnrollAnswer:
+        """Exchange a one-time password and a CSR for the device's client certificate, with the vendor's first TUF
+        root. The request is checked first, so that a faulty one does not use up the password."""
         certificate = sign(body.device_id, body.csr, None)
+        tuf_root = repository.first_root()
         try:
             store.redeem_otp(body.device_id, body.otp)
         except EnrollmentRefused as exc:
             log.warning("enrollment of %r refused: %s", body.device_id, exc)
             raise HTTPException(401, f"enrollment refused: {exc}") from None
-        return issued(body.device_id, certificate, totp_secret=body.totp_secret)
+        answer = issued(body.device_id, certificate, totp_secret=body.totp_secret)
+        return EnrollAnswer(**answer.model_dump(), tuf_root=tuf_root)
 
     @app.post("/v1/renew", tags=["enrollment"])
     def renew(body: RenewRequest, request: Request, device_id: Caller) -> CertificateAnswer:

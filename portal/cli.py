@@ -8,6 +8,14 @@ tests. Not part of the device install.
     servicegate-portal show --data-dir DIR --device-id ID      (what the portal holds for a device, JSON)
     servicegate-portal events --data-dir DIR                   (the portal's own log: enrollments, refusals)
 
+Updates (the portal's TUF repository, `<data_dir>/tuf/`; docs/protocol.md, "Updates (TUF)"):
+
+    servicegate-portal publish FILE --data-dir DIR --kind software|virus-patterns|configuration --version V \
+        --models M1,M2 [--software-versions 0.1.0,0.2.0] [--restart] [--downtime] [--notes TEXT] \
+        [--publisher NAME] [--offer-to DEVICE_ID ... | --no-offer]
+    servicegate-portal updates --data-dir DIR [--device ID] [--json]   (what is published; a device's offers, reports)
+    servicegate-portal tuf refresh --data-dir DIR              (sign a new timestamp; for a long-running portal)
+
 The engineer's tool (the vendor's own would sit behind its engineers' two-factor login):
 
     servicegate-portal engineer open-session --data-dir DIR --device ID --engineer-id E --name "..." \
@@ -23,8 +31,8 @@ The engineer's tool (the vendor's own would sit behind its engineers' two-factor
     servicegate-portal engineer tasks --data-dir DIR --session S           (JSON)
     servicegate-portal engineer task-file --data-dir DIR --session S --task T --name N --out FILE
 
-The data folder holds the vendor CA, the server certificate and `portal.sqlite`; the commands other than
-`serve` work on it directly, with or without a running server.
+The data folder holds the vendor CA, the server certificate, `portal.sqlite` and the TUF repository (`tuf/`); the
+commands other than `serve` work on it directly, with or without a running server.
 """
 
 from __future__ import annotations
@@ -77,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
             _show(store, args.device_id)
         elif args.command == "engineer":
             return _engineer(store, args)
+        elif args.command == "publish":
+            return _publish(store, data_dir, args)
+        elif args.command == "updates":
+            return _updates(store, data_dir, args)
+        elif args.command == "tuf":
+            return _tuf(data_dir)
         else:
             print(json.dumps(store.events(), indent=2))
     except OSError as exc:
@@ -86,6 +100,99 @@ def main(argv: list[str] | None = None) -> int:
         print(f"servicegate-portal: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _publish(store: Store, data_dir: Path, args: argparse.Namespace) -> int:
+    """Publish an update in the TUF repository, then offer it: to the devices named with --offer-to, or else to every
+    registered device (each checks the signed metadata and takes only what is meant for its model and version);
+    --no-offer offers it to none."""
+    from portal.updates import DEFAULT_PUBLISHER, publish  # the updates module loads FastAPI: only when needed
+
+    offer_to = list(dict.fromkeys(_split(args.offer_to)))
+    if offer_to and args.no_offer:
+        raise ValueError("--offer-to and --no-offer exclude each other")
+    unknown = [device_id for device_id in offer_to if store.device(device_id) is None]
+    if unknown:
+        raise ValueError(f"--offer-to: no device {', '.join(unknown)} is registered (`servicegate-portal device "
+                         "list`); nothing was published")
+    target = publish(data_dir, args.file, args.kind, args.version, _split(args.models),
+                     _split(args.software_versions), restart=args.restart, downtime=args.downtime, notes=args.notes,
+                     publisher=args.publisher or DEFAULT_PUBLISHER)
+    custom = target["custom"]
+    store.log(None, "update_published", f"{target['name']}: {custom['kind']} {custom['version']} for "
+                                        f"{', '.join(custom['models'])}, sha256 {target['sha256']}")
+    print(target["name"])
+    print(f"{custom['kind']} {custom['version']} for {', '.join(custom['models'])}; {target['length']} bytes, sha256 "
+          f"{target['sha256']}; signed as targets v{target['targets']}, snapshot v{target['snapshot']}, timestamp "
+          f"v{target['timestamp']}")
+    recipients = [] if args.no_offer else offer_to or [device["device_id"] for device in store.devices()]
+    for device_id in recipients:
+        message = store.post(device_id, "update_offer", {"target": target["name"]})
+        print(f"offered to {device_id} (message {message.id})")
+    if not recipients:
+        print("offered to no device" + ("" if args.no_offer else ": none is registered"))
+    return 0
+
+
+def _updates(store: Store, data_dir: Path, args: argparse.Namespace) -> int:
+    """What is published (name, size, hash, custom metadata); with --device, that device's offers and reports."""
+    from portal.updates import Repository
+
+    if args.device_id:
+        if store.device(args.device_id) is None:
+            raise ValueError(f"no device {args.device_id!r} is registered (`servicegate-portal device list`)")
+        offers = [{"target": m["body"].get("target"), "message": m["id"], "created": m["created"],
+                   "acknowledged": m["acknowledged"]}
+                  for m in store.messages(args.device_id) if m["type"] == "update_offer"]
+        reports = store.update_reports(args.device_id)
+        if args.json:
+            print(json.dumps({"device_id": args.device_id, "offers": offers, "reports": reports}, indent=2))
+            return 0
+        print(f"device {args.device_id}: {len(offers)} offer(s), {len(reports)} report(s)")
+        for offer in offers:
+            seen = "acknowledged " + _when(offer["acknowledged"]) if offer["acknowledged"] else "not fetched yet"
+            print(f"  offered  {_when(offer['created'])}  {offer['target']}  ({seen})")
+        for report in reports:
+            print(f"  {report['outcome']:<9}{_when(report['time'])}  {report['target']} {report['version']}"
+                  + (f": {report['detail']}" if report["detail"] else ""))
+        return 0
+    published = Repository(data_dir).published()
+    if args.json:
+        print(json.dumps(published, indent=2))
+        return 0
+    if not published:
+        print("nothing is published yet (`servicegate-portal publish`)")
+    for target in published:
+        custom = target["custom"]
+        agents = ", ".join(custom.get("software_versions") or []) or "any"
+        print(f"{target['name']}\n  {custom.get('kind')} {custom.get('version')} for "
+              f"{', '.join(custom.get('models', []))}; ServiceGate {agents}; restart: "
+              f"{'yes' if custom.get('restart') else 'no'}; examination downtime: "
+              f"{'yes' if custom.get('downtime') else 'no'}\n  {target['length']} bytes, sha256 {target['sha256']}, "
+              f"published by {custom.get('publisher')}")
+        for line in str(custom.get("notes", "")).splitlines():
+            print(f"  | {line}")
+    return 0
+
+
+def _tuf(data_dir: Path) -> int:
+    """`tuf refresh`: a new timestamp (it expires after a day), and a new version of whatever else is close to its
+    expiry. A running portal does this by itself every hour; this is for a portal run otherwise, or by hand."""
+    from portal.updates import Repository
+
+    repository = Repository(data_dir)
+    signed = repository.refresh()
+    print("signed " + ", ".join(f"{role} v{version}" for role, version in signed.items()))
+    return 0
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """Options given as `a,b`, repeated, or both, as one list."""
+    return [part.strip() for value in values or () for part in value.split(",") if part.strip()]
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 
 def _engineer(store: Store, args: argparse.Namespace) -> int:
@@ -208,10 +315,13 @@ def _serve(data_dir: Path, host: str, port: int, cert_days: int) -> int:
     from portal.app import create_app
     from portal.pki import PortalPki
     from portal.tlsproto import TLSH11Protocol
+    from portal.updates import Repository
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     pki = PortalPki(data_dir, server_names=tuple(dict.fromkeys((host, "127.0.0.1", "localhost"))))
-    app = create_app(Store(data_dir / "portal.sqlite"), pki, cert_days=cert_days)
+    repository = Repository(data_dir)
+    repository.refresh(force=("snapshot", "timestamp"))  # fresh expiries at every start
+    app = create_app(Store(data_dir / "portal.sqlite"), pki, cert_days=cert_days, repository=repository)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -242,7 +352,7 @@ def _show(store: Store, device_id: str) -> None:
         "sequences": [r["sequence"] for r in records], "gaps": store.gaps(device_id),
         "audit_heads": store.audit_heads(device_id), "session_events": store.session_events(device_id),
         "messages": store.messages(device_id), "tasks": store.tasks(device_id),
-        "sessions": store.sessions(device_id),
+        "sessions": store.sessions(device_id), "update_reports": store.update_reports(device_id),
         "alerts": [r["items"][0] for r in records if r["kind"] == "alert"],
         "shown_at": time.time(),
     }, indent=2))
@@ -272,6 +382,28 @@ def _parser() -> argparse.ArgumentParser:
     post.add_argument("--type", required=True, choices=MESSAGE_TYPES)
     post.add_argument("--body", default="{}", help="a JSON object")
     command("show", "what the portal holds for a device (JSON)").add_argument("--device-id", required=True)
+    published = command("publish", "publish an update in the TUF repository and offer it to devices")
+    published.add_argument("file", type=Path, metavar="FILE", help="the file; its target name is KIND/FILE-NAME")
+    published.add_argument("--kind", required=True, help="software, virus-patterns or configuration")
+    published.add_argument("--version", required=True, help="one to four numbers with dots, like 1.2.3; new for the "
+                                                            "kind and models")
+    published.add_argument("--models", action="append", required=True, metavar="M1,M2",
+                           help="the scanner models it is for (comma-separated or repeated)")
+    published.add_argument("--software-versions", action="append", metavar="V1,V2",
+                           help="the ServiceGate versions it applies to (default: any)")
+    published.add_argument("--restart", action="store_true", help="installing it restarts the agent or the system")
+    published.add_argument("--downtime", action="store_true", help="installing it needs examination downtime")
+    published.add_argument("--notes", default="", help="release notes, plain text")
+    published.add_argument("--publisher", help="who publishes it (default: Vendor Service)")
+    offered = published.add_mutually_exclusive_group()
+    offered.add_argument("--offer-to", action="extend", nargs="+", metavar="DEVICE_ID",
+                         help="offer it to these devices (default: every registered device)")
+    offered.add_argument("--no-offer", action="store_true", help="publish without offering it to any device")
+    listed = command("updates", "what is published (with --device: a device's offers and reports)")
+    listed.add_argument("--device", "--device-id", dest="device_id", help="a device's offers and update reports")
+    listed.add_argument("--json", action="store_true", help="as JSON")
+    tuf = sub.add_parser("tuf", help="the TUF repository").add_subparsers(dest="action", required=True)
+    command("refresh", "sign a new timestamp (and renew what is close to its expiry)", tuf)
     command("events", "the portal's own log (JSON)")
     engineer = sub.add_parser("engineer", help="the service engineer's tool").add_subparsers(dest="action",
                                                                                             required=True)

@@ -9,6 +9,8 @@
   until the device acknowledges it.
 - tasks: each run's latest state, from the device's task events.
 - cases: the service cases opened by the devices' service requests, once per (device, request ID).
+- update_reports: what each device did with an offered update (installed, failed, refused, ...), once per
+  (device, target, outcome). The updates themselves are in the TUF repository (portal/updates.py), not here.
 - events: the portal's own log (enrollments, refusals), which `servicegate-portal` prints.
 
 Each call opens its own connection (WAL, synchronous=FULL), so the server's threads and the command line
@@ -140,6 +142,15 @@ CREATE TABLE IF NOT EXISTS cases (
     requested_at TEXT NOT NULL,
     created_at REAL NOT NULL,
     UNIQUE (device_id, request_id)
+);
+CREATE TABLE IF NOT EXISTS update_reports (
+    device_id TEXT NOT NULL,
+    target TEXT NOT NULL,
+    version TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    time REAL NOT NULL,
+    PRIMARY KEY (device_id, target, outcome)
 );
 CREATE TABLE IF NOT EXISTS claim_failures (
     device_id TEXT NOT NULL,
@@ -499,6 +510,28 @@ class Store:
             rows = db.execute("SELECT case_id, device_id, request_id, urgency, text, report, requested_at, created_at "
                               "FROM cases WHERE device_id = ? ORDER BY number", (device_id,)).fetchall()
         return [{**dict(row), "report": json.loads(row["report"])} for row in rows]
+
+    # --- updates -------------------------------------------------------------------------------------------
+
+    def report_update(self, device_id: str, target: str, *, version: str, outcome: str, detail: str) -> float:
+        """A device's report of what it did with an offered update; the same (device, target, outcome) again
+        replaces the version and detail (a device reports again when the answer was lost). Returns its time."""
+        now = self._clock()
+        with self._db() as db:
+            db.execute("INSERT INTO update_reports VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, target, outcome) "
+                       "DO UPDATE SET version = excluded.version, detail = excluded.detail, time = excluded.time",
+                       (device_id, target, version, outcome, detail, now))
+            self._log(db, device_id, f"update_{outcome}", f"{target} {version}: {detail}".strip().rstrip(":"))
+        return now
+
+    def update_reports(self, device_id: str | None = None) -> list[dict[str, Any]]:
+        """The devices' update reports (of one device), oldest first."""
+        with self._db(write=False) as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute("SELECT device_id, target, version, outcome, detail, time FROM update_reports "
+                              "WHERE ? IS NULL OR device_id = ? ORDER BY time, rowid",
+                              (device_id, device_id)).fetchall()
+        return [dict(r) for r in rows]
 
     # --- inbox ---------------------------------------------------------------------------------------------
 

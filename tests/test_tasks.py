@@ -4,6 +4,7 @@ subprocesses, the way the task runner starts them."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -25,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 CATALOG = load_catalog(None)
 ISSUE_KINDS = {"collect-logs", "system-report", "run-diagnostics", "restart-service", "fetch-file", "fetch-study",
                "apply-config", "adjust-protocol"}
+UPDATE_KINDS = {"install-virus-patterns"}  # the update channel's (agent.updates), never an engineer's
 MODALITY = ("/opt/modality/bin/python", "/opt/modality/service_tool.py")
 
 
@@ -41,7 +43,8 @@ FREE_TEXT = one_task('kind = "note"\ncommand = ["/usr/bin/logger", "{note}"]\n[t
 
 
 def test_the_default_catalog_offers_every_kind_of_the_issue() -> None:
-    assert set(CATALOG.kinds) == ISSUE_KINDS
+    assert set(CATALOG.kinds) == ISSUE_KINDS | UPDATE_KINDS
+    assert {kind for kind, task in CATALOG.kinds.items() if task.update} == UPDATE_KINDS
     assert CATALOG.source == "the built-in catalog"
     assert parse_catalog(DEFAULT_CATALOG, "x").kinds == CATALOG.kinds
 
@@ -436,6 +439,29 @@ def run_builtin(*args: str, **variables: str) -> subprocess.CompletedProcess[str
                           env=env, cwd=REPO, timeout=60)
 
 
+def test_install_patterns_switches_current_keeps_the_one_before_and_checks_the_hash(tmp_path: Path) -> None:
+    folder = tmp_path / "patterns"
+    versions = {}
+    for version in ("2026.1", "2026.2", "2026.3"):
+        file = tmp_path / f"patterns-{version}.dat"
+        file.write_bytes(f"signatures {version}\n".encode() * 100)
+        versions[version] = file
+        done = run_builtin("install-patterns", str(file), version, hashlib.sha256(file.read_bytes()).hexdigest(),
+                           pattern_dir=str(folder))
+        assert done.returncode == 0, done.stderr
+        assert (folder / "current").readlink() == Path(version)
+        assert (folder / "current" / file.name).read_bytes() == file.read_bytes()
+    assert sorted(p.name for p in folder.iterdir()) == ["2026.2", "2026.3", "current"]  # in use, and the one before
+    wrong = run_builtin("install-patterns", str(versions["2026.1"]), "2026.4", "0" * 64, pattern_dir=str(folder))
+    assert wrong.returncode == 2
+    assert "does not have the approved sha256; nothing was installed" in wrong.stderr
+    assert (folder / "current").readlink() == Path("2026.3")
+    assert not (folder / "2026.4").exists()
+    unset = run_builtin("install-patterns", str(versions["2026.1"]), "2026.5", "0" * 64)
+    assert unset.returncode == 2
+    assert "SERVICEGATE_PATTERN_DIR is not set" in unset.stderr
+
+
 def test_collect_logs_copies_the_tails(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     (logs / "old").mkdir(parents=True)
@@ -603,5 +629,5 @@ def test_the_builtin_programs_import_nothing_heavy_from_the_agent() -> None:
            "('agent', 'telemetry', 'anonymizer', 'pydicom', 'requests', 'cryptography')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
                             check=True)
-    assert result.stdout.strip() == str(["agent", "agent.builtin_tasks", "agent.errors", "agent.protocol",
-                                         "agent.tasks"])
+    assert result.stdout.strip() == str(["agent", "agent.builtin_tasks", "agent.errors", "agent.fsutil",
+                                         "agent.protocol", "agent.tasks"])

@@ -1,0 +1,100 @@
+"""Updates end to end on loopback, with real processes: the vendor publishes at the portal and offers the update
+through the inbox; the running agent verifies and stages it; `servicegate update approve` installs it by the
+catalog's task; the portal receives the report. Reject and postpone, and the site's approval window, too."""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.agent_process import AgentProcess
+from tests.portal_process import PortalProcess
+from tests.test_connection import FAST_TELEMETRY, audit_events, device, enroll, wait_for
+
+DEVICE_ID = "ct-4001"
+
+
+@pytest.fixture
+def agent(portal: PortalProcess, tmp_path: Path) -> Iterator[AgentProcess]:
+    process = device(tmp_path, "e" * 32, FAST_TELEMETRY + f'[updates]\nmodel = "CT-DEMO"\n'
+                                                          f'virus_pattern_dir = "{tmp_path / "patterns"}"\n')
+    assert enroll(process, portal, DEVICE_ID).returncode == 0
+    process.start()
+    yield process
+    process.stop()
+
+
+def publish(portal: PortalProcess, tmp_path: Path, version: str) -> str:
+    file = tmp_path / f"patterns-{version}.dat"
+    file.write_bytes(f"signatures {version}\n".encode() * 100)
+    done = portal.run("publish", str(file), "--kind", "virus-patterns", "--version", version, "--models", "CT-DEMO",
+                      "--notes", f"weekly patterns {version}", "--offer-to", DEVICE_ID)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return f"virus-patterns/{file.name}"
+
+
+def update(agent: AgentProcess, name: str, state: str) -> dict[str, Any]:
+    def found() -> dict[str, Any] | None:
+        return next((u for u in agent.cli_json("update", "list") if u["name"] == name and u["state"] == state), None)
+
+    result: dict[str, Any] = wait_for(f"{name} {state}", found)
+    return result
+
+
+def reports(portal: PortalProcess) -> list[tuple[str, str]]:
+    return [(r["target"], r["outcome"]) for r in portal.show(DEVICE_ID)["update_reports"]]
+
+
+def test_published_offered_approved_installed_and_reported(portal: PortalProcess, agent: AgentProcess,
+                                                           tmp_path: Path) -> None:
+    name = publish(portal, tmp_path, "2026.12.5")
+    offered = update(agent, name, "offered")
+    shown = agent.cli("update", "show", offered["id"])
+    assert shown.returncode == 0
+    assert "weekly patterns 2026.12.5" in shown.stdout
+    assert "nothing (no restart, no downtime)" in shown.stdout
+
+    approved = agent.cli("update", "approve", offered["id"])
+    assert approved.returncode == 0, approved.stderr
+    installed = update(agent, name, "installed")
+    assert installed["decided_by"] == getpass.getuser()
+    current = tmp_path / "patterns" / "current" / "patterns-2026.12.5.dat"
+    assert current.read_bytes() == b"signatures 2026.12.5\n" * 100
+    assert not Path(offered["file"]).exists()  # the staged copy is gone
+    wait_for("the report at the portal", lambda: (name, "installed") in reports(portal))
+
+    events = [(r["event"], r["actor"]) for r in audit_events(agent) if r["event"].startswith(("update_", "task_"))]
+    assert events == [("update_offer_received", "portal"), ("update_offered", "servicegate"),
+                      ("update_approved", getpass.getuser()), ("task_allowed", getpass.getuser()),
+                      ("task_ended", "servicegate"), ("update_installed", "servicegate")]
+
+    # The same version again, or an older one, even validly signed and offered: refused, never installed.
+    again = publish(portal, tmp_path, "2026.12.4")
+    wait_for("the refusal at the portal", lambda: (again, "refused") in reports(portal))
+    assert [u["name"] for u in agent.cli_json("update", "list")] == [name]
+
+
+def test_rejected_and_postponed_updates_are_not_installed(portal: PortalProcess, agent: AgentProcess,
+                                                          tmp_path: Path) -> None:
+    first = update(agent, publish(portal, tmp_path, "2026.12.6"), "offered")
+    rejected = agent.cli("update", "reject", first["id"], "--reason", "not during the clinic's busy week")
+    assert rejected.returncode == 0, rejected.stderr
+    assert not Path(first["file"]).exists()
+    second = update(agent, publish(portal, tmp_path, "2026.12.7"), "offered")
+    later = (datetime.now() + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M")
+    assert agent.cli("update", "postpone", second["id"], "--until", later).returncode == 0
+    postponed = update(agent, second["name"], "postponed")
+    assert postponed["until"] is not None
+    again = agent.cli("update", "approve", first["id"])  # a rejected update stays rejected
+    assert again.returncode == 1
+    assert "is rejected: only a waiting update can be approved" in again.stderr
+    assert not (tmp_path / "patterns" / "current").exists()
+    wait_for("both reports", lambda: {(first["name"], "rejected"), (second["name"], "postponed")} <= set(
+        reports(portal)))
+    [record] = [r for r in audit_events(agent) if r["event"] == "update_rejected"]
+    assert record["details"]["reason"] == "not during the clinic's busy week"
