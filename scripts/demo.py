@@ -32,7 +32,7 @@ from pydicom.data import get_testdata_file
 from agent.client import wait_for_agent
 from agent.errors import AgentUnreachableError
 
-STEPS = 25
+STEPS = 26
 REPO = Path(__file__).resolve().parents[1]
 PORTAL = str(Path(sys.executable).parent / "servicegate-portal")
 SIM = str(Path(sys.executable).parent / "servicegate-sim-modality")
@@ -130,6 +130,7 @@ class Demo:
             f'product_serial_file = "{self.workdir / "no-serial"}"\ninbox_wait_s = 5\n'
             f'[modality]\ntool = ["{SIM}", "--state", "{self.workdir / "modality"}"]\n'
             f'[tasks]\nallowed_dirs = ["{self.workdir / "modality" / "logs"}"]\n'
+            f'[updates]\nmodel = "CT-DEMO"\nvirus_pattern_dir = "{self.workdir / "virus-patterns"}"\n'
         )
 
     def start_agent(self) -> subprocess.Popen[bytes]:
@@ -235,6 +236,28 @@ class Demo:
             if result.returncode != 0:
                 raise SystemExit("demo: servicegate-install install failed")
 
+    def virus_patterns(self) -> None:
+        """An update from the service centre: published in the portal's TUF repository, offered, verified by the
+        device against the vendor's root from its enrollment, approved by the technologist, installed by a task."""
+        self.step("The service centre offers new virus patterns: the device checks them with TUF (signed by the "
+                  "vendor's keys, not replayed, for this model, newer), and the technologist approves them.")
+        patterns = self.workdir / "patterns-2026.12.05.dat"
+        patterns.write_bytes(b"demo virus signatures 2026.12.05\n" * 1000)
+        self.portal("publish", str(patterns), "--kind", "virus-patterns", "--version", "2026.12.5", "--models",
+                    "CT-DEMO", "--notes", "Weekly virus patterns; no restart, no downtime.", "--offer-to", DEVICE_ID)
+
+        def offered() -> list[dict[str, Any]]:
+            return [u for u in json.loads(self.sg("update", "list", "--json", quiet=True)) if u["state"] == "offered"]
+
+        self.wait("the verified offer", offered)
+        update_id = offered()[0]["id"]
+        self.sg("update", "show", update_id)
+        self.sg("update", "approve", update_id)
+        self.wait("the installation", lambda: json.loads(self.sg("update", "list", "--json", quiet=True))[0][
+            "state"] in ("installed", "failed"))
+        self.sg("update", "list")
+        print(f"    installed: {(self.workdir / 'virus-patterns' / 'current').resolve()}")
+
     def run(self) -> None:
         self.install_bundle()
         self.step("The vendor's portal starts (the reference portal, on 127.0.0.1) with its own CA.")
@@ -314,6 +337,7 @@ class Demo:
             study.mkdir(exist_ok=True)
             (study / "ct.dcm").write_bytes(Path(get_testdata_file("CT_small.dcm", download=False) or "").read_bytes())
             self.sg("upload", str(study), "--case", "CASE-4711", "--wait", "40")
+            self.virus_patterns()
             self.step("A long diagnostics run is going when a patient arrives: the technologist uses the kill switch. "
                       "The task is stopped, its restore runs, the block is released, the session ends.")
             long_run = self.portal("engineer", "run-task", "--session", sid, "--kind", "run-diagnostics", "--param",

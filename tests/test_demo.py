@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import subprocess
 import sys
@@ -65,7 +66,8 @@ def test_demo_walks_the_story_and_leaves_an_intact_audit_log(tmp_path: Path) -> 
     assert device["binding"]
     assert [(m["type"], m["acknowledged"] is not None) for m in portal.messages("CT-DEMO-01")] == [
         ("session_request", True), ("session_authenticate", True), ("session_end", True),
-        ("session_authenticate", True), ("task_request", True), ("task_request", True), ("task_request", True)]
+        ("session_authenticate", True), ("task_request", True), ("task_request", True), ("update_offer", True),
+        ("task_request", True)]
     # the first session requested by the portal under the standing grant, the second claimed by its ID at the console;
     # both made active by the engineer's one-time password, relayed by the portal
     requested = [r for r in records if r["event"] == "session_requested"]
@@ -131,3 +133,12 @@ def test_demo_walks_the_story_and_leaves_an_intact_audit_log(tmp_path: Path) -> 
     assert "alert" in kinds
     alerts = portal.records("CT-DEMO-01", "alert")
     assert alerts[0]["items"][0]["servicegate.rule"] == "demo-uptime"
+
+    # the update step: offered, verified, approved by the technologist, installed by the catalog's task
+    approvals = [(r["actor"], r["details"]["version"]) for r in records if r["event"] == "update_approved"]
+    assert approvals == [(getpass.getuser(), "2026.12.5")]
+    assert [r["details"]["version"] for r in records if r["event"] == "update_installed"] == ["2026.12.5"]
+    installed = tmp_path / "virus-patterns" / "current" / "patterns-2026.12.05.dat"
+    assert installed.read_bytes() == b"demo virus signatures 2026.12.05\n" * 1000
+    assert [(r["target"], r["outcome"]) for r in portal.update_reports("CT-DEMO-01")] == [
+        ("virus-patterns/patterns-2026.12.05.dat", "installed")]
