@@ -5,6 +5,9 @@
     python -m agent.builtin_tasks fetch-file PATH OUTPUT     one file from an allowed folder
     python -m agent.builtin_tasks install-patterns FILE VERSION SHA256
                                                              approved virus patterns into the pattern folder
+    python -m agent.builtin_tasks install-software FILE VERSION SHA256
+                                                             an approved bundle, unpacked and handed to the upgrade
+                                                             service (servicegate-upgrade.path, as root)
 
 The task runner starts each as a subprocess, with these variables in its environment:
 
@@ -12,6 +15,8 @@ The task runner starts each as a subprocess, with these variables in its environ
     SERVICEGATE_LOG_TAIL_BYTES    how much of each log's end collect-logs keeps (default 4 MiB)
     SERVICEGATE_ALLOWED_DIRS      the folders fetch-file may read from, separated by os.pathsep
     SERVICEGATE_PATTERN_DIR       where install-patterns installs virus patterns ([updates] virus_pattern_dir)
+    SERVICEGATE_UPDATE_DIR        the agent's update folder (`<state_dir>/updates`): install-software's bundles and
+                                  its request to the upgrade service
 
 Exit codes: 0 done; 1 failed (no log file could be copied, a file could not be read or written); 2 bad
 usage or a refused path. Every problem is one line on stderr, never a traceback.
@@ -24,10 +29,13 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import platform
+import shutil
 import stat
 import sys
+import tarfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -45,7 +53,8 @@ REPORT_NAME = "system-report.txt"
 TOP_PROCESSES = 15
 _CHUNK = 64 * 1024
 _USAGE = ("usage: python -m agent.builtin_tasks collect-logs OUTPUT | system-report OUTPUT | fetch-file PATH OUTPUT | "
-          "install-patterns FILE VERSION SHA256")
+          "install-patterns FILE VERSION SHA256 | install-software FILE VERSION SHA256")
+UPGRADE_REQUEST = "upgrade-request.json"  # in the update folder: what servicegate-upgrade.path waits for
 KEEP_PATTERN_VERSIONS = 2  # the one in use and the one before it
 
 
@@ -322,6 +331,52 @@ def install_patterns(file: Path, version: str, sha256: str, environ: Mapping[str
     return 0
 
 
+# ---- install-software ---------------------------------------------------------------------------------------
+
+
+def install_software(file: Path, version: str, sha256: str, environ: Mapping[str, str]) -> int:
+    """A software update (an offline bundle, `servicegate-VERSION-linux-x86_64.tar.gz`) the technologist approved:
+    checked, unpacked into `<update dir>/bundles/VERSION/`, and handed to the upgrade service by writing the request
+    it waits for. The agent runs unprivileged and is what the upgrade restarts, so the upgrade itself runs outside it,
+    as root, in a unit of its own (`servicegate-upgrade.service`, started by `servicegate-upgrade.path`): the bundle's
+    own `servicegate-install upgrade`, whose result the agent reads when it runs again."""
+    folder = Path(environ.get("SERVICEGATE_UPDATE_DIR", ""))
+    if not folder.is_absolute():
+        raise Refused("install-software: SERVICEGATE_UPDATE_DIR is not set to the agent's update folder")
+    if _sha256(file) != sha256:
+        raise Refused(f"install-software: {file.name} does not have the approved sha256; nothing was handed over")
+    bundles = folder / "bundles"
+    staging, target = bundles / f".{version}.new", bundles / version
+    for old in (staging, target):
+        if old.exists():
+            shutil.rmtree(old)
+    staging.mkdir(parents=True)
+    try:
+        with tarfile.open(file) as archive:
+            archive.extractall(staging, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise Refused(f"install-software: {file.name} is not a readable bundle ({exc})") from None
+    bundle = staging / f"servicegate-{version}"
+    try:
+        manifest = json.loads((bundle / "bundle.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise Refused(f"install-software: {file.name} holds no servicegate-{version}/bundle.json ({exc})") from None
+    if manifest.get("version") != version:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise Refused(f"install-software: the bundle says it is {manifest.get('version')!r}, the update {version}")
+    fsync_dir(staging)
+    staging.rename(target)
+    request = {"version": version, "bundle": str(target / f"servicegate-{version}"), "sha256": sha256}
+    temporary = folder / f".{UPGRADE_REQUEST}.new"
+    temporary.write_text(json.dumps(request, indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, folder / UPGRADE_REQUEST)
+    fsync_dir(folder)
+    print(f"ServiceGate {version} handed to the upgrade service ({folder / UPGRADE_REQUEST})")
+    return 0
+
+
 def _point(link: Path, target: str) -> None:
     temporary = link.with_name(f".{link.name}.new")
     temporary.unlink(missing_ok=True)
@@ -349,6 +404,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         "system-report": (1, lambda a: system_report(Path(a[0]))),
         "fetch-file": (2, lambda a: fetch_file(a[0], Path(a[1]), env)),
         "install-patterns": (3, lambda a: install_patterns(Path(a[0]), a[1], a[2], env)),
+        "install-software": (3, lambda a: install_software(Path(a[0]), a[1], a[2], env)),
     }
     if not args or args[0] not in commands:
         what = f"unknown command {args[0]!r}" if args else "no command given"

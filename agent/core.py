@@ -577,7 +577,8 @@ class Agent:
             argv = build_argv(task.command, run.params, modality=self.config.modality.tool, output=workspace.output)
             env = environment(workspace, run, log_files=self.config.telemetry.log_files,
                               allowed_dirs=self.config.tasks.allowed_dirs,
-                              pattern_dir=self.config.updates.virus_pattern_dir)
+                              pattern_dir=self.config.updates.virus_pattern_dir,
+                              update_dir=self.updates.store.folder)
             self._store_task(run)  # before it starts: its end may be reported at once
             self.runner.start(Launch(task_id=run.id, argv=argv, cwd=workspace.root, env=env,
                                      timeout_s=task.timeout_s, output_cap=self.config.tasks.output_cap_kb * 1024))

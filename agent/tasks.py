@@ -52,7 +52,7 @@ _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _TEXT_MAX = 256
 _TASK_KEYS = ("kind", "title", "command", "restore", "level", *FLAGS, "update", "timeout_s", "params")
 # The kind of update (agent.updates.KINDS) -> the catalog's task that installs it.
-UPDATE_TASKS = {"virus-patterns": "install-virus-patterns"}
+UPDATE_TASKS = {"virus-patterns": "install-virus-patterns", "software": "install-software"}
 _PARAM_KEYS = ("type", "help", "pattern", "minimum", "maximum", "choices")
 
 
@@ -193,6 +193,22 @@ pattern = "[A-Za-z0-9_.-]{1,40}"
 kind = "install-virus-patterns"
 title = "Install virus patterns (an approved update)"
 command = ["{builtin}", "install-patterns", "{file}", "{version}", "{sha256}"]
+changes_system = true
+update = true
+timeout_s = 600
+[task.params.file]
+type = "path"
+[task.params.version]
+type = "text"
+pattern = "[0-9]+([.][0-9]+){0,3}"
+[task.params.sha256]
+type = "text"
+pattern = "[0-9a-f]{64}"
+
+[[task]]
+kind = "install-software"
+title = "Hand a ServiceGate software update to the upgrade service (an approved update)"
+command = ["{builtin}", "install-software", "{file}", "{version}", "{sha256}"]
 changes_system = true
 update = true
 timeout_s = 600

@@ -49,9 +49,12 @@ _VERSION = re.compile(r"\d+(\.\d+){0,3}")
 FETCH_TIMEOUT_S = 60
 
 # An offer's states: offered (waits for a decision) -> approved -> installing -> installed | failed; or postponed
-# (offered again at its time), rejected. A refused offer never gets a record of its own beyond the audit log.
+# (offered again at its time), rejected. A software update goes from installing to upgrading (handed to the upgrade
+# service, which restarts the agent) and is installed or failed by the service's result. A refused offer gets no
+# record of its own beyond the audit log.
 WAITING = ("offered", "postponed")
-OPEN = ("offered", "postponed", "approved", "installing")
+OPEN = ("offered", "postponed", "approved", "installing", "upgrading")
+UPGRADE_RESULT = "upgrade-result.json"  # in the update folder: what the upgrade service (as root) answers
 
 
 class UpdateRefused(RefusedError):
@@ -429,25 +432,47 @@ class UpdateFlow:
         return self._save(offer.decided("postponed", actor, now, until=until))
 
     def tick(self) -> None:
-        """A postponed update whose time came is asked for again."""
+        """A postponed update whose time came is asked for again; the upgrade service's result is taken."""
+        self.settle_upgrade()
         now = self.clock.now()
         for offer in list(self.offers.values()):
             if offer.state == "postponed" and offer.until is not None and offer.until <= now:
                 self._save(replace(offer, state="offered", until=None))
 
     def waiting(self) -> bool:
-        return any(o.state == "postponed" for o in self.offers.values())
+        return any(o.state in ("postponed", "upgrading") for o in self.offers.values())
 
     def task_ended(self, task_id: str, state: str, detail: str) -> None:
         """The install task of an update ended: installed, or failed (its own check rolled it back)."""
         offer = next((o for o in self.offers.values() if o.task_id == task_id and o.state == "installing"), None)
         if offer is None:
             return
-        if state == "completed":
+        if state == "completed" and offer.info.kind == "software":
+            self._save(replace(offer, state="upgrading", why=detail))
+            self.hooks.audit_after("update_handed_over", SYSTEM_ACTOR, {"update_id": offer.id, **_audited(offer.info),
+                                                                        "detail": detail})
+        elif state == "completed":
             self.store.set_installed(offer.info.kind, offer.info.version)
             self._ended(offer, "installed", detail)
         else:
             self._ended(offer, "failed", detail or state)
+
+    def settle_upgrade(self) -> None:
+        """The upgrade service's result for a software update handed to it: installed, or failed (rolled back)."""
+        path = self.store.folder / UPGRADE_RESULT
+        if not path.exists():
+            return
+        try:
+            result = dict(read_json(path))
+            version, outcome, detail = str(result["version"]), str(result["outcome"]), str(result.get("detail", ""))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error("%s is unreadable (%s); it is left for site IT", path, exc)
+            return
+        offer = next((o for o in self.offers.values() if o.info.kind == "software" and o.info.version == version
+                      and o.state == "upgrading"), None)
+        if offer is not None:
+            self._ended(offer, "installed" if outcome == "installed" else "failed", detail)
+        path.unlink(missing_ok=True)
 
     def _ended(self, offer: Offer, state: str, detail: str) -> Offer:
         self.hooks.audit_after(f"update_{state}", SYSTEM_ACTOR, {"update_id": offer.id, **_audited(offer.info),

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
+import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.config import Config, defaults, load
 from agent.errors import ConfigError, ExitCode
 from installer import checks, doctor, install, manage, service, site
 from installer.bundle import Bundle
-from installer.layout import UNIT_NAME, Layout
-from installer.steps import ROOT_OWNER, CommandFailed, Step, StepFailed, carry_out
+from installer.layout import SERVICE_USER, UNIT_NAME, UPGRADE_REQUEST, UPGRADE_RESULT, Layout
+from installer.steps import ROOT_OWNER, CommandFailed, Owner, Step, StepFailed, carry_out, clean_env, write_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "created (asks first); the audit log stays")
     un.add_argument("--yes", action="store_true", help="with --purge: do not ask (for scripts)")
     sub.add_parser("doctor", help="check the installation: each item OK, or what to do")
+    sub.add_parser("apply-request", help="install the software update the agent handed over (what "
+                                         "servicegate-upgrade.service runs, as root)")
     for command in sub.choices.values():
-        if command.prog.split()[-1] in ("upgrade", "rollback", "uninstall", "doctor"):
+        if command.prog.split()[-1] in ("upgrade", "rollback", "uninstall", "doctor", "apply-request"):
             command.add_argument("--root", type=Path, default=Path("/"), metavar="DIR",
                                  help="the installation in this staging folder instead of /")
     return parser
@@ -65,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"install": install_command, "upgrade": upgrade_command, "rollback": rollback_command,
-                    "uninstall": uninstall_command, "doctor": doctor_command}
+                    "uninstall": uninstall_command, "doctor": doctor_command, "apply-request": apply_request_command}
         return commands[args.command](args)
     except ConfigError as exc:
         print(f"servicegate-install: {exc}", file=sys.stderr)
@@ -215,8 +220,11 @@ def _carry(steps: list[Step]) -> bool:
 
 
 def upgrade_command(args: argparse.Namespace) -> int:
-    bundle = open_bundle(args)
     layout, staging = _layout(args)
+    return _upgrade(open_bundle(args), layout, staging, args.warn_seconds)
+
+
+def _upgrade(bundle: Bundle, layout: Layout, staging: bool, warn_seconds: int) -> int:
     old = _installed(layout)
     if manage.version_key(bundle.version) == manage.version_key(old):
         say(f"ServiceGate {old} is installed already: nothing to upgrade.")
@@ -236,7 +244,7 @@ def upgrade_command(args: argparse.Namespace) -> int:
     steps, changes = manage.upgrade_steps(bundle, layout, old, owner)
     for change in changes:
         say(f"  configuration: {change}")
-    manage.announce(layout, bundle.version, args.warn_seconds, say, time.sleep)
+    manage.announce(layout, bundle.version, warn_seconds, say, time.sleep)
     if not _carry(steps):
         return int(ExitCode.FAILED)
     healthy = manage.restart_and_check(layout, bundle.version, say, time.sleep)
@@ -252,6 +260,42 @@ def upgrade_command(args: argparse.Namespace) -> int:
         + ("" if healthy else f"\nsystemd does not run here: restart the agent yourself ({layout.program()} "
                               f"--config {layout.agent_toml} run, as user servicegate)."))
     return 0
+
+
+def apply_request_command(args: argparse.Namespace) -> int:
+    """What servicegate-upgrade.service runs (as root) when the agent handed over an approved software update: the
+    bundle's own `servicegate-install upgrade`, its result left for the agent, the request removed."""
+    layout, staging = _layout(args)
+    request_file = layout.update_dir / UPGRADE_REQUEST
+    if not request_file.exists():
+        say(f"No software update is waiting ({request_file} does not exist).")
+        return 0
+    version = "?"
+    try:
+        request = json.loads(request_file.read_text(encoding="utf-8"))
+        version, folder = str(request["version"]), Path(str(request["bundle"])).resolve()
+        if not folder.is_relative_to((layout.update_dir / "bundles").resolve()):
+            raise ValueError(f"the bundle {folder} is not in {layout.update_dir / 'bundles'}")
+        bundle = Bundle.open(folder)
+        if bundle.version != version:
+            raise ValueError(f"the bundle is {bundle.version}, the request {version}")
+    except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
+        return _answer(layout, staging, version, int(ExitCode.FAILED), f"the request cannot be used: {exc}")
+    more = ["--root", str(layout.root)] if staging else []
+    done = subprocess.run([str(folder / "servicegate-install"), "upgrade", *more], capture_output=True, text=True,
+                          env=clean_env(), check=False)
+    say(done.stdout + done.stderr)
+    return _answer(layout, staging, version, done.returncode, (done.stdout + done.stderr).strip()[-800:])
+
+
+def _answer(layout: Layout, staging: bool, version: str, code: int, detail: str) -> int:
+    """The upgrade's result for the agent (owned by its user, which removes it), and the request gone."""
+    result = {"version": version, "outcome": "installed" if code == 0 else "failed", "detail": detail,
+              "at": datetime.now(UTC).isoformat(timespec="seconds")}
+    write_file(layout.update_dir / UPGRADE_RESULT, (json.dumps(result, indent=2) + "\n").encode(), 0o600,
+               None if staging else Owner(SERVICE_USER, SERVICE_USER))
+    (layout.update_dir / UPGRADE_REQUEST).unlink(missing_ok=True)
+    return code
 
 
 def rollback_command(args: argparse.Namespace) -> int:

@@ -8,7 +8,8 @@
                                           rollback and uninstall --purge
     /var/lib/servicegate/                 state: keys, sessions, outbox, audit log (0700, the service user)
     /run/servicegate/                     the control socket (made at boot by the tmpfiles entry)
-    /etc/systemd/system/servicegate.service, /etc/tmpfiles.d/servicegate.conf, /etc/xdg/autostart/servicegate-ui.desktop
+    /etc/systemd/system/servicegate.service, servicegate-upgrade.path, servicegate-upgrade.service (the software
+    updates the agent hands over), /etc/tmpfiles.d/servicegate.conf, /etc/xdg/autostart/servicegate-ui.desktop
 
 The units in installer/units/ name these paths literally; tests/test_installer.py checks that they agree.
 """
@@ -20,9 +21,14 @@ from pathlib import Path
 
 SERVICE_USER = "servicegate"  # the agent's system user and its primary group; named literally in the unit
 UNIT_NAME = "servicegate.service"
+# The file protocol with the agent (agent/builtin_tasks.py install-software, agent/updates.py): in the update folder.
+UPGRADE_REQUEST, UPGRADE_RESULT = "upgrade-request.json", "upgrade-result.json"
+UPGRADE_PATH_UNIT = "servicegate-upgrade.path"  # starts servicegate-upgrade.service when the agent hands over an update
 # The files of installer/units/ and where each goes (relative to the root).
 UNIT_FILES = {
     "servicegate.service": "etc/systemd/system/servicegate.service",
+    "servicegate-upgrade.path": "etc/systemd/system/servicegate-upgrade.path",
+    "servicegate-upgrade.service": "etc/systemd/system/servicegate-upgrade.service",
     "servicegate.conf": "etc/tmpfiles.d/servicegate.conf",
     "servicegate-ui.desktop": "etc/xdg/autostart/servicegate-ui.desktop",
 }
@@ -74,6 +80,11 @@ class Layout:
     @property
     def run_dir(self) -> Path:
         return self.at("/run/servicegate")
+
+    @property
+    def update_dir(self) -> Path:
+        """The agent's update folder: the bundles it verified, its request to the upgrade service, the result."""
+        return self.state_dir / "updates"
 
     def unit_file(self, name: str) -> Path:
         return self.at(UNIT_FILES[name])

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from installer.layout import UNIT_NAME, Layout
+from installer.layout import UNIT_NAME, UPGRADE_PATH_UNIT, Layout
 from installer.steps import Say, clean_env, run
 
 ASK_TIMEOUT_S = 60
@@ -32,8 +32,9 @@ def activate(layout: Layout, say: Say) -> bool:
         return False
     run(["systemctl", "daemon-reload"])
     run(["systemd-tmpfiles", "--create", str(layout.unit_file("servicegate.conf"))])
-    run(["systemctl", "enable", UNIT_NAME])
+    run(["systemctl", "enable", UNIT_NAME, UPGRADE_PATH_UNIT])
     run(["systemctl", "restart", UNIT_NAME])
+    run(["systemctl", "start", UPGRADE_PATH_UNIT])
     say(f"  done: enabled and started {UNIT_NAME}")
     return True
 
@@ -50,7 +51,7 @@ def restart(layout: Layout) -> bool:
 def stop_and_disable(layout: Layout) -> bool:
     if not managed(layout):
         return False
-    run(["systemctl", "disable", "--now", UNIT_NAME])
+    run(["systemctl", "disable", "--now", UPGRADE_PATH_UNIT, UNIT_NAME])
     return True
 
 

@@ -7,11 +7,13 @@ A real installation on this machine (users, the agent running as its user, docto
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import stat
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -321,3 +323,70 @@ def test_a_configuration_migration_renames_a_key_in_its_section_only(monkeypatch
     assert migrated == "[console]\nidle_min = 1\n\n[sessions]\n# kept\nidle_timeout_min = 30\n"
     assert changes == ["[sessions] idle_min is now idle_timeout_min"]
     assert manage.migrate(text, "0.2.0", "0.3.0") == (text, [])  # done already: not again
+
+
+# ---- a software update the agent hands over (servicegate-upgrade.service) -----------------------------------------
+
+
+def hand_over(bundle_factory: object, root: Path, version: str) -> subprocess.CompletedProcess[str]:
+    """What the agent's install-software task does with an approved bundle (agent/builtin_tasks.py, for real)."""
+    assert callable(bundle_factory)
+    bundle_factory(version)
+    tarball: Path = bundle_factory.tarball(version)  # type: ignore[attr-defined]
+    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    env = {**os.environ, "SERVICEGATE_UPDATE_DIR": str(Layout(root).update_dir)}
+    return subprocess.run([sys.executable, "-m", "agent.builtin_tasks", "install-software", str(tarball), version,
+                           digest], capture_output=True, text=True, env=env, cwd=REPO, check=False)
+
+
+def apply_request(root: Path) -> subprocess.CompletedProcess[str]:
+    """servicegate-upgrade.service's ExecStart, as the path unit would start it (with --root: a staging root)."""
+    argv = next(line.split("=", 1)[1] for line in (UNITS / "servicegate-upgrade.service").read_text().splitlines()
+                if line.startswith("ExecStart=")).split()
+    program = root / argv[0].lstrip("/")
+    return subprocess.run([str(program), *argv[1:], "--root", str(root)], capture_output=True, text=True,
+                          check=False, timeout=600)
+
+
+def test_a_software_update_handed_over_by_the_agent_is_installed_by_the_upgrade_service(
+        bundle: Path, bundle_factory: object, site: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    layout = Layout(root)
+    assert install(bundle, site, root).returncode == 0
+    handed = hand_over(bundle_factory, root, UPGRADE_VERSION)
+    assert handed.returncode == 0, handed.stderr
+    request = json.loads((layout.update_dir / "upgrade-request.json").read_text())
+    assert request["version"] == UPGRADE_VERSION
+    assert Path(request["bundle"]).is_relative_to(layout.update_dir / "bundles")
+
+    applied = apply_request(root)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert os.readlink(layout.current) == f"releases/{UPGRADE_VERSION}"
+    result = json.loads((layout.update_dir / "upgrade-result.json").read_text())
+    assert (result["version"], result["outcome"]) == (UPGRADE_VERSION, "installed")
+    assert not (layout.update_dir / "upgrade-request.json").exists()
+    assert apply_request(root).stdout.startswith("No software update is waiting")
+
+
+def test_a_handed_over_bundle_that_fails_its_checks_changes_nothing_and_says_why(
+        bundle: Path, bundle_factory: object, site: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    layout = Layout(root)
+    assert install(bundle, site, root).returncode == 0
+    assert hand_over(bundle_factory, root, UPGRADE_VERSION).returncode == 0
+    request = json.loads((layout.update_dir / "upgrade-request.json").read_text())
+    wheel = next(Path(request["bundle"], "wheels").glob("pydicom*.whl"))
+    wheel.write_bytes(wheel.read_bytes()[:-10])  # damaged after it was verified: the upgrade checks it again
+    applied = apply_request(root)
+    assert applied.returncode == 1
+    assert os.readlink(layout.current) == f"releases/{CURRENT_VERSION}"
+    result = json.loads((layout.update_dir / "upgrade-result.json").read_text())
+    assert result["outcome"] == "failed"
+    assert "does not match its hash" in result["detail"]
+
+    # A request naming a bundle outside the agent's update folder is never run.
+    (layout.update_dir / "upgrade-request.json").write_text(json.dumps({"version": "9.9.9", "bundle": str(bundle)}))
+    refused = apply_request(root)
+    assert refused.returncode == 1
+    assert "is not in" in json.loads((layout.update_dir / "upgrade-result.json").read_text())["detail"]
+    assert os.readlink(layout.current) == f"releases/{CURRENT_VERSION}"

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 CATALOG = load_catalog(None)
 ISSUE_KINDS = {"collect-logs", "system-report", "run-diagnostics", "restart-service", "fetch-file", "fetch-study",
                "apply-config", "adjust-protocol"}
-UPDATE_KINDS = {"install-virus-patterns"}  # the update channel's (agent.updates), never an engineer's
+UPDATE_KINDS = {"install-virus-patterns", "install-software"}  # the update channel's, never an engineer's
 MODALITY = ("/opt/modality/bin/python", "/opt/modality/service_tool.py")
 
 

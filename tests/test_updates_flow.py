@@ -5,6 +5,7 @@ catalog's task; the portal receives the report. Reject and postpone, and the sit
 from __future__ import annotations
 
 import getpass
+import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.agent_process import AgentProcess
+from tests.bundle_fixtures import CURRENT_VERSION, UPGRADE_VERSION
 from tests.portal_process import PortalProcess
 from tests.test_connection import FAST_TELEMETRY, audit_events, device, enroll, wait_for
 
@@ -98,3 +100,32 @@ def test_rejected_and_postponed_updates_are_not_installed(portal: PortalProcess,
         reports(portal)))
     [record] = [r for r in audit_events(agent) if r["event"] == "update_rejected"]
     assert record["details"]["reason"] == "not during the clinic's busy week"
+
+
+def test_an_approved_software_update_is_handed_to_the_upgrade_service_and_its_result_taken(
+        portal: PortalProcess, agent: AgentProcess, bundle_factory: object, tmp_path: Path) -> None:
+    assert callable(bundle_factory)
+    bundle_factory(UPGRADE_VERSION)
+    tarball: Path = bundle_factory.tarball(UPGRADE_VERSION)  # type: ignore[attr-defined]
+    done = portal.run("publish", str(tarball), "--kind", "software", "--version", UPGRADE_VERSION, "--models",
+                      "CT-DEMO", "--software-versions", CURRENT_VERSION, "--restart", "--offer-to", DEVICE_ID)
+    assert done.returncode == 0, done.stdout + done.stderr
+    name = f"software/{tarball.name}"
+    offered = update(agent, name, "offered")
+    assert (offered["restart"], offered["length"]) == (True, tarball.stat().st_size)
+    assert agent.cli("update", "approve", offered["id"]).returncode == 0
+    update(agent, name, "upgrading")
+    updates = agent.state / "updates"
+    request = json.loads((updates / "upgrade-request.json").read_text())
+    assert request["version"] == UPGRADE_VERSION
+    assert (Path(request["bundle"]) / "bundle.json").is_file()  # unpacked for the upgrade service
+
+    # The upgrade service (root, servicegate-upgrade.service: tests/test_installer.py runs it for real) leaves its
+    # result in the agent's update folder; here it is written as that service writes it.
+    (updates / "upgrade-result.json").write_text(json.dumps({"version": UPGRADE_VERSION, "outcome": "installed",
+                                                             "detail": "ServiceGate upgraded"}))
+    update(agent, name, "installed")
+    assert not (updates / "upgrade-result.json").exists()
+    wait_for("the report at the portal", lambda: (name, "installed") in reports(portal))
+    events = [r["event"] for r in audit_events(agent) if r["event"].startswith("update_")]
+    assert events[-3:] == ["update_approved", "update_handed_over", "update_installed"]
