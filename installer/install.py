@@ -10,6 +10,7 @@ systemd is left alone.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from datetime import UTC, datetime
 from importlib import resources
@@ -32,8 +33,10 @@ from installer.steps import (
     remove_tree,
     run,
     symlink_step,
+    sync_dir,
     user_exists,
     user_step,
+    write_file,
 )
 
 RELEASE_MANIFEST = "release.json"  # written last into a release: its presence means the release is complete
@@ -120,7 +123,9 @@ def install_release(bundle: Bundle, release: Path) -> None:
          "--require-hashes", "--find-links", str(bundle.wheels), "-r", str(bundle.requirements)], env=env)
     manifest = {"version": bundle.version, "python": bundle.python, "wheel": bundle.wheel,
                 "installed_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    (release / RELEASE_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    subprocess.run(["sync", "--file-system", str(release)], check=False)  # the release's files, before its mark
+    write_file(release / RELEASE_MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode(), 0o644, None)
+    sync_dir(release.parent)
 
 
 def read_record(layout: Layout) -> dict[str, Any]:

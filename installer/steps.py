@@ -116,10 +116,10 @@ def write_file(path: Path, data: bytes, mode: int, owner: Owner | None) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _sync_dir(path.parent)
+    sync_dir(path.parent)
 
 
-def _sync_dir(directory: Path) -> None:
+def sync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -192,7 +192,7 @@ def symlink_step(link: Path, target: str) -> Step | None:
         temporary.unlink(missing_ok=True)
         temporary.symlink_to(to)
         os.replace(temporary, link)
-        _sync_dir(link.parent)
+        sync_dir(link.parent)
 
     return Step(f"point {link} to {target}", lambda: point(target), lambda: point(old))
 

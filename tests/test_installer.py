@@ -390,3 +390,44 @@ def test_a_handed_over_bundle_that_fails_its_checks_changes_nothing_and_says_why
     assert refused.returncode == 1
     assert "is not in" in json.loads((layout.update_dir / "upgrade-result.json").read_text())["detail"]
     assert os.readlink(layout.current) == f"releases/{CURRENT_VERSION}"
+
+
+@pytest.mark.slow
+def test_an_upgrade_killed_at_any_step_leaves_the_old_or_the_new_release_never_a_mix(
+        bundle: Path, bundle_factory: object, site: Path, tmp_path: Path) -> None:
+    """SIGKILL after each step the upgrade reports (so inside the next one, the venv's pip included): afterwards
+    `current` is a complete release, the old or the new one, and says which; the next run finishes the upgrade."""
+    assert callable(bundle_factory)
+    newer: Path = bundle_factory(UPGRADE_VERSION)
+    root = tmp_path / "root"
+    layout = Layout(root)
+    assert install(bundle, site, root).returncode == 0
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    seen: set[str] = set()
+    for kill_after in range(6):
+        process = subprocess.Popen([str(newer / "servicegate-install"), "upgrade", "--root", str(root)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        assert process.stdout is not None
+        done = 0
+        for line in process.stdout:
+            if line.strip().startswith("done:"):
+                done += 1
+                if done > kill_after:
+                    break
+        process.kill()  # SIGKILL: no clean-up of its own
+        process.wait()
+        process.stdout.close()
+        target = os.readlink(layout.current)
+        version = target.removeprefix("releases/")
+        assert version in (CURRENT_VERSION, UPGRADE_VERSION)
+        assert (layout.release(version) / "release.json").is_file()  # a complete release, never a half-made one
+        says = subprocess.run([str(layout.program()), "--version"], capture_output=True, text=True, check=True)
+        assert says.stdout.strip() == f"servicegate {version}"
+        seen.add(version)
+        if version == UPGRADE_VERSION:  # back to the old one for the next try, and the new release made again
+            assert installer(newer, "rollback", "--root", str(root)).returncode == 0
+            shutil.rmtree(layout.release(UPGRADE_VERSION))
+    assert seen == {CURRENT_VERSION, UPGRADE_VERSION}  # killed both before and after the switch
+    finished = installer(newer, "upgrade", "--root", str(root))
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert os.readlink(layout.current) == f"releases/{UPGRADE_VERSION}"
