@@ -129,3 +129,23 @@ def test_an_approved_software_update_is_handed_to_the_upgrade_service_and_its_re
     wait_for("the report at the portal", lambda: (name, "installed") in reports(portal))
     events = [r["event"] for r in audit_events(agent) if r["event"].startswith("update_")]
     assert events[-3:] == ["update_approved", "update_handed_over", "update_installed"]
+
+
+def test_the_site_policy_approves_virus_patterns_in_its_window_and_is_recorded_as_the_approver(
+        portal: PortalProcess, tmp_path: Path) -> None:
+    now = datetime.now()
+    window = f"{(now - timedelta(hours=1)):%H:%M}-{(now + timedelta(hours=1)):%H:%M}"  # now is inside it
+    process = device(tmp_path, "f" * 32, FAST_TELEMETRY + f'[updates]\nmodel = "CT-DEMO"\n'
+                                                          f'virus_pattern_dir = "{tmp_path / "patterns"}"\n'
+                                                          f'auto_approve_virus_patterns = "{window}"\n')
+    assert enroll(process, portal, DEVICE_ID).returncode == 0
+    process.start()
+    try:
+        name = publish(portal, tmp_path, "2026.12.8")
+        installed = update(process, name, "installed")  # nobody at the console was asked
+        assert installed["decided_by"] == "site-policy"
+        [approval] = [r for r in audit_events(process) if r["event"] == "update_approved"]
+        assert (approval["actor"], approval["details"]["by"]) == ("site-policy", "site policy")
+        assert (tmp_path / "patterns" / "current" / "patterns-2026.12.8.dat").is_file()
+    finally:
+        process.stop()
