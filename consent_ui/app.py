@@ -3,10 +3,11 @@
 `Console` keeps what the agent last said (status, tasks, uploads), follows its events, and drives the
 windows: a small ServiceGate window (the access level, Change access, Enter session ID, and
 "remote service unavailable" while the agent cannot be reached), the access and session dialogs, a
-request the engineer made through the service centre, the banner, and the receipt when a session
-ends. It holds no authority and keeps no state of its own: everything comes from the agent, and
-every decision goes back to it. The banner and its End session button keep working while a dialog
-is open (dialogs are not modal to the application). One UI per user session (a lock file in the
+request the engineer made through the service centre, the banner, the receipt when a session
+ends, and the approval dialog of an update the service centre offered (it opens by itself). It
+holds no authority and keeps no state of its own: everything comes from the agent, and every
+decision goes back to it. The banner and its End session button keep working while a dialog is
+open (dialogs are not modal to the application). One UI per user session (a lock file in the
 user's runtime folder).
 """
 
@@ -42,6 +43,7 @@ from consent_ui.dialogs import (
 from consent_ui.hotkey import GlobalHotkey, HotkeyError
 from consent_ui.link import AgentLink
 from consent_ui.tray import Tray
+from consent_ui.update_dialog import UpdateDialog, UpdateListDialog
 
 log = logging.getLogger("servicegate.ui")
 
@@ -65,7 +67,7 @@ class Launcher(QWidget):
         layout.addWidget(self.access)
         layout.addWidget(self.state)
         shown = [action for action in actions if action[0] != "end_session"]
-        for pair in (shown[:2], shown[2:]):
+        for pair in (shown[i:i + 2] for i in range(0, len(shown), 2)):
             row = QHBoxLayout()
             for name, label, do in pair:
                 button = self.buttons[name] = QPushButton(label)
@@ -88,6 +90,7 @@ class Console(QObject):
             ("open_session_id", self.tr("Enter session ID…"), self.open_session_id),
             ("open_request_service", self.tr("Request service…"), self.open_request_service),
             ("open_audit_log", self.tr("Show audit log…"), self.open_audit_log),
+            ("open_updates", self.tr("Updates…"), self.open_updates),
             ("end_session", tr(models.END_SESSION), self.end_session)]
         self.launcher = Launcher(actions)
         self.tray = Tray(actions, self.show_window)
@@ -96,6 +99,9 @@ class Console(QObject):
         self.receipts: dict[str, ReceiptDialog] = {}
         self.ended: dict[str, dict[str, Any]] = {}  # the sessions the receipts are of
         self.asked: set[str] = set()  # sessions the engineer requested that were shown already
+        self.update_dialogs: dict[str, UpdateDialog] = {}  # one per update, kept to follow it
+        self.offered: set[str] = set()  # updates whose dialog opened since they were last offered
+        self.update_list: UpdateListDialog | None = None
         self.hotkey: GlobalHotkey | None = None  # the agent's `[console] hotkey`, grabbed once the agent said it
         self.hotkey_text = ""
         self.hotkey_problem: models.Text | None = None
@@ -114,7 +120,8 @@ class Console(QObject):
         self.tray.deleteLater()
         if self.hotkey is not None:
             self.hotkey.release()
-        for window in [*self.dialogs, *self.receipts.values(), self.launcher]:
+        lists = [self.update_list] if self.update_list is not None else []
+        for window in [*self.dialogs, *self.receipts.values(), *self.update_dialogs.values(), *lists, self.launcher]:
             window.close()
             window.deleteLater()
         self.deleteLater()
@@ -177,6 +184,7 @@ class Console(QObject):
             self.launcher.state.setText("")
             self.banners.update(self.banners.current, "")
             self.refresh()
+            self.list_updates()  # offered while this UI was not running or not connected
         else:
             self.launcher.state.setText(self.tr("Remote service unavailable: the ServiceGate agent cannot be "
                                                 "reached. Remote access is not possible meanwhile."))
@@ -194,6 +202,8 @@ class Console(QObject):
                     dialog.follow(data)
         if name == "session_changed":
             self._session_changed(data)
+        if name == "update_changed":
+            self._update_changed(data)
 
     def _session_changed(self, session: dict[str, Any]) -> None:
         state = session.get("state")
@@ -203,6 +213,38 @@ class Console(QObject):
                 SessionState.AWAITING_CONSENT.value, SessionState.AUTHENTICATING.value):
             self.asked.add(session["id"])
             self._incoming(session)
+
+    def list_updates(self) -> None:
+        self.link.call("update_list", done=self._updates, failed=self._failed)
+
+    def _updates(self, updates: list[dict[str, Any]]) -> None:
+        """The agent's updates: a newly offered one opens its dialog; an open list shows them."""
+        for update in updates:
+            self._ask(update)
+        if self.update_list is not None and self.update_list.isVisible():
+            self.update_list.show_updates(updates)
+
+    def _ask(self, update: dict[str, Any]) -> None:
+        """An offered update's dialog opens by itself once each time it is offered (again after a postponement);
+        closed without a decision, it stays offered and Updates… opens it again."""
+        update_id = str(update["id"])
+        if update.get("state") != "offered":
+            self.offered.discard(update_id)
+        elif update_id not in self.offered:
+            self.offered.add(update_id)
+            self.open_update(update)
+
+    def _update_changed(self, update: dict[str, Any]) -> None:
+        dialog = self.update_dialogs.get(str(update["id"]))
+        if dialog is not None:
+            dialog.follow(update)
+        if update.get("state") != "offered":
+            self.offered.discard(str(update["id"]))
+        # A newly offered update is asked about as the list says it is: the site's policy may have approved it at once
+        # (the list comes after both of its events).
+        if (update.get("state") == "offered" and str(update["id"]) not in self.offered) or (
+                self.update_list is not None and self.update_list.isVisible()):
+            self.list_updates()
 
     def _show_banner(self) -> None:
         if not self.status:
@@ -232,6 +274,37 @@ class Console(QObject):
         self._show(viewer)
         viewer.load()
         return viewer
+
+    def open_update(self, update: dict[str, Any]) -> UpdateDialog:
+        """The update's dialog: the one already made for it (brought up to date and to the front), never a second."""
+        dialog = self.update_dialogs.get(str(update["id"]))
+        if dialog is None:
+            dialog = self.update_dialogs[str(update["id"])] = UpdateDialog(self.link, update)
+        else:
+            dialog.show_update(dict(models.latest_update(dialog.offer, update)))
+        if dialog.isVisible():
+            dialog.raise_()
+            dialog.activateWindow()
+        else:
+            self._show(dialog)
+        return dialog
+
+    def open_updates(self) -> UpdateListDialog:
+        """Updates…: the updates that wait for a decision (or that none waits), each opening its dialog."""
+        if self.update_list is None:
+            self.update_list = UpdateListDialog(self.open_update)
+        listed = self.update_list
+
+        def failed(error: ServiceGateError) -> None:
+            listed.error.show_error(error)
+
+        self.link.call("update_list", done=listed.show_updates, failed=failed)
+        if listed.isVisible():
+            listed.raise_()
+            listed.activateWindow()
+        else:
+            self._show(listed)
+        return listed
 
     def show_window(self) -> None:
         """The small ServiceGate window, in front (a left click on the tray icon)."""

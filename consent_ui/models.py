@@ -24,7 +24,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, TypeAlias
 
 from agent.errors import (
@@ -1006,3 +1006,230 @@ def receipt(session: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]], uplo
         period=period, level=level, end_reason=reason,
         end_reason_text=_text(END_REASONS[reason]) if reason else verbatim(""), summary=summary,
         tasks=tuple(receipt_tasks), files=tuple(fates))
+
+
+# ---- updates from the service centre -------------------------------------------------------------------------------
+#
+# An update the vendor offered, as the agent gives it (`update_list`, the `update_changed` event: agent.updates
+# Offer.to_dict): verified with TUF and staged by the agent, it waits for the technologist's decision (`offered`;
+# `postponed` until a time), then `approved` -> `installing` -> `installed` | `failed`, or `rejected`.
+
+UPDATE_WAITING = ("offered", "postponed")  # the technologist may approve, postpone or reject it
+UPDATE_FINISHED = ("installed", "failed", "rejected")  # nothing more happens to it
+POLICY_ACTOR = "site-policy"  # who approved under `[updates] auto_approve_virus_patterns` (agent.updates)
+MAX_POSTPONE = timedelta(days=30)  # the agent's limit (agent.updates.MAX_POSTPONE)
+POSTPONE_HOUR = timedelta(hours=1)
+EVENING = (22, 0)  # "tonight at 22:00": after the day's examinations
+MORNING = (7, 0)  # "tomorrow at 07:00": before them
+REJECT_REASON_MAX = 500  # characters of a rejection's reason
+
+UPDATE_TITLES: dict[str, Source] = {
+    "software": QT_TRANSLATE_NOOP("UpdateDialog", "Software update {version}"),
+    "virus-patterns": QT_TRANSLATE_NOOP("UpdateDialog", "Virus patterns {version}"),
+    "configuration": QT_TRANSLATE_NOOP("UpdateDialog", "Configuration update {version}"),
+}
+NO_UPDATES = _text(QT_TRANSLATE_NOOP("UpdateDialog", "No updates are waiting."))
+DOWNTIME_WARNING = _text(QT_TRANSLATE_NOOP(
+    "UpdateDialog", "Examinations must pause while this update installs. Approve it when no patient is being "
+                    "examined, or postpone it."))
+
+
+@dataclass(frozen=True)
+class UpdateView:
+    """One offered update, as the update dialog shows it."""
+
+    update_id: str
+    kind: str
+    state: str
+    title: Text  # "Virus patterns 2026.12.5"
+    rows: tuple[Row, ...]  # From, Signed by, Size, What it needs
+    warning: Text | None  # examinations must pause: said prominently
+    notes: Text  # the release notes as the vendor wrote them (plain text), or that there are none
+    status: Text  # "Waiting for your decision", "Postponed until 22:00: ...", "Installed: ..."
+    waiting: bool  # offered or postponed: Approve, Postpone and Reject apply
+    finished: bool  # installed, failed or rejected
+
+
+def update_title(update: Mapping[str, Any]) -> Text:
+    kind, version = str(update.get("kind") or ""), verbatim(str(update.get("version") or ""))
+    if kind in UPDATE_TITLES:
+        return _text(UPDATE_TITLES[kind], version=version)
+    return verbatim(f"{kind} {update.get('version') or ''}".strip())
+
+
+def size_text(length: int) -> Text:
+    """A file's size as people read it: "512 bytes", "850 kB", "1.2 MB", "3.4 GB" (decimal units; the decimal
+    separator is the translation's)."""
+    if length < 1000:
+        return _text(QT_TRANSLATE_NOOP("UpdateDialog", "{count} bytes"), count=length)
+    if length < 999_500:
+        return _text(QT_TRANSLATE_NOOP("UpdateDialog", "{whole} kB"), whole=max(1, round(length / 1000)))
+    tenths = round(length / 100_000)
+    if tenths < 10_000:
+        whole, tenth = divmod(tenths, 10)
+        return _text(QT_TRANSLATE_NOOP("UpdateDialog", "{whole}.{tenth} MB"), whole=whole, tenth=tenth)
+    whole, tenth = divmod(round(length / 100_000_000), 10)
+    return _text(QT_TRANSLATE_NOOP("UpdateDialog", "{whole}.{tenth} GB"), whole=whole, tenth=tenth)
+
+
+def signed_by_text(key_ids: Sequence[str]) -> Text:
+    """The targets role's keys that sign the update, each shortened to 8 characters ("3f2a9c01…", the start of what
+    `servicegate update show` prints)."""
+    keys = [f"{str(key)[:8]}…" for key in key_ids if key]
+    if not keys:
+        return NOT_GIVEN
+    if len(keys) == 1:
+        return _text(QT_TRANSLATE_NOOP("UpdateDialog", "The vendor's signing key {key}"), key=verbatim(keys[0]))
+    return _text(QT_TRANSLATE_NOOP("UpdateDialog", "The vendor's signing keys {keys}"), keys=verbatim(", ".join(keys)))
+
+
+def update_needs(restart: bool, downtime: bool) -> Text:
+    """What installing it takes from the site: a restart, examination downtime, or nothing."""
+    if restart and downtime:
+        return _text(QT_TRANSLATE_NOOP("UpdateDialog", "A restart of ServiceGate; examinations must pause while it "
+                                                       "installs"))
+    if restart:
+        return _text(QT_TRANSLATE_NOOP("UpdateDialog", "A restart of ServiceGate"))
+    if downtime:
+        return _text(QT_TRANSLATE_NOOP("UpdateDialog", "Examinations must pause while it installs"))
+    return _text(QT_TRANSLATE_NOOP("UpdateDialog", "Nothing: the scanner works as usual"))
+
+
+def _decider(user: str) -> Text:
+    if user == POLICY_ACTOR:
+        return _text(QT_TRANSLATE_NOOP("UpdateDialog", "the site's policy for virus patterns"))
+    return SYSTEM if not user or user == SYSTEM_ACTOR else verbatim(user)
+
+
+def update_status(update: Mapping[str, Any], now: datetime, tz: tzinfo | None = None) -> Text:
+    """What became of the update, in one or two sentences (the dialog's answer line; the list's state)."""
+    state = str(update.get("state") or "")
+    who = _decider(str(update.get("decided_by") or ""))
+    why = str(update.get("why") or "").strip().rstrip(".")
+    if state == "offered":
+        return _text(QT_TRANSLATE_NOOP("UpdateDialog", "Waiting for your decision"))
+    if state == "postponed":
+        until = _time(update.get("until"))
+        if until is None:
+            return _text(QT_TRANSLATE_NOOP("UpdateDialog", "Postponed: it will be offered again later."))
+        return _text(QT_TRANSLATE_NOOP("UpdateDialog", "Postponed until {until}: it will be offered again then."),
+                     until=clock_time(until, now, tz))
+    if state == "approved":
+        return _text(QT_TRANSLATE_NOOP("UpdateDialog", "Approved by {who}: the installation is starting."), who=who)
+    if state == "installing":
+        return _text(QT_TRANSLATE_NOOP("UpdateDialog", "Approved by {who}: installing now. This window says when it "
+                                                       "is done."), who=who)
+    if state == "installed":
+        return _text(QT_TRANSLATE_NOOP("UpdateDialog", "Installed: {title} is in use now."),
+                     title=update_title(update))
+    if state == "failed":
+        if why:
+            return _text(QT_TRANSLATE_NOOP("UpdateDialog", "Not installed: {why}. Tell site IT."),
+                         why=verbatim(why))
+        return _text(QT_TRANSLATE_NOOP("UpdateDialog", "Not installed. Tell site IT."))
+    if state == "rejected":
+        if why:
+            return _text(QT_TRANSLATE_NOOP("UpdateDialog", "Rejected by {who} ({reason}): it will not be installed. "
+                                                           "The service centre is told."),
+                         who=who, reason=verbatim(why))
+        return _text(QT_TRANSLATE_NOOP("UpdateDialog", "Rejected by {who}: it will not be installed. The service "
+                                                       "centre is told."), who=who)
+    return verbatim(state)
+
+
+def update_view(update: Mapping[str, Any], now: datetime, tz: tzinfo | None = None) -> UpdateView:
+    """The update dialog of one update (`update_list`'s entry, `update_changed`'s data): what it is, from whom,
+    signed by which key, its size, what installing it needs, the release notes, and what became of it."""
+    restart, downtime = bool(update.get("restart")), bool(update.get("downtime"))
+    publisher = str(update.get("publisher") or "")
+    notes = str(update.get("notes") or "").strip()
+    rows = (
+        Row(_text(QT_TRANSLATE_NOOP("UpdateDialog", "From")),
+            verbatim(publisher) if publisher else _text(QT_TRANSLATE_NOOP("UpdateDialog", "The vendor"))),
+        Row(_text(QT_TRANSLATE_NOOP("UpdateDialog", "Signed by")), signed_by_text(list(update.get("signed_by") or ()))),
+        Row(_text(QT_TRANSLATE_NOOP("UpdateDialog", "Size")), size_text(int(update.get("length") or 0))),
+        Row(_text(QT_TRANSLATE_NOOP("UpdateDialog", "What it needs")), update_needs(restart, downtime)),
+    )
+    state = str(update.get("state") or "")
+    return UpdateView(
+        update_id=str(update["id"]), kind=str(update.get("kind") or ""), state=state, title=update_title(update),
+        rows=rows, warning=DOWNTIME_WARNING if downtime else None,
+        notes=verbatim(notes) if notes else _text(QT_TRANSLATE_NOOP("UpdateDialog", "No release notes.")),
+        status=update_status(update, now, tz), waiting=state in UPDATE_WAITING, finished=state in UPDATE_FINISHED)
+
+
+_PROGRESS = {"offered": 0, "postponed": 0, "approved": 1, "installing": 2, "installed": 3, "failed": 3, "rejected": 3}
+
+
+def latest_update(shown: Mapping[str, Any], news: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Of the update a window shows and news of it, the one further along (`news` when they are as far). The agent's
+    answer to a decision and a list come on the UI's call connection, its events on the watch connection: the
+    event of the installation's end may arrive before the answer that it is installing."""
+    return shown if _PROGRESS.get(str(shown.get("state")), 0) > _PROGRESS.get(str(news.get("state")), 0) else news
+
+
+def waiting_updates(updates: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The updates that wait for a decision (offered or postponed), oldest offer first: the Updates… list."""
+    return sorted((u for u in updates if u.get("state") in UPDATE_WAITING), key=lambda u: str(u.get("offered_at")))
+
+
+def approve_request(update_id: str) -> dict[str, str]:
+    """The args of `update_approve`."""
+    return {"update_id": update_id}
+
+
+def reject_request(update_id: str, reason: str = "") -> dict[str, str]:
+    """The args of `update_reject`: the reason as typed (optional; pasted line breaks become spaces)."""
+    cleaned = " ".join("".join(" " if unicodedata.category(c) == "Cc" else c for c in reason).split())
+    if len(cleaned) > REJECT_REASON_MAX:
+        raise InputError(_text(QT_TRANSLATE_NOOP("UpdateDialog", "The reason has {count} characters; keep it to at "
+                                                                 "most {maximum}."),
+                               count=len(cleaned), maximum=REJECT_REASON_MAX))
+    return {"update_id": update_id, "reason": cleaned}
+
+
+@dataclass(frozen=True)
+class PostponeChoice:
+    key: str  # "hour", "tonight", "morning"
+    label: Text  # "In 1 hour (11:06)", "Tonight at 22:00", "Tomorrow at 07:00"
+    until: datetime
+
+
+def _local_at(day: date, hour_minute: tuple[int, int], tz: tzinfo | None) -> datetime:
+    """That wall-clock time on `day` in the local zone (`tz`; None: the system's), aware."""
+    naive = datetime(day.year, day.month, day.day, *hour_minute)
+    return naive.replace(tzinfo=tz) if tz is not None else naive.astimezone()
+
+
+def postpone_choices(now: datetime, tz: tzinfo | None = None) -> tuple[PostponeChoice, ...]:
+    """When a busy technologist may have the update asked again: in an hour; tonight at 22:00 (while that is later
+    than in an hour); the next 07:00 (this morning, while that is more than an hour away, else tomorrow)."""
+    hour = now + POSTPONE_HOUR
+    today = now.astimezone(tz).date()
+    choices = [PostponeChoice("hour", _text(QT_TRANSLATE_NOOP("UpdateDialog", "In 1 hour ({time})"),
+                                            time=clock_time(hour, now, tz)), hour)]
+    tonight = _local_at(today, EVENING, tz)
+    morning = _local_at(today, MORNING, tz)
+    if morning > hour:
+        choices.append(PostponeChoice("morning", _text(QT_TRANSLATE_NOOP("UpdateDialog", "This morning at {time}"),
+                                                       time=f"{MORNING[0]:02d}:{MORNING[1]:02d}"), morning))
+    if tonight > hour:
+        choices.append(PostponeChoice("tonight", _text(QT_TRANSLATE_NOOP("UpdateDialog", "Tonight at {time}"),
+                                                       time=f"{EVENING[0]:02d}:{EVENING[1]:02d}"), tonight))
+    if morning <= hour:
+        tomorrow = _local_at(today + timedelta(days=1), MORNING, tz)
+        choices.append(PostponeChoice("morning", _text(QT_TRANSLATE_NOOP("UpdateDialog", "Tomorrow at {time}"),
+                                                       time=f"{MORNING[0]:02d}:{MORNING[1]:02d}"), tomorrow))
+    return tuple(choices)
+
+
+def postpone_request(update_id: str, key: str, now: datetime, tz: tzinfo | None = None) -> dict[str, str]:
+    """The args of `update_postpone` for the choice `key` as it is now (a page left open for long is not sent with a
+    time that has passed): `until` in ISO 8601 with its offset (UTC)."""
+    choice = next((c for c in postpone_choices(now, tz) if c.key == key), None)
+    if choice is None:
+        raise InputError(_text(QT_TRANSLATE_NOOP("UpdateDialog", "That time has passed. Choose another one.")))
+    if not now < choice.until <= now + MAX_POSTPONE:
+        raise InputError(_text(QT_TRANSLATE_NOOP("UpdateDialog", "An update can be postponed by at most {days} "
+                                                                 "days."), days=MAX_POSTPONE.days))
+    return {"update_id": update_id, "until": choice.until.astimezone(UTC).isoformat(timespec="seconds")}

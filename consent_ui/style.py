@@ -30,7 +30,7 @@ class Theme:
     button_text: str
     highlight: str  # selection, focus
     highlight_text: str
-    error: str  # an error line, on `window`
+    error: str  # an error line, and a warning (an update needs examination downtime), on `window`
     banner: str  # the session banner's background
     banner_text: str
     blocked: str  # "Examinations blocked", on `banner`
@@ -79,7 +79,7 @@ QPushButton, QRadioButton, QCheckBox, QLineEdit, QComboBox, QDateEdit, QDateTime
 QPushButton {{ min-width: {TOUCH}px; padding: 0 14px; }}
 QMenu::item {{ min-height: {TOUCH}px; padding: 0 24px; }}
 QPushButton:focus, QRadioButton:focus, QCheckBox:focus {{ outline: 2px solid {theme.highlight}; }}
-#error {{ color: {theme.error}; font-weight: bold; }}
+#error, #warning {{ color: {theme.error}; font-weight: bold; }}
 #banner {{ background: {theme.banner}; }}
 #banner QLabel {{ color: {theme.banner_text}; background: {theme.banner}; }}
 #banner QLabel#blocked, #banner QLabel#problem {{ color: {theme.blocked}; font-weight: bold; }}

@@ -4,6 +4,8 @@
   with its own CA); a test file that needs one portal for all its tests defines its own, module-scoped.
 - `modality_agent`: a running agent with the simulated modality and the test task catalog (tests.test_kill_switch
   `make_agent`, process groups), as (agent, modality state folder, task pid folder); task leftovers killed after.
+- `update_agent`: a running agent enrolled at the `portal` as UPDATE_DEVICE, for the model CT-DEMO, with its virus
+  patterns in `<tmp_path>/patterns` (the update tests of the agent and of the consent UI).
 - `subreaper`: this process as a child subreaper, as agent.runner makes the agent; set back afterwards, so that
   the other tests' orphans are not re-parented to pytest.
 """
@@ -38,6 +40,21 @@ def modality_agent(tmp_path: Path) -> Iterator[ModalityAgent]:
     yield agent, modality, pids
     agent.stop()
     kill_leftovers(pids)
+
+
+UPDATE_DEVICE = "ct-4001"
+
+
+@pytest.fixture
+def update_agent(portal: PortalProcess, tmp_path: Path) -> Iterator[AgentProcess]:
+    from tests.test_connection import FAST_TELEMETRY, device, enroll  # a test module: imported when the fixture runs
+
+    process = device(tmp_path, "e" * 32, FAST_TELEMETRY + f'[updates]\nmodel = "CT-DEMO"\n'
+                                                          f'virus_pattern_dir = "{tmp_path / "patterns"}"\n')
+    assert enroll(process, portal, UPDATE_DEVICE).returncode == 0
+    process.start()
+    yield process
+    process.stop()
 
 
 @pytest.fixture

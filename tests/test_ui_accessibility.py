@@ -95,7 +95,8 @@ def where(window: QWidget, widget: QWidget) -> str:
 SCREENS = [  # as the gallery names them (checked below)
     "launcher", "launcher-unavailable", "access", "access-error", "session-id", "session-details",
     "session-requested", "request-notice", "banner", "receipt", "receipt-many-files", "request-service",
-    "request-service-sent", "request-service-kept", "audit-log"]
+    "request-service-sent", "request-service-kept", "audit-log", "update-virus-patterns", "update-software",
+    "update-postpone", "update-reject", "update-installed", "updates", "updates-none"]
 
 
 def test_the_gallery_has_every_screen() -> None:
@@ -154,7 +155,10 @@ def test_every_text_colour_of_each_theme_has_enough_contrast(theme: style.Theme)
 # The button Enter presses. The session's details have none: Accept and Decline are equal, neither is the Enter key.
 MAIN_ACTION = {"access": "apply_button", "access-error": "apply_button", "session-id": "claim_button",
                "receipt": "close_button", "receipt-many-files": "close_button", "request-service": "send_button",
-               "request-service-sent": "close_button", "request-service-kept": "close_button"}
+               "request-service-sent": "close_button", "request-service-kept": "close_button",
+               # An update's Approve, Postpone and Reject are equal, like a session's Accept and Decline: none is Enter.
+               "update-postpone": "postpone_send", "update-reject": "reject_send", "update-installed": "close_button",
+               "updates": "show_button", "updates-none": "close_button"}
 
 
 def reading_order(widgets: list[QWidget], window: QWidget) -> list[QWidget]:

@@ -24,6 +24,7 @@ from consent_ui.audit_viewer import AuditViewer
 from consent_ui.dialogs import AccessDialog, RequestServiceDialog, SessionDialog
 from consent_ui.link import AgentLink
 from consent_ui.tray import tray_pixmap
+from consent_ui.update_dialog import UpdateListDialog
 from tests.agent_process import AgentProcess
 from tests.shared_fixtures import ModalityAgent
 from tests.test_kill_switch import full_session
@@ -64,7 +65,8 @@ def test_the_tray_follows_the_agent_and_its_menu_does_what_it_says(qtbot: QtBot,
         assert tray.icon.toolTip().startswith("ServiceGate: No access, set by")
         assert not tray.items["end_session"].isEnabled()  # no session to end
         assert [a.text() for a in tray.menu.actions() if not a.isSeparator()] == [
-            "Change access level…", "Enter session ID…", "Request service…", "Show audit log…", "End session"]
+            "Change access level…", "Enter session ID…", "Request service…", "Show audit log…", "Updates…",
+            "End session"]
 
         tray.items["open_access"].trigger()
         assert isinstance(console.dialogs[-1], AccessDialog)
@@ -74,6 +76,8 @@ def test_the_tray_follows_the_agent_and_its_menu_does_what_it_says(qtbot: QtBot,
         assert isinstance(console.dialogs[-1], RequestServiceDialog)
         tray.items["open_audit_log"].trigger()
         assert isinstance(console.dialogs[-1], AuditViewer)
+        tray.items["open_updates"].trigger()
+        assert isinstance(console.dialogs[-1], UpdateListDialog)
         for window in console.dialogs:
             qtbot.addWidget(window)
             assert window.isVisible()

@@ -85,7 +85,8 @@ from consent_ui.models import (
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "consent_ui" / "models.py"
-CONTEXTS = {"AccessDialog", "SessionDialog", "Banner", "Receipt", "Common", "Tray", "AuditViewer", "RequestService"}
+CONTEXTS = {"AccessDialog", "SessionDialog", "Banner", "Receipt", "Common", "Tray", "AuditViewer", "RequestService",
+            "UpdateDialog"}
 NOW = datetime(2026, 11, 28, 10, 6, tzinfo=UTC)
 ENGINEER = Engineer("E-1001", "Dana Field", "Acme Imaging")
 SID = "48213907"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import getpass
 import json
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,26 +15,23 @@ import pytest
 from tests.agent_process import AgentProcess
 from tests.bundle_fixtures import CURRENT_VERSION, UPGRADE_VERSION
 from tests.portal_process import PortalProcess
+from tests.shared_fixtures import UPDATE_DEVICE
 from tests.test_connection import FAST_TELEMETRY, audit_events, device, enroll, wait_for
 
-DEVICE_ID = "ct-4001"
+DEVICE_ID = UPDATE_DEVICE
 
 
 @pytest.fixture
-def agent(portal: PortalProcess, tmp_path: Path) -> Iterator[AgentProcess]:
-    process = device(tmp_path, "e" * 32, FAST_TELEMETRY + f'[updates]\nmodel = "CT-DEMO"\n'
-                                                          f'virus_pattern_dir = "{tmp_path / "patterns"}"\n')
-    assert enroll(process, portal, DEVICE_ID).returncode == 0
-    process.start()
-    yield process
-    process.stop()
+def agent(update_agent: AgentProcess) -> AgentProcess:
+    return update_agent
 
 
-def publish(portal: PortalProcess, tmp_path: Path, version: str) -> str:
+def publish(portal: PortalProcess, tmp_path: Path, version: str, *more: str) -> str:
+    """Virus patterns published in the portal's TUF repository and offered to the device; their target name."""
     file = tmp_path / f"patterns-{version}.dat"
     file.write_bytes(f"signatures {version}\n".encode() * 100)
     done = portal.run("publish", str(file), "--kind", "virus-patterns", "--version", version, "--models", "CT-DEMO",
-                      "--notes", f"weekly patterns {version}", "--offer-to", DEVICE_ID)
+                      "--notes", f"weekly patterns {version}", *more, "--offer-to", DEVICE_ID)
     assert done.returncode == 0, done.stdout + done.stderr
     return f"virus-patterns/{file.name}"
 

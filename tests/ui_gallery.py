@@ -29,7 +29,9 @@ from consent_ui.dialogs import (
     tr,
 )
 from consent_ui.link import AgentLink
+from consent_ui.update_dialog import UpdateDialog, UpdateListDialog
 from tests.test_ui_models import NOW, RECORDS, grant, requested_under, session, status, task, upload
+from tests.test_ui_updates import offer, software
 
 CASE = "C-2026-000123"
 
@@ -134,12 +136,47 @@ def screens(link: AgentLink) -> dict[str, Callable[[], QWidget]]:
         files = [upload(f"1.2.826.0.1.3680043.10.1_1_{n}.dcm", f"{n:064x}", "accepted") for n in range(120)]
         return ReceiptDialog(models.receipt(ended, _tasks()[:1], files))
 
+    def update_virus_patterns() -> QWidget:
+        return UpdateDialog(link, offer())
+
+    def update_software() -> QWidget:
+        return UpdateDialog(link, software())
+
+    def update_postpone() -> QWidget:
+        dialog = UpdateDialog(link, software())
+        dialog.postpone_button.click()
+        return dialog
+
+    def update_reject() -> QWidget:
+        dialog = UpdateDialog(link, offer())
+        dialog.reject_button.click()
+        dialog.reason.setText("Not during the clinic's busy week")
+        return dialog
+
+    def update_installed() -> QWidget:
+        dialog = UpdateDialog(link, offer())
+        dialog.decided = True  # as when the agent answered Approve, and then said it is installed
+        dialog.show_update(offer(state="installed", decided_by="tech1"))
+        return dialog
+
+    def updates() -> QWidget:
+        listed = UpdateListDialog(lambda update: None)
+        listed.show_updates([offer(), software("postponed", decided_by="tech1", until=now + timedelta(hours=1))])
+        return listed
+
+    def updates_none() -> QWidget:
+        listed = UpdateListDialog(lambda update: None)
+        listed.show_updates([offer(state="installed", decided_by="tech1")])
+        return listed
+
     return {"launcher": launcher, "launcher-unavailable": launcher_unavailable, "access": access,
             "access-error": access_error, "session-id": session_id, "session-details": session_details,
             "session-requested": session_requested, "request-notice": request_notice, "banner": banner,
             "receipt": receipt, "receipt-many-files": receipt_many_files, "request-service": request_service,
             "request-service-sent": request_service_sent, "request-service-kept": request_service_kept,
-            "audit-log": audit_log}
+            "audit-log": audit_log, "update-virus-patterns": update_virus_patterns,
+            "update-software": update_software, "update-postpone": update_postpone, "update-reject": update_reject,
+            "update-installed": update_installed, "updates": updates, "updates-none": updates_none}
 
 
 def link() -> AgentLink:

@@ -451,6 +451,10 @@
         <translation>Protokoll anzeigen…</translation>
     </message>
     <message>
+        <source>Updates…</source>
+        <translation>Updates…</translation>
+    </message>
+    <message>
         <source>Remote service unavailable: the ServiceGate agent cannot be reached. Remote access is not possible meanwhile.</source>
         <translation>Fernwartung nicht verfügbar: Der ServiceGate-Agent ist nicht erreichbar. Bis dahin ist kein Fernzugriff möglich.</translation>
     </message>
@@ -841,6 +845,240 @@
     <message>
         <source>ServiceGate: {access}</source>
         <translation>ServiceGate: {access}</translation>
+    </message>
+</context>
+<context>
+    <name>UpdateDialog</name>
+    <message>
+        <source>Software update {version}</source>
+        <translation>Software-Update {version}</translation>
+    </message>
+    <message>
+        <source>Virus patterns {version}</source>
+        <translation>Virensignaturen {version}</translation>
+    </message>
+    <message>
+        <source>Configuration update {version}</source>
+        <translation>Konfigurations-Update {version}</translation>
+    </message>
+    <message>
+        <source>No updates are waiting.</source>
+        <translation>Es warten keine Updates.</translation>
+    </message>
+    <message>
+        <source>Examinations must pause while this update installs. Approve it when no patient is being examined, or postpone it.</source>
+        <translation>Während dieses Update installiert wird, müssen die Untersuchungen ruhen. Geben Sie es frei, wenn niemand untersucht wird, oder verschieben Sie es.</translation>
+    </message>
+    <message>
+        <source>{count} bytes</source>
+        <translation>{count} Byte</translation>
+    </message>
+    <message>
+        <source>{whole} kB</source>
+        <translation>{whole} kB</translation>
+    </message>
+    <message>
+        <source>{whole}.{tenth} MB</source>
+        <translation>{whole},{tenth} MB</translation>
+    </message>
+    <message>
+        <source>{whole}.{tenth} GB</source>
+        <translation>{whole},{tenth} GB</translation>
+    </message>
+    <message>
+        <source>The vendor&apos;s signing key {key}</source>
+        <translation>Signaturschlüssel des Herstellers {key}</translation>
+    </message>
+    <message>
+        <source>The vendor&apos;s signing keys {keys}</source>
+        <translation>Signaturschlüssel des Herstellers {keys}</translation>
+    </message>
+    <message>
+        <source>A restart of ServiceGate; examinations must pause while it installs</source>
+        <translation>Neustart von ServiceGate; die Untersuchungen müssen während der Installation ruhen</translation>
+    </message>
+    <message>
+        <source>A restart of ServiceGate</source>
+        <translation>Neustart von ServiceGate</translation>
+    </message>
+    <message>
+        <source>Examinations must pause while it installs</source>
+        <translation>Die Untersuchungen müssen während der Installation ruhen</translation>
+    </message>
+    <message>
+        <source>Nothing: the scanner works as usual</source>
+        <translation>Nichts: Der Scanner arbeitet wie gewohnt</translation>
+    </message>
+    <message>
+        <source>the site&apos;s policy for virus patterns</source>
+        <translation>die Richtlinie Ihres Hauses für Virensignaturen</translation>
+    </message>
+    <message>
+        <source>Waiting for your decision</source>
+        <translation>Wartet auf Ihre Entscheidung</translation>
+    </message>
+    <message>
+        <source>Postponed: it will be offered again later.</source>
+        <translation>Verschoben: Es wird später erneut angeboten.</translation>
+    </message>
+    <message>
+        <source>Postponed until {until}: it will be offered again then.</source>
+        <translation>Verschoben bis {until}: Dann wird es erneut angeboten.</translation>
+    </message>
+    <message>
+        <source>Approved by {who}: the installation is starting.</source>
+        <translation>Freigegeben durch {who}: Die Installation beginnt.</translation>
+    </message>
+    <message>
+        <source>Approved by {who}: installing now. This window says when it is done.</source>
+        <translation>Freigegeben durch {who}: Es wird jetzt installiert. Dieses Fenster zeigt an, wenn es fertig ist.</translation>
+    </message>
+    <message>
+        <source>Installed: {title} is in use now.</source>
+        <translation>Installiert: {title} ist jetzt in Gebrauch.</translation>
+    </message>
+    <message>
+        <source>Not installed: {why}. Tell site IT.</source>
+        <translation>Nicht installiert: {why}. Informieren Sie Ihre IT-Abteilung.</translation>
+    </message>
+    <message>
+        <source>Not installed. Tell site IT.</source>
+        <translation>Nicht installiert. Informieren Sie Ihre IT-Abteilung.</translation>
+    </message>
+    <message>
+        <source>Rejected by {who} ({reason}): it will not be installed. The service centre is told.</source>
+        <translation>Abgelehnt durch {who} ({reason}): Es wird nicht installiert. Die Servicezentrale wird informiert.</translation>
+    </message>
+    <message>
+        <source>Rejected by {who}: it will not be installed. The service centre is told.</source>
+        <translation>Abgelehnt durch {who}: Es wird nicht installiert. Die Servicezentrale wird informiert.</translation>
+    </message>
+    <message>
+        <source>From</source>
+        <translation>Von</translation>
+    </message>
+    <message>
+        <source>The vendor</source>
+        <translation>Der Hersteller</translation>
+    </message>
+    <message>
+        <source>Signed by</source>
+        <translation>Signiert mit</translation>
+    </message>
+    <message>
+        <source>Size</source>
+        <translation>Größe</translation>
+    </message>
+    <message>
+        <source>What it needs</source>
+        <translation>Erfordert</translation>
+    </message>
+    <message>
+        <source>No release notes.</source>
+        <translation>Keine Versionshinweise.</translation>
+    </message>
+    <message>
+        <source>The reason has {count} characters; keep it to at most {maximum}.</source>
+        <translation>Der Grund hat {count} Zeichen; bitte höchstens {maximum}.</translation>
+    </message>
+    <message>
+        <source>In 1 hour ({time})</source>
+        <translation>In 1 Stunde ({time})</translation>
+    </message>
+    <message>
+        <source>This morning at {time}</source>
+        <translation>Heute Morgen um {time}</translation>
+    </message>
+    <message>
+        <source>Tonight at {time}</source>
+        <translation>Heute Abend um {time}</translation>
+    </message>
+    <message>
+        <source>Tomorrow at {time}</source>
+        <translation>Morgen um {time}</translation>
+    </message>
+    <message>
+        <source>That time has passed. Choose another one.</source>
+        <translation>Dieser Zeitpunkt ist vorbei. Wählen Sie einen anderen.</translation>
+    </message>
+    <message>
+        <source>An update can be postponed by at most {days} days.</source>
+        <translation>Ein Update lässt sich um höchstens {days} Tage verschieben.</translation>
+    </message>
+    <message>
+        <source>Update from the service centre</source>
+        <translation>Update von der Servicezentrale</translation>
+    </message>
+    <message>
+        <source>Release notes:</source>
+        <translation>Versionshinweise:</translation>
+    </message>
+    <message>
+        <source>Release notes</source>
+        <translation>Versionshinweise</translation>
+    </message>
+    <message>
+        <source>Reject…</source>
+        <translation>Ablehnen…</translation>
+    </message>
+    <message>
+        <source>Postpone…</source>
+        <translation>Verschieben…</translation>
+    </message>
+    <message>
+        <source>Approve</source>
+        <translation>Freigeben</translation>
+    </message>
+    <message>
+        <source>Back</source>
+        <translation>Zurück</translation>
+    </message>
+    <message>
+        <source>Postpone</source>
+        <translation>Verschieben</translation>
+    </message>
+    <message>
+        <source>When shall it be offered again?</source>
+        <translation>Wann soll es erneut angeboten werden?</translation>
+    </message>
+    <message>
+        <source>Why do you reject it? (optional; the service centre is told)</source>
+        <translation>Warum lehnen Sie es ab? (optional; die Servicezentrale wird informiert)</translation>
+    </message>
+    <message>
+        <source>Reason</source>
+        <translation>Grund</translation>
+    </message>
+    <message>
+        <source>e.g. not during the busy week</source>
+        <translation>z. B. nicht in der vollen Woche</translation>
+    </message>
+    <message>
+        <source>Reject update</source>
+        <translation>Update ablehnen</translation>
+    </message>
+    <message>
+        <source>Close</source>
+        <translation>Schließen</translation>
+    </message>
+</context>
+<context>
+    <name>UpdateListDialog</name>
+    <message>
+        <source>Updates</source>
+        <translation>Updates</translation>
+    </message>
+    <message>
+        <source>Close</source>
+        <translation>Schließen</translation>
+    </message>
+    <message>
+        <source>Show…</source>
+        <translation>Anzeigen…</translation>
+    </message>
+    <message>
+        <source>These updates wait for your decision:</source>
+        <translation>Diese Updates warten auf Ihre Entscheidung:</translation>
     </message>
 </context>
 </TS>
