@@ -6,8 +6,8 @@
     python -m agent.builtin_tasks install-patterns FILE VERSION SHA256
                                                              approved virus patterns into the pattern folder
     python -m agent.builtin_tasks install-software FILE VERSION SHA256
-                                                             an approved bundle, unpacked and handed to the upgrade
-                                                             service (servicegate-upgrade.path, as root)
+                                                             an approved bundle, handed to the upgrade service
+                                                             (servicegate-upgrade.path, as root)
 
 The task runner starts each as a subprocess, with these variables in its environment:
 
@@ -15,8 +15,8 @@ The task runner starts each as a subprocess, with these variables in its environ
     SERVICEGATE_LOG_TAIL_BYTES    how much of each log's end collect-logs keeps (default 4 MiB)
     SERVICEGATE_ALLOWED_DIRS      the folders fetch-file may read from, separated by os.pathsep
     SERVICEGATE_PATTERN_DIR       where install-patterns installs virus patterns ([updates] virus_pattern_dir)
-    SERVICEGATE_UPDATE_DIR        the agent's update folder (`<state_dir>/updates`): install-software's bundles and
-                                  its request to the upgrade service
+    SERVICEGATE_UPDATE_DIR        the agent's update folder (`<state_dir>/updates`): install-software's request to
+                                  the upgrade service
 
 Exit codes: 0 done; 1 failed (no log file could be copied, a file could not be read or written); 2 bad
 usage or a refused path. Every problem is one line on stderr, never a traceback.
@@ -35,7 +35,6 @@ import platform
 import shutil
 import stat
 import sys
-import tarfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -45,7 +44,7 @@ import psutil
 
 from agent import __version__
 from agent.errors import UsageError
-from agent.fsutil import fsync_dir
+from agent.fsutil import atomic_write, fsync_dir
 from agent.tasks import confine
 
 LOG_TAIL_BYTES = 4 * 1024 * 1024
@@ -312,10 +311,13 @@ def install_patterns(file: Path, version: str, sha256: str, environ: Mapping[str
     if digest.hexdigest() != sha256:
         raise Refused(f"install-patterns: {file.name} does not have the approved sha256; nothing was installed")
     fsync_dir(staging)
+    in_use = os.readlink(folder / "current") if (folder / "current").is_symlink() else None
     if target.exists():
-        raise Refused(f"install-patterns: version {version} is installed already in {folder}")
+        if in_use == version:
+            raise Refused(f"install-patterns: version {version} is installed already in {folder}")
+        shutil.rmtree(target)  # left by an installation that stopped before its switch
     staging.rename(target)
-    previous = os.readlink(folder / "current") if (folder / "current").is_symlink() else None
+    previous = in_use
     _point(folder / "current", version)
     if _sha256(folder / "current" / file.name) != sha256:
         if previous is not None:
@@ -336,43 +338,18 @@ def install_patterns(file: Path, version: str, sha256: str, environ: Mapping[str
 
 def install_software(file: Path, version: str, sha256: str, environ: Mapping[str, str]) -> int:
     """A software update (an offline bundle, `servicegate-VERSION-linux-x86_64.tar.gz`) the technologist approved:
-    checked, unpacked into `<update dir>/bundles/VERSION/`, and handed to the upgrade service by writing the request
-    it waits for. The agent runs unprivileged and is what the upgrade restarts, so the upgrade itself runs outside it,
-    as root, in a unit of its own (`servicegate-upgrade.service`, started by `servicegate-upgrade.path`): the bundle's
-    own `servicegate-install upgrade`, whose result the agent reads when it runs again."""
+    checked against its approved hash and handed to the upgrade service by writing the request it waits for. The
+    agent runs unprivileged and is what the upgrade restarts, so the upgrade runs outside it, as root, in a unit of
+    its own (`servicegate-upgrade.service`, started by `servicegate-upgrade.path`). That service trusts nothing of
+    this folder: it copies the file, checks it against the vendor's signed targets metadata with the TUF root it keeps
+    itself, and only then unpacks it and runs the bundle's own `servicegate-install upgrade`."""
     folder = Path(environ.get("SERVICEGATE_UPDATE_DIR", ""))
     if not folder.is_absolute():
         raise Refused("install-software: SERVICEGATE_UPDATE_DIR is not set to the agent's update folder")
     if _sha256(file) != sha256:
         raise Refused(f"install-software: {file.name} does not have the approved sha256; nothing was handed over")
-    bundles = folder / "bundles"
-    staging, target = bundles / f".{version}.new", bundles / version
-    for old in (staging, target):
-        if old.exists():
-            shutil.rmtree(old)
-    staging.mkdir(parents=True)
-    try:
-        with tarfile.open(file) as archive:
-            archive.extractall(staging, filter="data")
-    except (tarfile.TarError, OSError) as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise Refused(f"install-software: {file.name} is not a readable bundle ({exc})") from None
-    bundle = staging / f"servicegate-{version}"
-    try:
-        manifest = json.loads((bundle / "bundle.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise Refused(f"install-software: {file.name} holds no servicegate-{version}/bundle.json ({exc})") from None
-    if manifest.get("version") != version:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise Refused(f"install-software: the bundle says it is {manifest.get('version')!r}, the update {version}")
-    fsync_dir(staging)
-    staging.rename(target)
-    request = {"version": version, "bundle": str(target / f"servicegate-{version}"), "sha256": sha256}
-    temporary = folder / f".{UPGRADE_REQUEST}.new"
-    temporary.write_text(json.dumps(request, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, folder / UPGRADE_REQUEST)
-    fsync_dir(folder)
+    request = {"version": version, "file": str(file), "target": f"software/{file.name}", "sha256": sha256}
+    atomic_write(folder / UPGRADE_REQUEST, (json.dumps(request, indent=2) + "\n").encode())
     print(f"ServiceGate {version} handed to the upgrade service ({folder / UPGRADE_REQUEST})")
     return 0
 

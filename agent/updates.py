@@ -149,7 +149,17 @@ class SessionFetcher(FetcherInterface):
         if response.status_code != 200:  # python-tuf expects a 404 for the root version after the newest
             response.close()
             raise tuf_errors.DownloadHTTPError(f"HTTP {response.status_code} for {url}", response.status_code)
-        return response.iter_content(chunk_size=65536)
+        return _chunks(response, url)
+
+
+def _chunks(response: requests.Response, url: str) -> Iterator[bytes]:
+    """The body, with a connection lost on the way reported as python-tuf's DownloadError."""
+    try:
+        yield from response.iter_content(chunk_size=65536)
+    except requests.RequestException as exc:
+        raise tuf_errors.DownloadError(f"{url}: {type(exc).__name__} while reading") from exc
+    finally:
+        response.close()
 
 
 # What each of python-tuf's refusals means, in words for site IT and the audit log.
@@ -398,6 +408,10 @@ class UpdateFlow:
     def approve(self, offer_id: str, actor: str) -> Offer:
         """Install a waiting update: the approval is recorded first, then the catalog's task installs it."""
         offer = self._waiting(offer_id)
+        current = self.installed().get(offer.info.kind)  # another one may have been installed since it was offered
+        if current is not None and version_key(offer.info.version) <= version_key(current):
+            raise RefusedError(f"{offer.info.kind} {current} is installed since this update was offered; "
+                               f"{offer.info.version} is not newer: reject it")
         task_kind = UPDATE_TASKS.get(offer.info.kind)
         if task_kind is None:
             raise RefusedError(f"this device cannot install {offer.info.kind} updates yet; reject it, and tell the "

@@ -10,6 +10,7 @@ import argparse
 import getpass
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from agent.config import Config, defaults, load
 from agent.errors import ConfigError, ExitCode
-from installer import checks, doctor, install, manage, service, site
+from installer import checks, doctor, install, manage, service, site, verify
 from installer.bundle import Bundle
 from installer.layout import SERVICE_USER, UNIT_NAME, UPGRADE_REQUEST, UPGRADE_RESULT, Layout
 from installer.steps import ROOT_OWNER, CommandFailed, Owner, Step, StepFailed, carry_out, clean_env, write_file
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="install although the kernel says the clock is not synchronised")
     up = sub.add_parser("upgrade", help="install this (newer) bundle beside the running version and switch to it; "
                                         "configuration, state and audit log stay")
-    up.add_argument("--warn-seconds", type=int, default=60, metavar="N",
+    up.add_argument("--warn-seconds", type=_warn_seconds, default=60, metavar="N",
                     help="an active remote session sees a warning in the banner and ends (reason upgrade) after "
                          "this long (default 60)")
     sub.add_parser("rollback", help="switch back to the version that ran before the last upgrade")
@@ -66,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warn_seconds(text: str) -> int:
+    if not text.isdigit() or int(text) > 600:
+        raise argparse.ArgumentTypeError(f"{text!r}: give whole seconds from 0 to 600")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -75,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"servicegate-install: {exc}", file=sys.stderr)
         return int(exc.exit_code)
+    except (CommandFailed, OSError) as exc:
+        print(f"servicegate-install: {exc}\nNothing after this was done; run `servicegate-install doctor` to see "
+              "where the installation stands.", file=sys.stderr)
+        return int(ExitCode.FAILED)
     except KeyboardInterrupt:
         return int(ExitCode.FAILED)
 
@@ -102,6 +113,11 @@ def install_command(args: argparse.Namespace) -> int:
     layout = Layout(root)
     say(f"ServiceGate {bundle.version}: installing into {root} with {the_site.path}"
         + (" (dry run: nothing is changed)" if args.dry_run else ""))
+    installed = manage.current_version(layout)
+    if installed is not None and installed != bundle.version:
+        raise ConfigError(f"ServiceGate {installed} is installed here; this bundle is {bundle.version}: use "
+                          "`servicegate-install upgrade` (or `rollback`), which keep the configuration and warn an "
+                          "open session.")
     new_release = not install.release_complete(layout.release(bundle.version))
     problems = checks.prerequisites(bundle, layout, staging=staging, new_release=new_release, site=the_site,
                                     accept_unsynced_clock=args.accept_unsynced_clock)
@@ -127,13 +143,14 @@ def install_command(args: argparse.Namespace) -> int:
             return int(ExitCode.FAILED)
     else:
         say("Nothing to change: this version is installed as the site file says.")
+    enrolled_now = _enroll(layout, enrollment, otp) if enrollment and otp else None  # before the agent starts
     try:
-        started = service.activate(layout, say)
+        started = service.activate(layout, say, changed=bool(plan.steps) or bool(enrolled_now))
     except CommandFailed as exc:
         say(f"The files are installed, but systemd did not start the service: {exc}\n"
-            f"Look at `journalctl -u {UNIT_NAME}`, then run `systemctl restart {UNIT_NAME}`.")
+            f"Look at `journalctl -u {UNIT_NAME}`, fix what it says, then run `systemctl restart {UNIT_NAME}` (or "
+            "`servicegate-install uninstall` to remove it again).")
         return int(ExitCode.FAILED)
-    enrolled_now = _enroll(layout, enrollment, otp) if enrollment and otp else None
     _summary(bundle, the_site, layout, staging=staging, started=started)
     return int(ExitCode.PARTIAL) if enrolled_now is False else 0
 
@@ -158,6 +175,10 @@ def _enroll(layout: Layout, enrollment: dict[str, str], otp: str) -> bool:
             "with --enroll (or run `runuser -u servicegate -- servicegate enroll ...`: the keys must be the "
             "agent's own).")
         return False
+    root_copy = verify.trusted_root(layout)
+    tuf_root = layout.state_dir / "portal" / "tuf-root.json"
+    if tuf_root.exists():  # the upgrade service's own copy of the vendor's TUF root, where only root writes
+        write_file(root_copy, tuf_root.read_bytes(), 0o644, None if layout.root != Path("/") else ROOT_OWNER)
     say("  done: enrolled at the vendor's portal")
     return True
 
@@ -241,11 +262,13 @@ def _upgrade(bundle: Bundle, layout: Layout, staging: bool, warn_seconds: int) -
             say(f"  - {problem}")
         return int(ExitCode.FAILED)
     owner = None if staging else ROOT_OWNER
-    steps, changes = manage.upgrade_steps(bundle, layout, old, owner)
+    prepare, switch, changes = manage.upgrade_steps(bundle, layout, old, owner)
     for change in changes:
         say(f"  configuration: {change}")
-    manage.announce(layout, bundle.version, warn_seconds, say, time.sleep)
-    if not _carry(steps):
+    if not _carry(prepare):  # the new release beside the old one: nothing the running agent notices
+        return int(ExitCode.FAILED)
+    manage.announce(layout, bundle.version, warn_seconds, say, time.sleep)  # only now: the switch is next
+    if not _carry(switch):
         return int(ExitCode.FAILED)
     healthy = manage.restart_and_check(layout, bundle.version, say, time.sleep)
     if healthy is False:
@@ -273,18 +296,19 @@ def apply_request_command(args: argparse.Namespace) -> int:
     version = "?"
     try:
         request = json.loads(request_file.read_text(encoding="utf-8"))
-        version, folder = str(request["version"]), Path(str(request["bundle"])).resolve()
-        if not folder.is_relative_to((layout.update_dir / "bundles").resolve()):
-            raise ValueError(f"the bundle {folder} is not in {layout.update_dir / 'bundles'}")
-        bundle = Bundle.open(folder)
-        if bundle.version != version:
-            raise ValueError(f"the bundle is {bundle.version}, the request {version}")
+        version = str(request["version"])
+        bundle = verify.verified_bundle(layout, request)  # nothing of the agent's folder is trusted
     except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
+        shutil.rmtree(verify.work_dir(layout), ignore_errors=True)
         return _answer(layout, staging, version, int(ExitCode.FAILED), f"the request cannot be used: {exc}")
     more = ["--root", str(layout.root)] if staging else []
-    done = subprocess.run([str(folder / "servicegate-install"), "upgrade", *more], capture_output=True, text=True,
-                          env=clean_env(), check=False)
+    try:
+        done = subprocess.run([str(bundle.directory / "servicegate-install"), "upgrade", *more], capture_output=True,
+                              text=True, env=clean_env(), check=False)
+    except OSError as exc:
+        return _answer(layout, staging, version, int(ExitCode.FAILED), f"the bundle's installer cannot run: {exc}")
     say(done.stdout + done.stderr)
+    shutil.rmtree(verify.work_dir(layout), ignore_errors=True)
     return _answer(layout, staging, version, done.returncode, (done.stdout + done.stderr).strip()[-800:])
 
 
@@ -330,6 +354,7 @@ def uninstall_command(args: argparse.Namespace) -> int:
     steps = manage.uninstall_steps(layout) + (manage.purge_steps(layout, staging, audit_dir) if args.purge else [])
     if not _carry(steps):
         return int(ExitCode.FAILED)
+    service.reload(layout)
     say(f"\nServiceGate is removed. The audit log stays in {audit_dir}: keep it at least "
         f"{config.audit.retention_days} days after its last record ([audit] retention_days), then delete it.")
     if not args.purge:

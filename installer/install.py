@@ -84,7 +84,9 @@ def install_plan(bundle: Bundle, site: Site, layout: Layout, *, staging: bool,
                       "no package index)", lambda: install_release(bundle, release), lambda: remove_tree(release)))
     plan.add(symlink_step(layout.current, f"releases/{bundle.version}"))
     plan.add(directory_step(layout.bin_link.parent, 0o755, root))
-    plan.add(symlink_step(layout.bin_link, str(Path("/") / layout.program().relative_to(layout.root))))
+    for link in (layout.bin_link, layout.install_link):
+        program = layout.current / "bin" / link.name
+        plan.add(symlink_step(link, str(Path("/") / program.relative_to(layout.root))))
     plan.add(file_step(layout.agent_toml, site.agent_toml.encode("utf-8"), 0o644, root))
     for name in UNIT_FILES:
         path = layout.unit_file(name)

@@ -2,7 +2,8 @@
 
     /opt/servicegate/releases/VERSION/    one virtual environment per version (the program)
     /opt/servicegate/current              symlink to the release that runs, switched atomically
-    /usr/local/bin/servicegate            symlink to current/bin/servicegate, for site IT's shell
+    /usr/local/bin/servicegate            symlink to current/bin/servicegate, for site IT's shell (and
+    /usr/local/bin/servicegate-install    to current/bin/servicegate-install)
     /etc/servicegate/agent.toml           the configuration, from the site file
     /etc/servicegate/install.json         what the installer created (users, groups, memberships) and did, for
                                           rollback and uninstall --purge
@@ -64,6 +65,11 @@ class Layout:
     @property
     def bin_link(self) -> Path:
         return self.at("/usr/local/bin/servicegate")
+
+    @property
+    def install_link(self) -> Path:
+        """`servicegate-install` of the running release, for site IT's doctor, rollback and uninstall."""
+        return self.at("/usr/local/bin/servicegate-install")
 
     @property
     def etc(self) -> Path:

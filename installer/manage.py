@@ -25,6 +25,7 @@ from installer.install import install_release, read_record, record_step, release
 from installer.layout import UNIT_FILES, Layout
 from installer.steps import (
     ROOT_OWNER,
+    CommandFailed,
     Owner,
     Say,
     Step,
@@ -92,18 +93,21 @@ def check_config(layout: Layout, text: str) -> None:
         raise ConfigError(f"{layout.agent_toml}: not valid TOML ({exc}); fix it first.") from None
 
 
-def upgrade_steps(bundle: Bundle, layout: Layout, old: str, owner: Owner | None) -> tuple[list[Step], list[str]]:
-    """The steps of an upgrade from `old` to the bundle's version, and the configuration changes it makes."""
+def upgrade_steps(bundle: Bundle, layout: Layout, old: str,
+                  owner: Owner | None) -> tuple[list[Step], list[Step], list[str]]:
+    """The steps of an upgrade from `old` to the bundle's version: those that prepare (the new release beside the old
+    one, checked) and those that switch (configuration, units, `current`); and the configuration changes."""
     release = layout.release(bundle.version)
     text = layout.agent_toml.read_text(encoding="utf-8")
     migrated, changes = migrate(text, old, bundle.version)
     check_config(layout, migrated)
-    steps = []
+    prepare = []
     if not release_complete(release):
-        steps.append(Step(f"install ServiceGate {bundle.version} into {release} (beside {old})",
-                          lambda: install_release(bundle, release), lambda: remove_tree(release)))
-    steps.append(Step(f"check that {bundle.version} starts", lambda: _check_starts(layout, release, bundle.version),
-                      nothing_to_undo))
+        prepare.append(Step(f"install ServiceGate {bundle.version} into {release} (beside {old})",
+                            lambda: install_release(bundle, release), lambda: remove_tree(release)))
+    prepare.append(Step(f"check that {bundle.version} starts", lambda: _check_starts(layout, release, bundle.version),
+                        nothing_to_undo))
+    steps: list[Step] = []
     if changes:
         backup = layout.etc / f"agent.toml.before-{bundle.version}"
         steps += [s for s in (file_step(backup, text.encode("utf-8"), 0o644, owner),
@@ -112,7 +116,7 @@ def upgrade_steps(bundle: Bundle, layout: Layout, old: str, owner: Owner | None)
     switch = symlink_step(layout.current, f"releases/{bundle.version}")
     assert switch is not None  # current points to the old version
     steps += [switch, record_step(layout, owner, "upgrade", bundle.version)]
-    return steps, changes
+    return prepare, steps, changes
 
 
 def unit_steps(layout: Layout, text_of: Callable[[str], bytes], owner: Owner | None) -> list[Step]:
@@ -154,8 +158,12 @@ def announce(layout: Layout, version: str, warn_s: int, say: Say, sleep: Callabl
 
 def restart_and_check(layout: Layout, version: str, say: Say, sleep: Callable[[float], None]) -> bool | None:
     """Restart under systemd and wait for `version` to answer; None when systemd does not run here."""
-    if not service.restart(layout):
-        return None
+    try:
+        if not service.restart(layout):
+            return None
+    except CommandFailed as exc:  # systemd could not start it (Type=notify: it never said ready)
+        say(f"  the service did not start: {exc}")
+        return False
     deadline = time.monotonic() + HEALTHY_WITHIN_S
     while time.monotonic() < deadline:
         state = service.status(layout)
@@ -204,7 +212,8 @@ def prune_releases(layout: Layout, keep: set[str]) -> list[str]:
 
 def uninstall_steps(layout: Layout) -> list[Step]:
     """Units, the command link and the releases; configuration, state and audit log stay."""
-    paths = [layout.unit_file(name) for name in UNIT_FILES] + [layout.bin_link, layout.opt, layout.run_dir]
+    paths = [layout.unit_file(name) for name in UNIT_FILES] + [layout.bin_link, layout.install_link, layout.opt,
+                                                               layout.run_dir]
     return [Step(f"remove {path}", partial(remove_tree, path)) for path in paths if path.is_symlink() or path.exists()]
 
 

@@ -25,17 +25,19 @@ def managed(layout: Layout) -> bool:
     return layout.root == Path("/") and systemd_running() and shutil.which("systemctl") is not None
 
 
-def activate(layout: Layout, say: Say) -> bool:
-    """Reload the units, make /run/servicegate, enable and (re)start the service. False when systemd does not run
-    here (a container, a staging root): the summary then says how to start it."""
+def activate(layout: Layout, say: Say, *, changed: bool) -> bool:
+    """Reload the units, make /run/servicegate, enable and start the service: restarted only when this run changed
+    something (a restart ends an open session). False when systemd does not run here (a container, a staging root):
+    the summary then says how to start it."""
     if not managed(layout):
         return False
-    run(["systemctl", "daemon-reload"])
-    run(["systemd-tmpfiles", "--create", str(layout.unit_file("servicegate.conf"))])
-    run(["systemctl", "enable", UNIT_NAME, UPGRADE_PATH_UNIT])
-    run(["systemctl", "restart", UNIT_NAME])
-    run(["systemctl", "start", UPGRADE_PATH_UNIT])
-    say(f"  done: enabled and started {UNIT_NAME}")
+    if changed or not is_active(layout):
+        run(["systemctl", "daemon-reload"])
+        run(["systemd-tmpfiles", "--create", str(layout.unit_file("servicegate.conf"))])
+        run(["systemctl", "enable", UNIT_NAME, UPGRADE_PATH_UNIT])
+        run(["systemctl", "restart" if changed else "start", UNIT_NAME])
+        run(["systemctl", "start", UPGRADE_PATH_UNIT])
+        say(f"  done: enabled and started {UNIT_NAME}")
     return True
 
 
@@ -49,10 +51,18 @@ def restart(layout: Layout) -> bool:
 
 
 def stop_and_disable(layout: Layout) -> bool:
+    """Stop and disable the units that are still installed (a second uninstall finds none); then reload."""
     if not managed(layout):
         return False
-    run(["systemctl", "disable", "--now", UPGRADE_PATH_UNIT, UNIT_NAME])
+    units = [unit for unit in (UPGRADE_PATH_UNIT, UNIT_NAME) if layout.unit_file(unit).exists()]
+    if units:
+        subprocess.run(["systemctl", "disable", "--now", *units], capture_output=True, check=False)
     return True
+
+
+def reload(layout: Layout) -> None:
+    if managed(layout):
+        subprocess.run(["systemctl", "daemon-reload"], capture_output=True, check=False)
 
 
 def is_active(layout: Layout) -> bool | None:

@@ -12,6 +12,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -101,8 +102,9 @@ ROOT_OWNER = Owner("root", "root")
 
 def write_file(path: Path, data: bytes, mode: int, owner: Owner | None) -> None:
     """Atomically replace `path` with `data` (mode and owner set before the rename); fsync'd."""
-    temporary = path.with_name(f".{path.name}.new")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A fresh name (O_EXCL, never following a link): the folder may belong to the service user.
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
+    temporary = Path(name)
     try:
         try:
             os.write(fd, data)

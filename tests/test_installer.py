@@ -23,6 +23,8 @@ from agent.config import load
 from installer import checks, cli, manage
 from installer.layout import UNIT_FILES, Layout
 from installer.site import load as load_site
+from portal.updates import Repository
+from tests import tuf_repo
 from tests.bundle_fixtures import CURRENT_VERSION, UPGRADE_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,6 +108,7 @@ def test_a_staging_install_lays_out_the_release_configuration_state_and_units(in
         assert (root / where).read_bytes() == (UNITS / name).read_bytes()
         assert mode(root / where) == 0o644
     assert os.readlink(layout.bin_link) == "/opt/servicegate/current/bin/servicegate"
+    assert os.readlink(layout.install_link) == "/opt/servicegate/current/bin/servicegate-install"
     record = json.loads(layout.record.read_text())
     assert [(h["action"], h["version"]) for h in record["history"]] == [("install", version)]
     assert record["accept_unsynced_clock"] is True
@@ -271,6 +274,7 @@ def test_upgrade_rollback_and_uninstall_in_a_staging_root(bundle: Path, bundle_f
     assert removed.returncode == 0, removed.stdout + removed.stderr
     assert not layout.opt.exists()
     assert not layout.bin_link.is_symlink()
+    assert not layout.install_link.is_symlink()
     assert not any((root / where).exists() for where in UNIT_FILES.values())
     assert layout.agent_toml.exists()
     assert (layout.state_dir / "keys").is_dir()
@@ -328,14 +332,27 @@ def test_a_configuration_migration_renames_a_key_in_its_section_only(monkeypatch
 # ---- a software update the agent hands over (servicegate-upgrade.service) -----------------------------------------
 
 
-def hand_over(bundle_factory: object, root: Path, version: str) -> subprocess.CompletedProcess[str]:
-    """What the agent's install-software task does with an approved bundle (agent/builtin_tasks.py, for real)."""
+def hand_over(bundle_factory: object, root: Path, version: str, vendor: Path) -> subprocess.CompletedProcess[str]:
+    """An approved software update as the agent leaves it: the bundle published in the vendor's TUF repository (the
+    reference portal's code), the metadata the agent's python-tuf keeps, the vendor's first root where the installer
+    keeps it at enrollment, the file staged, and the agent's install-software task run for real."""
     assert callable(bundle_factory)
     bundle_factory(version)
     tarball: Path = bundle_factory.tarball(version)  # type: ignore[attr-defined]
-    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
-    env = {**os.environ, "SERVICEGATE_UPDATE_DIR": str(Layout(root).update_dir)}
-    return subprocess.run([sys.executable, "-m", "agent.builtin_tasks", "install-software", str(tarball), version,
+    repository = Repository(vendor)
+    repository.publish(tarball, kind="software", version=version, models=["CT-DEMO"])
+    layout = Layout(root)
+    (layout.update_dir / "tuf").mkdir(parents=True, exist_ok=True)
+    for role in ("root", "targets"):
+        newest = max(repository.metadata.glob(f"*.{role}.json"), key=lambda p: int(p.name.split(".")[0]))
+        shutil.copyfile(newest, layout.update_dir / "tuf" / f"{role}.json")
+    (layout.etc / "tuf-root.json").write_text(repository.first_root())
+    staged = layout.update_dir / "staging" / "u1" / tarball.name
+    staged.parent.mkdir(parents=True)
+    shutil.copyfile(tarball, staged)
+    digest = hashlib.sha256(staged.read_bytes()).hexdigest()
+    env = {**os.environ, "SERVICEGATE_UPDATE_DIR": str(layout.update_dir)}
+    return subprocess.run([sys.executable, "-m", "agent.builtin_tasks", "install-software", str(staged), version,
                            digest], capture_output=True, text=True, env=env, cwd=REPO, check=False)
 
 
@@ -353,11 +370,10 @@ def test_a_software_update_handed_over_by_the_agent_is_installed_by_the_upgrade_
     root = tmp_path / "root"
     layout = Layout(root)
     assert install(bundle, site, root).returncode == 0
-    handed = hand_over(bundle_factory, root, UPGRADE_VERSION)
+    handed = hand_over(bundle_factory, root, UPGRADE_VERSION, tmp_path / "vendor")
     assert handed.returncode == 0, handed.stderr
     request = json.loads((layout.update_dir / "upgrade-request.json").read_text())
-    assert request["version"] == UPGRADE_VERSION
-    assert Path(request["bundle"]).is_relative_to(layout.update_dir / "bundles")
+    assert (request["version"], request["target"]) == (UPGRADE_VERSION, f"software/{Path(request['file']).name}")
 
     applied = apply_request(root)
     assert applied.returncode == 0, applied.stdout + applied.stderr
@@ -365,31 +381,44 @@ def test_a_software_update_handed_over_by_the_agent_is_installed_by_the_upgrade_
     result = json.loads((layout.update_dir / "upgrade-result.json").read_text())
     assert (result["version"], result["outcome"]) == (UPGRADE_VERSION, "installed")
     assert not (layout.update_dir / "upgrade-request.json").exists()
+    assert not (root / "var" / "lib" / "servicegate-upgrade").exists()  # root's own copy, removed when done
     assert apply_request(root).stdout.startswith("No software update is waiting")
 
 
-def test_a_handed_over_bundle_that_fails_its_checks_changes_nothing_and_says_why(
-        bundle: Path, bundle_factory: object, site: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("attack", ["bytes", "signature", "outside", "no trusted root"])
+def test_the_upgrade_service_runs_nothing_the_vendor_did_not_sign(
+        bundle: Path, bundle_factory: object, site: Path, tmp_path: Path, attack: str) -> None:
+    """The agent's folder is writable by the agent's user: whatever is changed there after the agent's checks, the
+    root service refuses it, changes nothing, and says why."""
     root = tmp_path / "root"
     layout = Layout(root)
     assert install(bundle, site, root).returncode == 0
-    assert hand_over(bundle_factory, root, UPGRADE_VERSION).returncode == 0
-    request = json.loads((layout.update_dir / "upgrade-request.json").read_text())
-    wheel = next(Path(request["bundle"], "wheels").glob("pydicom*.whl"))
-    wheel.write_bytes(wheel.read_bytes()[:-10])  # damaged after it was verified: the upgrade checks it again
+    assert hand_over(bundle_factory, root, UPGRADE_VERSION, tmp_path / "vendor").returncode == 0
+    request_file = layout.update_dir / "upgrade-request.json"
+    request = json.loads(request_file.read_text())
+    staged = Path(request["file"])
+    words = {"bytes": "does not match its signed length and hash",
+             "signature": "not signed by the vendor's keys",
+             "outside": "is not in the agent's staging folder",
+             "no trusted root": "no trusted TUF root"}[attack]
+    if attack == "bytes":  # another bundle put in its place (a wheel changed, say)
+        staged.write_bytes(staged.read_bytes()[:-100] + b"\0" * 100)
+    elif attack == "signature":  # targets metadata re-signed with a key of the attacker's
+        tuf_repo.sign_with_wrong_key(tmp_path / "vendor", "targets")
+        newest = max((tmp_path / "vendor" / "tuf" / "metadata").glob("*.targets.json"),
+                     key=lambda p: int(p.name.split(".")[0]))
+        shutil.copyfile(newest, layout.update_dir / "tuf" / "targets.json")
+    elif attack == "outside":
+        request_file.write_text(json.dumps({**request, "file": str(bundle_factory.tarball(UPGRADE_VERSION))}))  # type: ignore[attr-defined]
+    else:
+        (layout.etc / "tuf-root.json").unlink()
     applied = apply_request(root)
     assert applied.returncode == 1
     assert os.readlink(layout.current) == f"releases/{CURRENT_VERSION}"
     result = json.loads((layout.update_dir / "upgrade-result.json").read_text())
     assert result["outcome"] == "failed"
-    assert "does not match its hash" in result["detail"]
-
-    # A request naming a bundle outside the agent's update folder is never run.
-    (layout.update_dir / "upgrade-request.json").write_text(json.dumps({"version": "9.9.9", "bundle": str(bundle)}))
-    refused = apply_request(root)
-    assert refused.returncode == 1
-    assert "is not in" in json.loads((layout.update_dir / "upgrade-result.json").read_text())["detail"]
-    assert os.readlink(layout.current) == f"releases/{CURRENT_VERSION}"
+    assert words in result["detail"], result["detail"]
+    assert not request_file.exists()
 
 
 @pytest.mark.slow

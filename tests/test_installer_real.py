@@ -26,7 +26,7 @@ import psutil
 import pytest
 
 from agent import totp
-from installer.layout import Layout
+from installer.layout import UNIT_FILES, Layout
 from installer.steps import group_exists, user_exists
 from tests.bundle_fixtures import CURRENT_VERSION, UPGRADE_VERSION
 from tests.portal_process import PortalProcess
@@ -106,7 +106,7 @@ def wait_for(condition: object, what: str, timeout_s: float = 30) -> None:
 @pytest.fixture
 def clean_machine() -> Iterator[None]:
     """Nothing of ServiceGate on the machine before; nothing after, whatever happened in between."""
-    leftovers = [p for p in (LAYOUT.opt, LAYOUT.etc, LAYOUT.state_dir, UNIT, LAYOUT.bin_link)
+    leftovers = [p for p in (LAYOUT.opt, LAYOUT.etc, LAYOUT.state_dir, UNIT, LAYOUT.bin_link, LAYOUT.install_link)
                  if p.exists() or p.is_symlink()]
     if leftovers or user_exists("servicegate"):
         pytest.fail(f"this machine has a ServiceGate installation already ({leftovers}); the real-install test "
@@ -115,9 +115,8 @@ def clean_machine() -> Iterator[None]:
     yield
     for pid in agent_pids():
         psutil.Process(pid).kill()
-    for path in (LAYOUT.opt, LAYOUT.etc, LAYOUT.state_dir, LAYOUT.run_dir, LAYOUT.bin_link,
-                 *(LAYOUT.unit_file(name) for name in ("servicegate.service", "servicegate.conf",
-                                                         "servicegate-ui.desktop"))):
+    for path in (LAYOUT.opt, LAYOUT.etc, LAYOUT.state_dir, LAYOUT.run_dir, LAYOUT.bin_link, LAYOUT.install_link,
+                 *(LAYOUT.unit_file(name) for name in UNIT_FILES)):
         if path.is_symlink() or path.is_file():
             path.unlink()
         elif path.exists():
@@ -161,7 +160,8 @@ def test_install_run_doctor_upgrade_rollback_uninstall_on_this_machine(clean_mac
         assert set(record["created"]["groups"]) == set(GROUPS)
 
         # systemd's own check of the installed units (the ExecStart program exists now).
-        verified = subprocess.run(["systemd-analyze", "verify", str(UNIT)], capture_output=True, text=True)
+        units = [LAYOUT.unit_file(name) for name in UNIT_FILES if name.endswith((".service", ".path"))]
+        verified = subprocess.run(["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True)
         assert verified.returncode == 0, verified.stderr
         assert "Unknown key" not in verified.stderr
         assert "Unknown section" not in verified.stderr

@@ -113,11 +113,12 @@ def test_an_approved_software_update_is_handed_to_the_upgrade_service_and_its_re
     update(agent, name, "upgrading")
     updates = agent.state / "updates"
     request = json.loads((updates / "upgrade-request.json").read_text())
-    assert request["version"] == UPGRADE_VERSION
-    assert (Path(request["bundle"]) / "bundle.json").is_file()  # unpacked for the upgrade service
+    assert (request["version"], request["target"]) == (UPGRADE_VERSION, name)
+    assert Path(request["file"]).read_bytes() == tarball.read_bytes()  # the staged copy, which python-tuf checked
 
-    # The upgrade service (root, servicegate-upgrade.service: tests/test_installer.py runs it for real) leaves its
-    # result in the agent's update folder; here it is written as that service writes it.
+    # The upgrade service (root, servicegate-upgrade.service: tests/test_installer.py runs it for real, and shows that
+    # it checks the bundle itself) leaves its result in the agent's update folder; here it is written as that service
+    # writes it.
     (updates / "upgrade-result.json").write_text(json.dumps({"version": UPGRADE_VERSION, "outcome": "installed",
                                                              "detail": "ServiceGate upgraded"}))
     update(agent, name, "installed")
