@@ -44,7 +44,7 @@ import psutil
 
 from agent import __version__
 from agent.errors import UsageError
-from agent.fsutil import atomic_write, fsync_dir
+from agent.fsutil import atomic_symlink, atomic_write, fsync_dir
 from agent.tasks import confine
 
 LOG_TAIL_BYTES = 4 * 1024 * 1024
@@ -318,10 +318,10 @@ def install_patterns(file: Path, version: str, sha256: str, environ: Mapping[str
         shutil.rmtree(target)  # left by an installation that stopped before its switch
     staging.rename(target)
     previous = in_use
-    _point(folder / "current", version)
+    atomic_symlink(folder / "current", version)
     if _sha256(folder / "current" / file.name) != sha256:
         if previous is not None:
-            _point(folder / "current", previous)
+            atomic_symlink(folder / "current", previous)
         print(f"install-patterns: the installed copy does not check out; back to {previous}", file=sys.stderr)
         return 1
     for old in sorted((p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and
@@ -352,14 +352,6 @@ def install_software(file: Path, version: str, sha256: str, environ: Mapping[str
     atomic_write(folder / UPGRADE_REQUEST, (json.dumps(request, indent=2) + "\n").encode())
     print(f"ServiceGate {version} handed to the upgrade service ({folder / UPGRADE_REQUEST})")
     return 0
-
-
-def _point(link: Path, target: str) -> None:
-    temporary = link.with_name(f".{link.name}.new")
-    temporary.unlink(missing_ok=True)
-    temporary.symlink_to(target)
-    os.replace(temporary, link)
-    fsync_dir(link.parent)
 
 
 def _sha256(path: Path) -> str:

@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from agent.fsutil import fsync_dir
 from installer.bundle import Bundle
 from installer.layout import SERVICE_USER, UNIT_FILES, Layout
 from installer.site import Site
@@ -33,7 +34,6 @@ from installer.steps import (
     remove_tree,
     run,
     symlink_step,
-    sync_dir,
     user_exists,
     user_step,
     write_file,
@@ -127,7 +127,7 @@ def install_release(bundle: Bundle, release: Path) -> None:
                 "installed_at": datetime.now(UTC).isoformat(timespec="seconds")}
     subprocess.run(["sync", "--file-system", str(release)], check=False)  # the release's files, before its mark
     write_file(release / RELEASE_MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode(), 0o644, None)
-    sync_dir(release.parent)
+    fsync_dir(release.parent)
 
 
 def read_record(layout: Layout) -> dict[str, Any]:

@@ -12,11 +12,12 @@ import os
 import pwd
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+
+from agent.fsutil import atomic_symlink, atomic_write
 
 Say = Callable[[str], None]
 
@@ -101,32 +102,8 @@ ROOT_OWNER = Owner("root", "root")
 
 
 def write_file(path: Path, data: bytes, mode: int, owner: Owner | None) -> None:
-    """Atomically replace `path` with `data` (mode and owner set before the rename); fsync'd."""
-    # A fresh name (O_EXCL, never following a link): the folder may belong to the service user.
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
-    temporary = Path(name)
-    try:
-        try:
-            os.write(fd, data)
-            if owner:
-                os.fchown(fd, *owner.ids())
-            os.fchmod(fd, mode)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    sync_dir(path.parent)
-
-
-def sync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Atomically replace `path` with `data`, mode and owner set before the rename (agent.fsutil)."""
+    atomic_write(path, data, mode, owner.ids() if owner else None)
 
 
 def file_step(path: Path, data: bytes, mode: int, owner: Owner | None) -> Step | None:
@@ -189,12 +166,8 @@ def symlink_step(link: Path, target: str) -> Step | None:
     def point(to: str | None) -> None:
         if to is None:
             link.unlink(missing_ok=True)
-            return
-        temporary = link.with_name(f".{link.name}.new")
-        temporary.unlink(missing_ok=True)
-        temporary.symlink_to(to)
-        os.replace(temporary, link)
-        sync_dir(link.parent)
+        else:
+            atomic_symlink(link, to)
 
     return Step(f"point {link} to {target}", lambda: point(target), lambda: point(old))
 
