@@ -8,6 +8,9 @@
     python -m agent.builtin_tasks install-software FILE VERSION SHA256
                                                              an approved bundle, handed to the upgrade service
                                                              (servicegate-upgrade.path, as root)
+    python -m agent.builtin_tasks install-configuration FILE VERSION SHA256
+                                                             the vendor's approved threshold rules into the
+                                                             configuration folder
 
 The task runner starts each as a subprocess, with these variables in its environment:
 
@@ -17,12 +20,15 @@ The task runner starts each as a subprocess, with these variables in its environ
     SERVICEGATE_PATTERN_DIR       where install-patterns installs virus patterns ([updates] virus_pattern_dir)
     SERVICEGATE_UPDATE_DIR        the agent's update folder (`<state_dir>/updates`): install-software's request to
                                   the upgrade service
+    SERVICEGATE_CONFIG_DIR        where install-configuration installs the vendor's configuration
+                                  (`<state_dir>/updates/configuration`)
 
 Exit codes: 0 done; 1 failed (no log file could be copied, a file could not be read or written); 2 bad
 usage or a refused path. Every problem is one line on stderr, never a traceback.
 
 A subprocess pays for its imports on every task, so this module needs only the standard library, psutil,
-agent.fsutil and agent.tasks.confine (which itself imports only agent.errors and agent.protocol).
+agent.fsutil and agent.tasks.confine (which itself imports only agent.errors and agent.protocol); install-configuration
+alone imports telemetry.thresholds, to check the rules with the parser the agent uses.
 """
 
 from __future__ import annotations
@@ -52,9 +58,10 @@ REPORT_NAME = "system-report.txt"
 TOP_PROCESSES = 15
 _CHUNK = 64 * 1024
 _USAGE = ("usage: python -m agent.builtin_tasks collect-logs OUTPUT | system-report OUTPUT | fetch-file PATH OUTPUT | "
-          "install-patterns FILE VERSION SHA256 | install-software FILE VERSION SHA256")
+          "install-patterns FILE VERSION SHA256 | install-software FILE VERSION SHA256 | "
+          "install-configuration FILE VERSION SHA256")
 UPGRADE_REQUEST = "upgrade-request.json"  # in the update folder: what servicegate-upgrade.path waits for
-KEEP_PATTERN_VERSIONS = 2  # the one in use and the one before it
+THRESHOLDS_FILE = "thresholds.toml"  # in each version of the vendor's configuration (install-configuration)
 
 
 class Refused(Exception):
@@ -282,16 +289,42 @@ def _copy_to(src: BinaryIO, target: Path, limit: int | None) -> int:
     return copied
 
 
-# ---- install-patterns ---------------------------------------------------------------------------------------
+# ---- install-patterns, install-configuration ----------------------------------------------------------------
 
 
 def install_patterns(file: Path, version: str, sha256: str, environ: Mapping[str, str]) -> int:
-    """Virus patterns an approved update brought (agent.updates): copied into `<dir>/<version>/`, checked, then
-    `<dir>/current` switched to it by renaming a new symlink over the old one; if the installed copy does not check
-    out through `current`, the switch is undone. A crash leaves `current` at the old or the new version, whole."""
+    """Virus patterns an approved update brought (agent.updates), installed into `[updates] virus_pattern_dir`
+    (install_version)."""
     folder = Path(environ.get("SERVICEGATE_PATTERN_DIR", ""))
     if not folder.is_absolute():
         raise Refused("install-patterns: SERVICEGATE_PATTERN_DIR is not set to a folder ([updates] virus_pattern_dir)")
+    return install_version(folder, file, file.name, version, sha256, "virus patterns")
+
+
+def install_configuration(file: Path, version: str, sha256: str, environ: Mapping[str, str]) -> int:
+    """The vendor's configuration an approved update brought: its telemetry threshold rules, checked with the
+    agent's own rules parser before anything switches, installed as `<dir>/<version>/thresholds.toml`
+    (install_version). The agent takes them at once (agent.reporting.threshold_rules)."""
+    folder = Path(environ.get("SERVICEGATE_CONFIG_DIR", ""))
+    if not folder.is_absolute():
+        raise Refused("install-configuration: SERVICEGATE_CONFIG_DIR is not set to the agent's configuration folder")
+    from telemetry.thresholds import RuleError, load_rules  # only here: the other tasks do without telemetry
+
+    def check(copy: Path) -> None:
+        try:
+            load_rules(copy)
+        except RuleError as exc:
+            raise Refused(f"install-configuration: {exc} Nothing was installed; tell the vendor.") from None
+
+    return install_version(folder, file, THRESHOLDS_FILE, version, sha256, "configuration", check)
+
+
+def install_version(folder: Path, file: Path, name: str, version: str, sha256: str, what: str,
+                    check: Callable[[Path], None] | None = None) -> int:
+    """`file` copied as `<folder>/<version>/<name>`, checked (its approved hash, and `check` on the copy), then
+    `<folder>/current` switched to it by renaming a new symlink over the old one; if the installed copy does not
+    check out through `current`, the switch is undone. A crash leaves `current` at the old or the new version,
+    whole: every file and folder is fsync'd before the switch. The one before stays; older ones are removed."""
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / version
     staging = folder / f".{version}.new"
@@ -300,7 +333,7 @@ def install_patterns(file: Path, version: str, sha256: str, environ: Mapping[str
             leftover.unlink()
         staging.rmdir()
     staging.mkdir()
-    copy = staging / file.name
+    copy = staging / name
     digest = hashlib.sha256()
     with file.open("rb") as source, copy.open("wb") as out:
         while chunk := source.read(_CHUNK):
@@ -308,28 +341,34 @@ def install_patterns(file: Path, version: str, sha256: str, environ: Mapping[str
             out.write(chunk)
         out.flush()
         os.fsync(out.fileno())
-    if digest.hexdigest() != sha256:
-        raise Refused(f"install-patterns: {file.name} does not have the approved sha256; nothing was installed")
+    try:
+        if digest.hexdigest() != sha256:
+            raise Refused(f"{file.name} does not have the approved sha256; nothing was installed")
+        if check is not None:
+            check(copy)
+    except Refused:
+        shutil.rmtree(staging)
+        raise
     fsync_dir(staging)
     in_use = os.readlink(folder / "current") if (folder / "current").is_symlink() else None
     if target.exists():
         if in_use == version:
-            raise Refused(f"install-patterns: version {version} is installed already in {folder}")
+            raise Refused(f"version {version} of the {what} is installed already in {folder}")
         shutil.rmtree(target)  # left by an installation that stopped before its switch
     staging.rename(target)
     previous = in_use
     atomic_symlink(folder / "current", version)
-    if _sha256(folder / "current" / file.name) != sha256:
+    if _sha256(folder / "current" / name) != sha256:
         if previous is not None:
             atomic_symlink(folder / "current", previous)
-        print(f"install-patterns: the installed copy does not check out; back to {previous}", file=sys.stderr)
+        print(f"the installed copy of the {what} does not check out; back to {previous}", file=sys.stderr)
         return 1
     for old in sorted((p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and
                        not p.name.startswith(".") and p.name not in (version, previous)), key=lambda p: p.name):
         for entry in old.iterdir():
             entry.unlink()
         old.rmdir()
-    print(f"virus patterns {version} installed in {folder} (previous: {previous or 'none'})")
+    print(f"{what} {version} installed in {folder} (previous: {previous or 'none'})")
     return 0
 
 
@@ -374,6 +413,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         "fetch-file": (2, lambda a: fetch_file(a[0], Path(a[1]), env)),
         "install-patterns": (3, lambda a: install_patterns(Path(a[0]), a[1], a[2], env)),
         "install-software": (3, lambda a: install_software(Path(a[0]), a[1], a[2], env)),
+        "install-configuration": (3, lambda a: install_configuration(Path(a[0]), a[1], a[2], env)),
     }
     if not args or args[0] not in commands:
         what = f"unknown command {args[0]!r}" if args else "no command given"

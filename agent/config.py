@@ -152,7 +152,9 @@ class TelemetryConfig:
     client_key: Path = setting(Path(""), "The client certificate's private key (PEM, readable only by the agent).",
                                may_be_empty=True)
     thresholds: Path = setting(Path(""), "A TOML file of threshold rules ([[rule]] tables, see docs/telemetry.md). "
-                                         "Empty: the built-in rules.", may_be_empty=True)
+                                         "Empty: the vendor's rules from its last configuration update, else the "
+                                         "built-in rules. Set, the site keeps its own: configuration updates are "
+                                         "refused.", may_be_empty=True)
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,11 @@ class Agent:
         self.updates = UpdateFlow(state_dir, config.updates, clock, Hooks(
             audit_first=self._audit_first, audit_after=self._audit_after,
             publish=lambda event, data: self.publish(event, data), start_task=self._start_update_task,
-            in_core=lambda change: self.in_core(change), wake_sender=lambda: self.wake_sender()), __version__)
+            in_core=lambda change: self.in_core(change), wake_sender=lambda: self.wake_sender()), __version__,
+            kept_by_site={"configuration": f"this site keeps its own threshold rules ([telemetry] thresholds = "
+                                           f"{config.telemetry.thresholds}), which a configuration update would not "
+                                           "change; site IT decides on them"}
+            if config.telemetry.thresholds != Path("") else {})
         self.audit.append("agent_started", SYSTEM_ACTOR, {"version": __version__, "level": self.grant.level.value})
         # Fail closed: a session that was open when the agent stopped does not resume, nor does a task (the daemon
         # has killed what was left of its processes; its restore command runs now).
@@ -578,7 +582,7 @@ class Agent:
             env = environment(workspace, run, log_files=self.config.telemetry.log_files,
                               allowed_dirs=self.config.tasks.allowed_dirs,
                               pattern_dir=self.config.updates.virus_pattern_dir,
-                              update_dir=self.updates.store.folder)
+                              update_dir=self.updates.store.folder, config_dir=self.updates.store.configuration)
             self._store_task(run)  # before it starts: its end may be reported at once
             self.runner.start(Launch(task_id=run.id, argv=argv, cwd=workspace.root, env=env,
                                      timeout_s=task.timeout_s, output_cap=self.config.tasks.output_cap_kb * 1024))

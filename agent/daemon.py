@@ -226,6 +226,11 @@ class Daemon:
             if event == "task_changed":
                 telemetry.outbox.put("task_event", reporting.task_event(data, agent.scrubber.scrub))
                 telemetry.push_now()
+            if event == "update_changed" and data["kind"] == "configuration" and data["state"] == "installed":
+                try:  # the vendor's new rules, at once
+                    telemetry.use_rules(reporting.threshold_rules(config))
+                except ConfigError as exc:
+                    log.error("the new threshold rules were not taken: %s", exc)
             wake()
 
         agent.publish_held(publish_and_wake)

@@ -6,6 +6,7 @@ certificates) stops the agent at start with one message, like any other configur
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from agent.builtin_tasks import report_lines
 from agent.config import Config
 from agent.connection import pinned_session
 from agent.errors import ConfigError
+from agent.updates import vendor_thresholds
 from agent.uplink import Uplink
 from telemetry.collectors import Collector
 from telemetry.journal import JournalTail
@@ -27,9 +29,10 @@ from telemetry.outbox import Outbox, OutboxError
 from telemetry.scrubber import Scrubber, validate
 from telemetry.service import Intervals, TelemetryService
 from telemetry.shipper import Shipper
-from telemetry.thresholds import DEFAULT_RULES, RuleError, Thresholds, load_rules
+from telemetry.thresholds import DEFAULT_RULES, Rule, RuleError, Thresholds, load_rules
 
 EMPTY = Path("")
+log = logging.getLogger("servicegate.telemetry")
 
 
 def build(config: Config, counters: Callable[[], Mapping[str, int]], link: Uplink | None = None) -> TelemetryService:
@@ -41,10 +44,7 @@ def build(config: Config, counters: Callable[[], Mapping[str, int]], link: Uplin
     problems = validate(t.scrub_patterns)
     if problems:
         raise ConfigError(f"{where} scrub_patterns: not a regular expression: {problems[0]}. Fix or remove it.")
-    try:
-        rules = load_rules(t.thresholds) if t.thresholds != EMPTY else DEFAULT_RULES
-    except RuleError as exc:
-        raise ConfigError(f"{where} thresholds: {exc}") from None
+    rules = threshold_rules(config)
     session: requests.Session | None
     if link is not None:
         session, device, endpoint = link.session, link.enrollment.device_id, link.url
@@ -69,6 +69,25 @@ def build(config: Config, counters: Callable[[], Mapping[str, int]], link: Uplin
         Intervals(collect_s=t.collect_s, logs_s=t.logs_s, push_s=t.push_s),
         journal=journal,
     )
+
+
+def threshold_rules(config: Config) -> tuple[Rule, ...]:
+    """The alert rules: the site's own file (`[telemetry] thresholds`), else the vendor's from its last configuration
+    update (agent.updates), else the built-in defaults. A vendor's file that no longer reads (it was checked when it
+    was installed) is logged and the defaults apply: telemetry never stops for it."""
+    if config.telemetry.thresholds != EMPTY:
+        try:
+            return load_rules(config.telemetry.thresholds)
+        except RuleError as exc:
+            raise ConfigError(f"{config.source or 'configuration'}: [telemetry] thresholds: {exc}") from None
+    vendor = vendor_thresholds(config.paths.state_dir)
+    if vendor is None:
+        return DEFAULT_RULES
+    try:
+        return load_rules(vendor)
+    except RuleError as exc:
+        log.error("the vendor's threshold rules cannot be used (%s); the built-in rules apply", exc)
+        return DEFAULT_RULES
 
 
 def checkpoint_head(record: Mapping[str, Any]) -> dict[str, Any]:

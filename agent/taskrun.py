@@ -117,13 +117,14 @@ class Workspace:
 
 
 def environment(workspace: Workspace, run: TaskRun, *, log_files: Sequence[str],
-                allowed_dirs: Sequence[str], pattern_dir: Path, update_dir: Path) -> dict[str, str]:
+                allowed_dirs: Sequence[str], pattern_dir: Path, update_dir: Path,
+                config_dir: Path) -> dict[str, str]:
     """A task's whole environment: nothing of the agent's own is passed on."""
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(workspace.root),
             "TMPDIR": str(workspace.root / "tmp"), "SERVICEGATE_TASK_ID": run.id,
             "SERVICEGATE_SESSION_ID": run.session_id, "SERVICEGATE_LOG_FILES": os.pathsep.join(log_files),
             "SERVICEGATE_ALLOWED_DIRS": os.pathsep.join(allowed_dirs), "SERVICEGATE_PATTERN_DIR": str(pattern_dir),
-            "SERVICEGATE_UPDATE_DIR": str(update_dir)}
+            "SERVICEGATE_UPDATE_DIR": str(update_dir), "SERVICEGATE_CONFIG_DIR": str(config_dir)}
 
 
 class Restores:

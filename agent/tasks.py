@@ -52,7 +52,8 @@ _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _TEXT_MAX = 256
 _TASK_KEYS = ("kind", "title", "command", "restore", "level", *FLAGS, "update", "timeout_s", "params")
 # The kind of update (agent.updates.KINDS) -> the catalog's task that installs it.
-UPDATE_TASKS = {"virus-patterns": "install-virus-patterns", "software": "install-software"}
+UPDATE_TASKS = {"virus-patterns": "install-virus-patterns", "software": "install-software",
+                "configuration": "install-configuration"}
 _PARAM_KEYS = ("type", "help", "pattern", "minimum", "maximum", "choices")
 
 
@@ -212,6 +213,22 @@ command = ["{builtin}", "install-software", "{file}", "{version}", "{sha256}"]
 changes_system = true
 update = true
 timeout_s = 600
+[task.params.file]
+type = "path"
+[task.params.version]
+type = "text"
+pattern = "[0-9]+([.][0-9]+){0,3}"
+[task.params.sha256]
+type = "text"
+pattern = "[0-9a-f]{64}"
+
+[[task]]
+kind = "install-configuration"
+title = "Install the vendor's threshold rules (an approved configuration update)"
+command = ["{builtin}", "install-configuration", "{file}", "{version}", "{sha256}"]
+changes_system = true
+update = true
+timeout_s = 60
 [task.params.file]
 type = "path"
 [task.params.version]

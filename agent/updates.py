@@ -34,6 +34,7 @@ from tuf.api.metadata import Metadata
 from tuf.ngclient.fetcher import FetcherInterface
 from tuf.ngclient.updater import Updater
 
+from agent.builtin_tasks import THRESHOLDS_FILE
 from agent.clock import Clock, parse_utc, utc_iso
 from agent.config import UpdatesConfig
 from agent.enroll import PORTAL_DIR, TUF_ROOT_FILE
@@ -273,13 +274,26 @@ class Offer:
         return replace(self, state=state, decided_by=by, decided_at=at, **more)
 
 
+def configuration_dir(state_dir: Path) -> Path:
+    """Where configuration updates are installed: `<version>/thresholds.toml`, and `current` pointing at one."""
+    return state_dir / "updates" / "configuration"
+
+
+def vendor_thresholds(state_dir: Path) -> Path | None:
+    """The threshold rules the vendor's last configuration update installed, if any."""
+    path = configuration_dir(state_dir) / "current" / THRESHOLDS_FILE
+    return path if path.is_file() else None
+
+
 class OfferStore:
     """`<state_dir>/updates/`: the offers (offers.json), the versions installed per kind (installed.json), the names
-    waiting to be fetched (pending.json) and the staged files (staging/<offer id>/)."""
+    waiting to be fetched (pending.json), the staged files (staging/<offer id>/) and the vendor's configuration
+    (configuration/)."""
 
     def __init__(self, state_dir: Path) -> None:
         self.folder = state_dir / "updates"
         self.staging = self.folder / "staging"
+        self.configuration = configuration_dir(state_dir)
 
     def load(self) -> dict[str, Offer]:
         data = read_json(self.folder / "offers.json") if (self.folder / "offers.json").exists() else []
@@ -331,9 +345,13 @@ class UpdateFlow:
     `fetch_pending` and `send_reports` runs where the agent's state lives; those two run in the daemon's sending
     thread and do their network work there."""
 
-    def __init__(self, state_dir: Path, config: UpdatesConfig, clock: Clock, hooks: Hooks, agent_version: str) -> None:
+    def __init__(self, state_dir: Path, config: UpdatesConfig, clock: Clock, hooks: Hooks, agent_version: str,
+                 kept_by_site: Mapping[str, str] | None = None) -> None:
         self.store = OfferStore(state_dir)
         self.config, self.clock, self.hooks, self.agent_version = config, clock, hooks, agent_version
+        # Kinds of update the site manages itself (kind -> why), refused when offered: the update would change
+        # nothing.
+        self.kept_by_site = dict(kept_by_site or {})
         self.offers = self.store.load()
         # Set by the daemon from the portal link: a new TUF client over the pinned session, and the report's sender.
         self.channel: Callable[[], UpdateChannel] | None = None
@@ -366,6 +384,8 @@ class UpdateFlow:
                 info = channel.lookup(name)
                 self.hooks.in_core(partial(check_applies, info, self.config.model, self.agent_version,
                                            self.installed()))
+                if info.kind in self.kept_by_site:
+                    raise UpdateRefused(f"{info.name}: {self.kept_by_site[info.kind]}")
                 path = channel.download(name, self.store.staging / offer_id)
             except UpdateRefused as exc:
                 self.hooks.in_core(partial(self._refused, name, str(exc)))

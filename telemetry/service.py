@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -29,7 +29,7 @@ from telemetry.journal import JournalTail
 from telemetry.logtail import LogTail
 from telemetry.outbox import Outbox
 from telemetry.shipper import Shipper
-from telemetry.thresholds import Thresholds
+from telemetry.thresholds import Rule, Thresholds
 
 log = logging.getLogger("servicegate.telemetry")
 
@@ -81,13 +81,19 @@ class TelemetryService:
         """One sample into the outbox; alerts for every crossing, and a push at once when there is one."""
         sample = self.collector.sample()
         self.outbox.put("metric", sample)
-        alerts = self.thresholds.check(sample)
-        self.thresholds.commit(alerts)
+        thresholds = self.thresholds  # one set of rules per sample, whatever `use_rules` does meanwhile
+        alerts = thresholds.check(sample)
+        thresholds.commit(alerts)
         if alerts:
             for alert in alerts:
                 log.warning("threshold %s %s: %s = %s", alert["rule"], alert["state"], alert["metric"], alert["value"])
             self.push_now()
         return len(alerts)
+
+    def use_rules(self, rules: Sequence[Rule]) -> None:
+        """New threshold rules (the vendor's configuration update) from the next sample on; what the old rules were
+        watching is kept for the rules of the same name."""
+        self.thresholds = Thresholds(rules, self.outbox)
 
     def logs(self) -> int:
         return self.logtail.poll() + (self.journal.poll() if self.journal is not None else 0)

@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 CATALOG = load_catalog(None)
 ISSUE_KINDS = {"collect-logs", "system-report", "run-diagnostics", "restart-service", "fetch-file", "fetch-study",
                "apply-config", "adjust-protocol"}
-UPDATE_KINDS = {"install-virus-patterns", "install-software"}  # the update channel's, never an engineer's
+# the update channel's, never an engineer's
+UPDATE_KINDS = {"install-virus-patterns", "install-software", "install-configuration"}
 MODALITY = ("/opt/modality/bin/python", "/opt/modality/service_tool.py")
 
 
@@ -460,6 +461,33 @@ def test_install_patterns_switches_current_keeps_the_one_before_and_checks_the_h
     unset = run_builtin("install-patterns", str(versions["2026.1"]), "2026.5", "0" * 64)
     assert unset.returncode == 2
     assert "SERVICEGATE_PATTERN_DIR is not set" in unset.stderr
+
+
+def test_install_configuration_checks_the_rules_before_it_switches(tmp_path: Path) -> None:
+    """The vendor's threshold rules are installed only when the agent's own parser takes them: a file with a mistake
+    leaves `current` where it was and no folder of its version."""
+    folder = tmp_path / "configuration"
+    good = tmp_path / "thresholds-ct.toml"
+    good.write_text('[[rule]]\nname = "memory-high"\nmetric = "system.memory.utilization"\ncomparison = ">"\n'
+                    'limit = 0.5\n')
+    done = run_builtin("install-configuration", str(good), "3", hashlib.sha256(good.read_bytes()).hexdigest(),
+                       config_dir=str(folder))
+    assert done.returncode == 0, done.stderr
+    assert (folder / "current").readlink() == Path("3")
+    assert (folder / "current" / "thresholds.toml").read_bytes() == good.read_bytes()
+    bad = tmp_path / "thresholds-bad.toml"
+    bad.write_text('[[rule]]\nname = "memory-high"\nmetric = "system.memory.utilisation"\ncomparison = ">"\n'
+                   'limit = 0.5\n')
+    refused = run_builtin("install-configuration", str(bad), "4", hashlib.sha256(bad.read_bytes()).hexdigest(),
+                          config_dir=str(folder))
+    assert refused.returncode == 2
+    assert "Nothing was installed; tell the vendor." in refused.stderr
+    assert "system.memory.utilisation" in refused.stderr  # names the mistake
+    assert (folder / "current").readlink() == Path("3")
+    assert sorted(p.name for p in folder.iterdir()) == ["3", "current"]
+    unset = run_builtin("install-configuration", str(good), "5", hashlib.sha256(good.read_bytes()).hexdigest())
+    assert unset.returncode == 2
+    assert "SERVICEGATE_CONFIG_DIR is not set" in unset.stderr
 
 
 def test_collect_logs_copies_the_tails(tmp_path: Path) -> None:

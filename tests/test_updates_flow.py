@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from portal.store import Store
 from tests.agent_process import AgentProcess
 from tests.bundle_fixtures import CURRENT_VERSION, UPGRADE_VERSION
 from tests.portal_process import PortalProcess
@@ -126,6 +127,70 @@ def test_an_approved_software_update_is_handed_to_the_upgrade_service_and_its_re
     wait_for("the report at the portal", lambda: (name, "installed") in reports(portal))
     events = [r["event"] for r in audit_events(agent) if r["event"].startswith("update_")]
     assert events[-3:] == ["update_approved", "update_handed_over", "update_installed"]
+
+
+VENDOR_RULE = "vendor-memory-watch"
+
+
+def publish_rules(portal: PortalProcess, tmp_path: Path, version: str, metric: str = "system.memory.utilization") -> str:
+    """The vendor's threshold rules published as a configuration update and offered to the device; its target name.
+    The rule holds on any machine (memory in use above 0 %), so it fires at the next sample once it is in use."""
+    file = tmp_path / f"thresholds-{version}.toml"
+    file.write_text(f'[[rule]]\nname = "{VENDOR_RULE}"\nmetric = "{metric}"\ncomparison = ">"\nlimit = 0.0\n'
+                    'severity = "info"\n')
+    done = portal.run("publish", str(file), "--kind", "configuration", "--version", version, "--models", "CT-DEMO",
+                      "--notes", "threshold rules for CT-DEMO", "--offer-to", DEVICE_ID)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return f"configuration/{file.name}"
+
+
+def vendor_alerts(portal: PortalProcess) -> list[dict[str, Any]]:
+    return [item for record in Store(portal.data_dir / "portal.sqlite").records(DEVICE_ID, "alert")
+            for item in record["items"] if item.get("servicegate.rule") == VENDOR_RULE]
+
+
+def test_a_configuration_update_puts_the_vendors_threshold_rules_in_use_at_once(
+        portal: PortalProcess, agent: AgentProcess, tmp_path: Path) -> None:
+    wait_for("a first push of metrics", lambda: Store(portal.data_dir / "portal.sqlite").records(DEVICE_ID, "metric"))
+    assert vendor_alerts(portal) == []  # the built-in rules: nothing of the vendor's fires
+    name = publish_rules(portal, tmp_path, "3")
+    offered = update(agent, name, "offered")
+    assert agent.cli("update", "approve", offered["id"]).returncode == 0
+    update(agent, name, "installed")
+    installed = agent.state / "updates" / "configuration" / "current" / "thresholds.toml"
+    assert installed.read_bytes() == (tmp_path / "thresholds-3.toml").read_bytes()
+    firing = wait_for("the vendor's rule firing at the portal", lambda: vendor_alerts(portal))
+    assert firing[0]["servicegate.state"] == "firing"  # taken without a restart of the agent
+    wait_for("the report at the portal", lambda: (name, "installed") in reports(portal))
+
+    # Rules the agent's parser does not take (a misspelt metric): the installation fails, the rules in use stay.
+    bad = publish_rules(portal, tmp_path, "4", metric="system.memory.utilisation")
+    assert agent.cli("update", "approve", update(agent, bad, "offered")["id"]).returncode == 0
+    failed = update(agent, bad, "failed")
+    assert "system.memory.utilisation" in failed["why"]
+    assert installed.resolve().parent.name == "3"
+    wait_for("the failure at the portal", lambda: (bad, "failed") in reports(portal))
+
+
+def test_a_site_that_keeps_its_own_threshold_rules_refuses_the_vendors(portal: PortalProcess, tmp_path: Path) -> None:
+    """A configuration update would change nothing where site IT set `[telemetry] thresholds`: refused when
+    offered, with the reason at the portal, and nothing staged."""
+    own = tmp_path / "site-thresholds.toml"
+    own.write_text('[[rule]]\nname = "site-disk"\nmetric = "system.filesystem.utilization"\ncomparison = ">"\n'
+                   "limit = 0.99\n")
+    process = device(tmp_path, "f" * 32, FAST_TELEMETRY + f'thresholds = "{own}"\n[updates]\nmodel = "CT-DEMO"\n')
+    assert enroll(process, portal, DEVICE_ID).returncode == 0
+    process.start()
+    try:
+        name = publish_rules(portal, tmp_path, "5")
+        wait_for("the refusal at the portal", lambda: (name, "refused") in reports(portal))
+        [refusal] = [r for r in audit_events(process) if r["event"] == "update_refused"]
+        assert "this site keeps its own threshold rules" in refusal["details"]["why"]
+        assert process.cli_json("update", "list") == []
+        staging = process.state / "updates" / "staging"
+        assert not staging.exists() or not any(staging.iterdir())
+    finally:
+        process.stop()
 
 
 def test_the_site_policy_approves_virus_patterns_in_its_window_and_is_recorded_as_the_approver(
