@@ -61,6 +61,7 @@ _USAGE = ("usage: python -m agent.builtin_tasks collect-logs OUTPUT | system-rep
           "install-patterns FILE VERSION SHA256 | install-software FILE VERSION SHA256 | "
           "install-configuration FILE VERSION SHA256")
 UPGRADE_REQUEST = "upgrade-request.json"  # in the update folder: what servicegate-upgrade.path waits for
+UPGRADE_CANCEL = "upgrade-cancel.json"  # in the update folder: the kill switch stops the handed-over upgrade
 THRESHOLDS_FILE = "thresholds.toml"  # in each version of the vendor's configuration (install-configuration)
 
 
@@ -388,6 +389,7 @@ def install_software(file: Path, version: str, sha256: str, environ: Mapping[str
     if _sha256(file) != sha256:
         raise Refused(f"install-software: {file.name} does not have the approved sha256; nothing was handed over")
     request = {"version": version, "file": str(file), "target": f"software/{file.name}", "sha256": sha256}
+    (folder / UPGRADE_CANCEL).unlink(missing_ok=True)  # a kill switch's for an earlier one
     atomic_write(folder / UPGRADE_REQUEST, (json.dumps(request, indent=2) + "\n").encode())
     print(f"ServiceGate {version} handed to the upgrade service ({folder / UPGRADE_REQUEST})")
     return 0

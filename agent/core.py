@@ -687,7 +687,8 @@ class Agent:
         listed in the receipt and in the audit record, which is written in any case): a mark on disk first (an agent
         that stops in the middle finishes the job at its next start); access to no-access, and no task or session
         accepted from here on; every task stopped (SIGTERM, the grace period, SIGKILL, confirmed gone); each
-        interrupted task's restore command; the examination block released; every open session ended with
+        interrupted task's restore command; the examination block released; a software update handed to the upgrade
+        service stopped before its switch (agent.updates); every open session ended with
         `killed` (which tells the portal and sends the e-mail notices); the audit record. Safe to press twice.
         """
         started = time.monotonic()
@@ -710,10 +711,13 @@ class Agent:
         for task_id in report.interrupted if report else ():
             restores[task_id] = step(f"restore after task {task_id}", functools.partial(self._restore, task_id)) or ""
         released = step("release the examination block", self._release_block)
+        cancelled = step("stop a handed-over software update",
+                         lambda: self.in_core(lambda: self.updates.cancel_upgrades(actor))) or []
         if released is not None and not released[0]:
             problems.append(f"could not release the examination block: {released[1]}")
         stopped = {"containment": report.containment, "stopped_tasks": list(report.interrupted),
                    "forced": report.forced, "remaining_pids": list(report.remaining)} if report else {}
+        stopped["cancelled_updates"] = list(cancelled)
         if report is not None and report.remaining:
             problems.append(f"task processes still alive after the kill: {list(report.remaining)}")
         receipt: dict[str, Any] = step("end the sessions", lambda: self.in_core(lambda: self._kill_end(

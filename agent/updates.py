@@ -34,7 +34,7 @@ from tuf.api.metadata import Metadata
 from tuf.ngclient.fetcher import FetcherInterface
 from tuf.ngclient.updater import Updater
 
-from agent.builtin_tasks import THRESHOLDS_FILE
+from agent.builtin_tasks import THRESHOLDS_FILE, UPGRADE_CANCEL
 from agent.clock import Clock, parse_utc, utc_iso
 from agent.config import UpdatesConfig
 from agent.enroll import PORTAL_DIR, TUF_ROOT_FILE
@@ -490,6 +490,17 @@ class UpdateFlow:
             self._ended(offer, "installed", detail)
         else:
             self._ended(offer, "failed", detail or state)
+
+    def cancel_upgrades(self, actor: str) -> tuple[str, ...]:
+        """The kill switch: a software update handed to the upgrade service is stopped before it switches
+        (`upgrade-cancel.json`, which the service checks before it starts and again just before the switch; after
+        the switch it is too late, and the new version runs). Its result then says what happened. The IDs."""
+        upgrading = [o for o in self.offers.values() if o.state == "upgrading"]
+        for offer in upgrading:
+            write_json(self.store.folder / UPGRADE_CANCEL, {"version": offer.info.version, "by": actor,
+                                                             "at": utc_iso(self.clock.now())})
+            self.hooks.audit_after("update_cancel_requested", actor, {"update_id": offer.id, **_audited(offer.info)})
+        return tuple(o.id for o in upgrading)
 
     def settle_upgrade(self) -> None:
         """The upgrade service's result for a software update handed to it: installed, or failed (rolled back)."""

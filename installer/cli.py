@@ -21,8 +21,18 @@ from agent.config import Config, defaults, load
 from agent.errors import ConfigError, ExitCode
 from installer import checks, doctor, install, manage, service, site, verify
 from installer.bundle import Bundle
-from installer.layout import SERVICE_USER, UNIT_NAME, UPGRADE_REQUEST, UPGRADE_RESULT, Layout
-from installer.steps import ROOT_OWNER, CommandFailed, Owner, Step, StepFailed, carry_out, clean_env, write_file
+from installer.layout import SERVICE_USER, UNIT_NAME, UPGRADE_CANCEL, UPGRADE_REQUEST, UPGRADE_RESULT, Layout
+from installer.steps import (
+    ROOT_OWNER,
+    CommandFailed,
+    Owner,
+    Step,
+    StepFailed,
+    carry_out,
+    clean_env,
+    remove_tree,
+    write_file,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--warn-seconds", type=_warn_seconds, default=60, metavar="N",
                     help="an active remote session sees a warning in the banner and ends (reason upgrade) after "
                          "this long (default 60)")
+    up.add_argument("--stop-if", type=Path, metavar="FILE",
+                    help="stop before switching when FILE exists (what the upgrade service passes: the kill switch "
+                         "at the console); the running version stays")
     sub.add_parser("rollback", help="switch back to the version that ran before the last upgrade")
     un = sub.add_parser("uninstall", help="stop and remove the service, units and releases; the audit log, "
                                           "configuration and state stay")
@@ -242,10 +255,10 @@ def _carry(steps: list[Step]) -> bool:
 
 def upgrade_command(args: argparse.Namespace) -> int:
     layout, staging = _layout(args)
-    return _upgrade(open_bundle(args), layout, staging, args.warn_seconds)
+    return _upgrade(open_bundle(args), layout, staging, args.warn_seconds, stop_if=args.stop_if)
 
 
-def _upgrade(bundle: Bundle, layout: Layout, staging: bool, warn_seconds: int) -> int:
+def _upgrade(bundle: Bundle, layout: Layout, staging: bool, warn_seconds: int, *, stop_if: Path | None = None) -> int:
     old = _installed(layout)
     if manage.version_key(bundle.version) == manage.version_key(old):
         say(f"ServiceGate {old} is installed already: nothing to upgrade.")
@@ -265,17 +278,24 @@ def _upgrade(bundle: Bundle, layout: Layout, staging: bool, warn_seconds: int) -
     prepare, switch, changes = manage.upgrade_steps(bundle, layout, old, owner)
     for change in changes:
         say(f"  configuration: {change}")
-    if not _carry(prepare):  # the new release beside the old one: nothing the running agent notices
+    if _stopped(stop_if, old) or not _carry(prepare):  # the new release beside the old: unnoticed by the agent
         return int(ExitCode.FAILED)
     manage.announce(layout, bundle.version, warn_seconds, say, time.sleep)  # only now: the switch is next
-    if not _carry(switch):
+    if _stopped(stop_if, old) or not _carry(switch):
         return int(ExitCode.FAILED)
     healthy = manage.restart_and_check(layout, bundle.version, say, time.sleep)
     if healthy is False:
-        say(f"ServiceGate {bundle.version} did not answer within {manage.HEALTHY_WITHIN_S} s: switching back to "
-            f"{old}.")
-        _carry(manage.rollback_steps(layout, bundle.version, old, owner))
-        manage.restart_and_check(layout, old, say, time.sleep)
+        say(f"ServiceGate {bundle.version} did not start, or did not answer within {manage.HEALTHY_WITHIN_S} s: "
+            f"switching back to {old}.")
+        if not _carry(manage.rollback_steps(layout, bundle.version, old, owner)):
+            return int(ExitCode.FAILED)  # _carry said what is left; doctor tells the rest
+        back = manage.restart_and_check(layout, old, say, time.sleep)
+        remove_tree(layout.release(bundle.version))  # never a rollback target, nor reused by the next try
+        if back is False:
+            say(f"ServiceGate {old} did not answer either: look at `journalctl -u {UNIT_NAME}` and run "
+                "`servicegate-install doctor`.")
+        else:
+            say(f"ServiceGate {old} runs again; the failed release {bundle.version} was removed.")
         return int(ExitCode.FAILED)
     removed = manage.prune_releases(layout, {old, bundle.version})
     say(f"\nServiceGate {bundle.version} is installed; {old} stays for `servicegate-install rollback`."
@@ -283,6 +303,14 @@ def _upgrade(bundle: Bundle, layout: Layout, staging: bool, warn_seconds: int) -
         + ("" if healthy else f"\nsystemd does not run here: restart the agent yourself ({layout.program()} "
                               f"--config {layout.agent_toml} run, as user servicegate)."))
     return 0
+
+
+def _stopped(stop_if: Path | None, old: str) -> bool:
+    if stop_if is None or not stop_if.exists():
+        return False
+    say(f"Stopped before the switch: the kill switch was pressed at the console ({stop_if}). ServiceGate {old} stays "
+        "in use; nothing was switched.")
+    return True
 
 
 def apply_request_command(args: argparse.Namespace) -> int:
@@ -294,14 +322,18 @@ def apply_request_command(args: argparse.Namespace) -> int:
         say(f"No software update is waiting ({request_file} does not exist).")
         return 0
     version = "?"
+    cancel = layout.update_dir / UPGRADE_CANCEL
     try:
         request = json.loads(request_file.read_text(encoding="utf-8"))
         version = str(request["version"])
+        if cancel.exists():
+            return _answer(layout, staging, version, int(ExitCode.FAILED), "stopped by the kill switch at the console "
+                           "before it started; nothing was changed")
         bundle = verify.verified_bundle(layout, request)  # nothing of the agent's folder is trusted
     except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
         shutil.rmtree(verify.work_dir(layout), ignore_errors=True)
         return _answer(layout, staging, version, int(ExitCode.FAILED), f"the request cannot be used: {exc}")
-    more = ["--root", str(layout.root)] if staging else []
+    more = ["--stop-if", str(cancel), *(["--root", str(layout.root)] if staging else [])]
     try:
         done = subprocess.run([str(bundle.directory / "servicegate-install"), "upgrade", *more], capture_output=True,
                               text=True, env=clean_env(), check=False)
@@ -319,6 +351,7 @@ def _answer(layout: Layout, staging: bool, version: str, code: int, detail: str)
     write_file(layout.update_dir / UPGRADE_RESULT, (json.dumps(result, indent=2) + "\n").encode(), 0o600,
                None if staging else Owner(SERVICE_USER, SERVICE_USER))
     (layout.update_dir / UPGRADE_REQUEST).unlink(missing_ok=True)
+    (layout.update_dir / UPGRADE_CANCEL).unlink(missing_ok=True)  # taken: the next update starts afresh
     return code
 
 

@@ -24,6 +24,7 @@ SERVICE_USER = "servicegate"  # the agent's system user and its primary group; n
 UNIT_NAME = "servicegate.service"
 # The file protocol with the agent (agent/builtin_tasks.py install-software, agent/updates.py): in the update folder.
 UPGRADE_REQUEST, UPGRADE_RESULT = "upgrade-request.json", "upgrade-result.json"
+UPGRADE_CANCEL = "upgrade-cancel.json"  # the agent's kill switch: stop the handed-over upgrade before its switch
 UPGRADE_PATH_UNIT = "servicegate-upgrade.path"  # starts servicegate-upgrade.service when the agent hands over an update
 # The files of installer/units/ and where each goes (relative to the root).
 UNIT_FILES = {

@@ -6,6 +6,8 @@
   downloads nothing and builds only the servicegate wheel), unpacks its tarball as site IT would, and returns the
   unpacked `servicegate-VERSION/` folder; each version is built once per session. `bundle_factory.tarball(version)`
   and `bundle_factory.log(version)` give the tarball and what dist.py said while building it.
+  `bundle_factory.broken(version)` is a copy of that bundle whose `servicegate run` exits at start (made by the
+  test, not by dist.py): for the upgrade that must roll back.
 - `bundle`: `bundle_factory(CURRENT_VERSION)`, the bundle of the checked-out sources.
 
 UPGRADE_VERSION is the version upgrade tests build their second bundle with.
@@ -13,11 +15,16 @@ UPGRADE_VERSION is the version upgrade tests build their second bundle with.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +33,13 @@ ROOT = Path(__file__).resolve().parent.parent
 DIST = ROOT / "scripts" / "dist.py"
 CURRENT_VERSION: str = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
 UPGRADE_VERSION = "{}.{}.0".format(CURRENT_VERSION.split(".")[0], int(CURRENT_VERSION.split(".")[1]) + 1)
+# `servicegate run` calls agent.daemon.run (agent/cli.py); appended to agent/daemon.py, this `run` replaces it.
+BROKEN_RUN = '''
+
+def run(config: Config) -> int:  # appended by tests/bundle_fixtures.py (BundleFactory.broken)
+    sys.stderr.write(f"ServiceGate {__version__}: broken on purpose by the test: `run` exits at start\\n")
+    return int(ExitCode.FAILED)
+'''
 
 
 def run_dist(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -65,6 +79,25 @@ class BundleFactory:
             self._tarballs[version], self._logs[version] = tarball, log
         return unpacked / f"servicegate-{version}"
 
+    def broken(self, version: str) -> Path:
+        """A ServiceGate `version` whose run exits at start, made by the test: a copy of the real bundle with
+        agent.daemon.run replaced in the servicegate wheel. It installs and answers `--version` like the real one
+        (the upgrade's check before the switch passes); `servicegate run` prints a message and exits 1 before it
+        tells systemd it is ready. The wheel's RECORD line and its sha256 in requirements.txt (which the installer
+        checks) and in sbom.cdx.json are updated; the SBOM's serial number is not derived again."""
+        broken = self._folder / version / "broken" / f"servicegate-{version}"
+        if not broken.exists():
+            shutil.copytree(self(version), broken)
+            wheel = broken / "wheels" / json.loads((broken / "bundle.json").read_text(encoding="utf-8"))["wheel"]
+            before = hashlib.sha256(wheel.read_bytes()).hexdigest()
+            _append_to_wheel(wheel, "agent/daemon.py", BROKEN_RUN.encode())
+            after = hashlib.sha256(wheel.read_bytes()).hexdigest()
+            for name in ("requirements.txt", "sbom.cdx.json"):
+                text = (broken / name).read_text(encoding="utf-8")
+                assert before in text, f"{name} does not name the servicegate wheel's sha256"
+                (broken / name).write_text(text.replace(before, after), encoding="utf-8")
+        return broken
+
     def tarball(self, version: str) -> Path:
         self(version)
         return self._tarballs[version]
@@ -72,6 +105,23 @@ class BundleFactory:
     def log(self, version: str) -> str:
         self(version)
         return self._logs[version]
+
+
+def _append_to_wheel(wheel: Path, member: str, addition: bytes) -> None:
+    """Rewrite `wheel` with `addition` at the end of `member`, its RECORD line (sha256, size) to match; every other
+    entry as it was (name, time, mode, compression)."""
+    with zipfile.ZipFile(wheel) as old:
+        entries = [(info, old.read(info)) for info in old.infolist()]
+    contents = {info.filename: content for info, content in entries}
+    data = contents[member] + addition
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    record = next(name for name in contents if name.endswith(".dist-info/RECORD"))
+    lines = [f"{member},sha256={digest},{len(data)}" if line.startswith(f"{member},") else line
+             for line in contents[record].decode().splitlines()]
+    changed = {member: data, record: ("\n".join(lines) + "\n").encode()}
+    with zipfile.ZipFile(wheel, "w") as new:
+        for info, content in entries:
+            new.writestr(info, changed.get(info.filename, content))
 
 
 @pytest.fixture(scope="session")

@@ -385,6 +385,33 @@ def test_a_software_update_handed_over_by_the_agent_is_installed_by_the_upgrade_
     assert apply_request(root).stdout.startswith("No software update is waiting")
 
 
+def test_the_kill_switch_stops_a_handed_over_upgrade_before_its_switch(
+        bundle: Path, bundle_factory: object, site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The agent's kill switch leaves `upgrade-cancel.json`; the upgrade service passes it as `--stop-if`, checked
+    before the new release is made and again after the session's warning, just before the switch. Pressed during
+    the warning (here: while `announce` runs, in this process), the new release stays unused beside the old one, and
+    the next upgrade takes it up."""
+    assert callable(bundle_factory)
+    newer: Path = bundle_factory(UPGRADE_VERSION)
+    root = tmp_path / "root"
+    layout = Layout(root)
+    assert install(bundle, site, root).returncode == 0
+    cancel = layout.update_dir / "upgrade-cancel.json"
+    layout.update_dir.mkdir()
+    monkeypatch.setattr(manage, "announce", lambda *_args: cancel.write_text("{}"))  # the kill switch, pressed now
+    argv = ["--bundle", str(newer), "upgrade", "--root", str(root), "--stop-if", str(cancel)]
+    assert cli.main(argv) == 1
+    assert "Stopped before the switch: the kill switch was pressed at the console" in capsys.readouterr().out
+    assert os.readlink(layout.current) == f"releases/{CURRENT_VERSION}"
+    assert (layout.release(UPGRADE_VERSION) / "release.json").is_file()  # made, not used
+    assert cli.main(argv) == 1  # the file is still there: stopped before anything
+    monkeypatch.undo()
+    cancel.unlink()
+    assert cli.main(argv) == 0
+    assert os.readlink(layout.current) == f"releases/{UPGRADE_VERSION}"
+
+
 @pytest.mark.parametrize("attack", ["bytes", "signature", "outside", "no trusted root"])
 def test_the_upgrade_service_runs_nothing_the_vendor_did_not_sign(
         bundle: Path, bundle_factory: object, site: Path, tmp_path: Path, attack: str) -> None:

@@ -6,18 +6,22 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
+import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from installer.layout import Layout
 from portal.store import Store
 from tests.agent_process import AgentProcess
 from tests.bundle_fixtures import CURRENT_VERSION, UPGRADE_VERSION
 from tests.portal_process import PortalProcess
 from tests.shared_fixtures import UPDATE_DEVICE
 from tests.test_connection import FAST_TELEMETRY, audit_events, device, enroll, wait_for
+from tests.test_installer import SITE, apply_request, install
 
 DEVICE_ID = UPDATE_DEVICE
 
@@ -99,40 +103,69 @@ def test_rejected_and_postponed_updates_are_not_installed(portal: PortalProcess,
     assert record["details"]["reason"] == "not during the clinic's busy week"
 
 
-def test_an_approved_software_update_is_handed_to_the_upgrade_service_and_its_result_taken(
-        portal: PortalProcess, agent: AgentProcess, bundle_factory: object, tmp_path: Path) -> None:
+def test_a_software_update_goes_through_the_real_upgrade_service_and_the_kill_switch_stops_it_before_the_switch(
+        portal: PortalProcess, agent: AgentProcess, bundle: Path, bundle_factory: object, tmp_path: Path) -> None:
+    """The agent's side and the root service's together: a staging installation of this version whose state folder
+    is the running agent's, so the request the agent's task writes is what `servicegate-install apply-request` (the
+    ExecStart of servicegate-upgrade.service) reads, and the result it leaves is what the agent takes. systemd does
+    not run here (no path unit, no restart): the test starts the service's command where the path unit would.
+    First the kill switch is pressed after the hand-over: the service stops before anything is switched. Offered
+    again, the update installs."""
     assert callable(bundle_factory)
     bundle_factory(UPGRADE_VERSION)
     tarball: Path = bundle_factory.tarball(UPGRADE_VERSION)  # type: ignore[attr-defined]
+    root = tmp_path / "root"
+    layout = Layout(root)
+    (tmp_path / "site.toml").write_text(SITE)
+    installed = install(bundle, tmp_path / "site.toml", root)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    shutil.rmtree(layout.state_dir)
+    layout.state_dir.symlink_to(agent.state)
+    shutil.copyfile(agent.state / "portal" / "tuf-root.json", layout.etc / "tuf-root.json")  # as the installer does
     done = portal.run("publish", str(tarball), "--kind", "software", "--version", UPGRADE_VERSION, "--models",
                       "CT-DEMO", "--software-versions", CURRENT_VERSION, "--restart", "--offer-to", DEVICE_ID)
     assert done.returncode == 0, done.stdout + done.stderr
     name = f"software/{tarball.name}"
+    updates = agent.state / "updates"
+
     offered = update(agent, name, "offered")
     assert (offered["restart"], offered["length"]) == (True, tarball.stat().st_size)
     assert agent.cli("update", "approve", offered["id"]).returncode == 0
     update(agent, name, "upgrading")
-    updates = agent.state / "updates"
     request = json.loads((updates / "upgrade-request.json").read_text())
     assert (request["version"], request["target"]) == (UPGRADE_VERSION, name)
-    assert Path(request["file"]).read_bytes() == tarball.read_bytes()  # the staged copy, which python-tuf checked
+    killed = agent.cli("kill", "--reason", "the patient needs the scanner")
+    assert killed.returncode == 0, killed.stderr
+    assert json.loads((updates / "upgrade-cancel.json").read_text())["version"] == UPGRADE_VERSION
+    stopped = apply_request(root)
+    assert stopped.returncode == 1
+    assert os.readlink(layout.current) == f"releases/{CURRENT_VERSION}"  # nothing switched
+    failed = update(agent, name, "failed")
+    assert "stopped by the kill switch at the console" in failed["why"]
+    assert not (updates / "upgrade-cancel.json").exists()
+    [kill] = [r for r in audit_events(agent) if r["event"] == "kill"]
+    assert kill["details"]["cancelled_updates"] == [offered["id"]]
 
-    # The upgrade service (root, servicegate-upgrade.service: tests/test_installer.py runs it for real, and shows that
-    # it checks the bundle itself) leaves its result in the agent's update folder; here it is written as that service
-    # writes it.
-    (updates / "upgrade-result.json").write_text(json.dumps({"version": UPGRADE_VERSION, "outcome": "installed",
-                                                             "detail": "ServiceGate upgraded"}))
+    portal.post(DEVICE_ID, "update_offer", {"target": name})  # offered again: this time it goes through
+    again = update(agent, name, "offered")
+    assert agent.cli("update", "approve", again["id"]).returncode == 0
+    update(agent, name, "upgrading")
+    applied = apply_request(root)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert os.readlink(layout.current) == f"releases/{UPGRADE_VERSION}"
     update(agent, name, "installed")
     assert not (updates / "upgrade-result.json").exists()
-    wait_for("the report at the portal", lambda: (name, "installed") in reports(portal))
+    wait_for("both reports at the portal", lambda: {(name, "failed"), (name, "installed")} <= set(reports(portal)))
     events = [r["event"] for r in audit_events(agent) if r["event"].startswith("update_")]
     assert events[-3:] == ["update_approved", "update_handed_over", "update_installed"]
+    assert "update_cancel_requested" in events
 
 
 VENDOR_RULE = "vendor-memory-watch"
 
 
-def publish_rules(portal: PortalProcess, tmp_path: Path, version: str, metric: str = "system.memory.utilization") -> str:
+def publish_rules(portal: PortalProcess, tmp_path: Path, version: str,
+                  metric: str = "system.memory.utilization") -> str:
     """The vendor's threshold rules published as a configuration update and offered to the device; its target name.
     The rule holds on any machine (memory in use above 0 %), so it fires at the next sample once it is in use."""
     file = tmp_path / f"thresholds-{version}.toml"
