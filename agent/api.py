@@ -201,6 +201,13 @@ def _audit_export(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
 
 
 
+def _screen_control(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
+    control = args.get("control")
+    if not isinstance(control, bool):
+        raise UsageError("'control' must be true (the engineer may control the console) or false (view-only)")
+    return agent.set_screen_control(_text(args, "session_id", required=True), control, caller.user)
+
+
 def _update_postpone(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
     until = _time(args, "until")
     if until is None:
@@ -255,6 +262,8 @@ HANDLERS: dict[str, Handler] = {
         _text(args, "update_id", required=True), caller.user, _text(args, "reason")).to_dict(),
     "update_postpone": _update_postpone,
     "upgrade_announce": _upgrade_announce,
+    "screen_list": lambda agent, args, caller: agent.screen_list(),
+    "screen_control": _screen_control,
     "record_event": lambda agent, args, caller: agent.record_event(
         _text(args, "kind", required=True), _text(args, "detail"), caller.user),
 }

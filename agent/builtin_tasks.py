@@ -11,6 +11,8 @@
     python -m agent.builtin_tasks install-configuration FILE VERSION SHA256
                                                              the vendor's approved threshold rules into the
                                                              configuration folder
+    python -m agent.builtin_tasks share-screen               x11vnc on the console's display, for the agent's
+                                                             relay (agent.screen)
 
 The task runner starts each as a subprocess, with these variables in its environment:
 
@@ -22,13 +24,16 @@ The task runner starts each as a subprocess, with these variables in its environ
                                   the upgrade service
     SERVICEGATE_CONFIG_DIR        where install-configuration installs the vendor's configuration
                                   (`<state_dir>/updates/configuration`)
+    SERVICEGATE_VNC_PORT, SERVICEGATE_VNC_PASSWORD, SERVICEGATE_VNC_VIEW_ONLY, DISPLAY
+                                  share-screen's loopback port, one-time password, whether x11vnc is view-only,
+                                  and the console's display: given by the agent to that task alone
 
 Exit codes: 0 done; 1 failed (no log file could be copied, a file could not be read or written); 2 bad
 usage or a refused path. Every problem is one line on stderr, never a traceback.
 
 A subprocess pays for its imports on every task, so this module needs only the standard library, psutil,
-agent.fsutil and agent.tasks.confine (which itself imports only agent.errors and agent.protocol); install-configuration
-alone imports telemetry.thresholds, to check the rules with the parser the agent uses.
+agent.fsutil, agent.versions and agent.tasks.confine (which itself imports only agent.errors and agent.protocol);
+install-configuration alone imports telemetry.thresholds, to check the rules with the parser the agent uses.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import stat
 import sys
@@ -52,6 +58,7 @@ from agent import __version__
 from agent.errors import UsageError
 from agent.fsutil import atomic_symlink, atomic_write, fsync_dir
 from agent.tasks import confine
+from agent.versions import VERSION, version_key
 
 LOG_TAIL_BYTES = 4 * 1024 * 1024
 REPORT_NAME = "system-report.txt"
@@ -59,7 +66,7 @@ TOP_PROCESSES = 15
 _CHUNK = 64 * 1024
 _USAGE = ("usage: python -m agent.builtin_tasks collect-logs OUTPUT | system-report OUTPUT | fetch-file PATH OUTPUT | "
           "install-patterns FILE VERSION SHA256 | install-software FILE VERSION SHA256 | "
-          "install-configuration FILE VERSION SHA256")
+          "install-configuration FILE VERSION SHA256 | share-screen")
 UPGRADE_REQUEST = "upgrade-request.json"  # in the update folder: what servicegate-upgrade.path waits for
 UPGRADE_CANCEL = "upgrade-cancel.json"  # in the update folder: the kill switch stops the handed-over upgrade
 THRESHOLDS_FILE = "thresholds.toml"  # in each version of the vendor's configuration (install-configuration)
@@ -325,14 +332,22 @@ def install_version(folder: Path, file: Path, name: str, version: str, sha256: s
     """`file` copied as `<folder>/<version>/<name>`, checked (its approved hash, and `check` on the copy), then
     `<folder>/current` switched to it by renaming a new symlink over the old one; if the installed copy does not
     check out through `current`, the switch is undone. A crash leaves `current` at the old or the new version,
-    whole: every file and folder is fsync'd before the switch. The one before stays; older ones are removed."""
+    whole: the copy, its folder and the folder it is renamed into are fsync'd before the switch. Run again after a
+    crash that came after the switch, it finds the version in use and checked, and finishes. The one before stays;
+    older ones are removed."""
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / version
     staging = folder / f".{version}.new"
-    if staging.exists():
-        for leftover in staging.iterdir():  # an interrupted earlier try
-            leftover.unlink()
-        staging.rmdir()
+    if staging.exists():  # an interrupted earlier try
+        shutil.rmtree(staging)
+    in_use = os.readlink(folder / "current") if (folder / "current").is_symlink() else None
+    if in_use == version:
+        if (folder / "current" / name).is_file() and _sha256(folder / "current" / name) == sha256:
+            _prune(folder, version, None)  # an earlier run was stopped after its switch
+            print(f"{what} {version} are in use already in {folder} (an earlier run switched to them)")
+            return 0
+        raise Refused(f"version {version} of the {what} is in use in {folder}, but not the approved file; nothing "
+                      "was changed")
     staging.mkdir()
     copy = staging / name
     digest = hashlib.sha256()
@@ -351,26 +366,30 @@ def install_version(folder: Path, file: Path, name: str, version: str, sha256: s
         shutil.rmtree(staging)
         raise
     fsync_dir(staging)
-    in_use = os.readlink(folder / "current") if (folder / "current").is_symlink() else None
     if target.exists():
-        if in_use == version:
-            raise Refused(f"version {version} of the {what} is installed already in {folder}")
         shutil.rmtree(target)  # left by an installation that stopped before its switch
     staging.rename(target)
-    previous = in_use
+    fsync_dir(folder)  # the rename is on disk before `current` can name it
     atomic_symlink(folder / "current", version)
     if _sha256(folder / "current" / name) != sha256:
-        if previous is not None:
-            atomic_symlink(folder / "current", previous)
-        print(f"the installed copy of the {what} does not check out; back to {previous}", file=sys.stderr)
+        if in_use is not None:
+            atomic_symlink(folder / "current", in_use)
+        print(f"the installed copy of the {what} does not check out; back to {in_use}", file=sys.stderr)
         return 1
-    for old in sorted((p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and
-                       not p.name.startswith(".") and p.name not in (version, previous)), key=lambda p: p.name):
-        for entry in old.iterdir():
-            entry.unlink()
-        old.rmdir()
-    print(f"{what} {version} installed in {folder} (previous: {previous or 'none'})")
+    _prune(folder, version, in_use)
+    print(f"{what} {version} installed in {folder} (previous: {in_use or 'none'})")
     return 0
+
+
+def _prune(folder: Path, version: str, previous: str | None) -> None:
+    """Remove the versions but `version` and the one before (`previous`; None: the highest other one)."""
+    others = [p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+              and p.name != version]
+    older = [p.name for p in others if VERSION.fullmatch(p.name) and version_key(p.name) < version_key(version)]
+    keep = previous if previous is not None else max(older, key=version_key, default=None)
+    for old in others:
+        if old.name != keep:
+            shutil.rmtree(old)
 
 
 # ---- install-software ---------------------------------------------------------------------------------------
@@ -403,6 +422,41 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# ---- share-screen -------------------------------------------------------------------------------------------
+
+_VNC_PASSWORD = re.compile(r"[A-Za-z0-9]{8,64}")
+
+
+def share_screen(environ: Mapping[str, str]) -> int:
+    """Become x11vnc on the console's display (agent.screen): listening on 127.0.0.1 only, on the port the agent
+    chose, with the agent's one-time password (handed over in a file x11vnc reads and deletes: never in an argv,
+    which every user can read), for one viewer: the agent's relay. The clipboard is not shared either way (it may
+    hold patient data), and `-viewonly` when the session does not allow control at all. By exec, so that the task's
+    process is x11vnc itself: stopping the task stops the server."""
+    port = environ.get("SERVICEGATE_VNC_PORT", "")
+    password = environ.get("SERVICEGATE_VNC_PASSWORD", "")
+    display = environ.get("DISPLAY", "")
+    if not port.isdigit() or not 1024 <= int(port) <= 65535:
+        raise Refused("share-screen: SERVICEGATE_VNC_PORT is not a port number (the agent starts this task itself)")
+    if not _VNC_PASSWORD.fullmatch(password):
+        raise Refused("share-screen: SERVICEGATE_VNC_PASSWORD is not set (the agent starts this task itself)")
+    if not display.startswith(":"):  # agent.config checked [screen] display
+        raise Refused(f"share-screen: DISPLAY {display!r} is not a local X display like :0 ([screen] display)")
+    program = shutil.which("x11vnc", path=environ.get("PATH", os.defpath))
+    if program is None:
+        raise Refused("share-screen: x11vnc is not installed (Debian package x11vnc)")
+    secret = Path(environ.get("TMPDIR", "/tmp")) / "vnc-password"
+    descriptor = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(password + "\n")
+    argv = [program, "-display", display, "-passwdfile", f"rm:{secret}", "-localhost", "-rfbport", port, "-once",
+            "-timeout", "60", "-nosel", "-norc", "-nolookup", "-noxdamage", "-noipv6", "-quiet",
+            *(["-viewonly"] if environ.get("SERVICEGATE_VNC_VIEW_ONLY") != "0" else [])]
+    sys.stdout.flush()
+    os.execve(program, argv, dict(environ))
+    return 0  # not reached
+
+
 # ---- the command line -----------------------------------------------------------------------------------
 
 
@@ -416,6 +470,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         "install-patterns": (3, lambda a: install_patterns(Path(a[0]), a[1], a[2], env)),
         "install-software": (3, lambda a: install_software(Path(a[0]), a[1], a[2], env)),
         "install-configuration": (3, lambda a: install_configuration(Path(a[0]), a[1], a[2], env)),
+        "share-screen": (0, lambda a: share_screen(env)),
     }
     if not args or args[0] not in commands:
         what = f"unknown command {args[0]!r}" if args else "no command given"

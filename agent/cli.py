@@ -133,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     postpone.add_argument("update_id")
     postpone.add_argument("--until", required=True, help="ISO 8601 (local time without offset), at most 30 days "
                                                          "ahead")
+    screen = sub.add_parser("screen", help="the console's screen shared with an engineer (application support)"
+                            ).add_subparsers(dest="screen_command", required=True, metavar="ACTION")
+    reading(screen.add_parser("list", help="the screens shared now, and whether the engineer may control them"))
+    control = screen.add_parser("control", help="let the engineer control the console (on), or only watch (off)")
+    control.add_argument("state", choices=("on", "off"))
+    control.add_argument("--session", default="", metavar="ID",
+                         help="the session whose screen is shared (default: the one sharing now)")
     announce = sub.add_parser("announce-upgrade", help="warn the console of an upgrade and end open sessions "
                               "(reason upgrade) after a while (admin; servicegate-install upgrade does this)")
     announce.add_argument("version", help="the version being installed")
@@ -319,12 +326,32 @@ def dispatch(args: argparse.Namespace, client: Client) -> int:
                     lambda rows: "\n".join(map(format_service_request, rows)) or "No service requests.")
     if command == "update":
         return update_command(args, client)
+    if command == "screen":
+        return screen_command(args, client)
     if command == "announce-upgrade":
         answer = client.call("upgrade_announce", version=args.version, in_s=args.in_s)
         print(f"Announced: open sessions end at {local(parse_utc(answer['at']))} (reason upgrade); no session is "
               "accepted until the agent restarts.")
         return 0
     raise UsageError(f"unknown command {command!r}")  # argparse prevents this
+
+
+def screen_command(args: argparse.Namespace, client: Client) -> int:
+    shares = client.call("screen_list")
+    if args.screen_command == "list":
+        return show(args, shares, lambda rows: "\n".join(
+            f"session {s['session_id']}  engineer {s['engineer_id']}  {s['state']}  "
+            f"{'control allowed' if s['control'] else 'view-only'}"
+            f"{'' if s['control_possible'] else ' (control needs full access)'}" for s in rows)
+            or "No screen is shared.")
+    session_id = args.session or (shares[0]["session_id"] if len(shares) == 1 else "")
+    if not session_id:
+        raise UsageError("no screen is shared now" if not shares else
+                         "several screens are shared: name the session with --session")
+    changed = client.call("screen_control", session_id=session_id, control=args.state == "on")
+    print(f"Session {session_id}: " + ("the engineer may control the console now." if args.state == "on" else
+                                      "view-only: the engineer only watches.") + f" ({len(changed)} share(s))")
+    return 0
 
 
 def update_command(args: argparse.Namespace, client: Client) -> int:

@@ -252,6 +252,18 @@ class ConsoleConfig:
 
 
 @dataclass(frozen=True)
+class ScreenConfig:
+    """Screen sharing for application support (docs/screen-sharing.md): the console's screen, served by x11vnc on
+    loopback and relayed to the portal; view-only unless the session has full access and the technologist allows
+    control in the banner."""
+
+    display: str = setting(":0", "The console's X display that is shared, like :0. Its X server must let the "
+                                 "agent's user in (docs/screen-sharing.md).")
+    idle_timeout_min: int = setting(10, "Sharing ends after this long without a key or pointer event from the "
+                                        "engineer (screen updates do not count).", minimum=1, maximum=240)
+
+
+@dataclass(frozen=True)
 class UpdatesConfig:
     """Software and virus-pattern updates from the service centre (docs/updates.md): verified with TUF against the
     vendor's root from the enrollment, and installed only after an approval at the console (or by the site policy
@@ -273,6 +285,7 @@ LOCAL_RELAYS = ("127.0.0.1", "localhost", "::1")
 # What `[notify]` takes as an e-mail address: one "@" with text on both sides, nothing that would make a header
 # list out of it (spaces, commas, angle brackets, quotes, semicolons).
 _WINDOW = re.compile(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d")
+_DISPLAY = re.compile(r":[0-9]{1,4}(\.[0-9]{1,2})?")  # a local X display: the console's
 _ADDRESS = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+")
 
 
@@ -324,6 +337,7 @@ class Config:
     tasks: TasksConfig = field(default_factory=TasksConfig)
     modality: ModalityConfig = field(default_factory=ModalityConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    screen: ScreenConfig = field(default_factory=ScreenConfig)
     updates: UpdatesConfig = field(default_factory=UpdatesConfig)
     source: Path | None = field(default=None, compare=False)
 
@@ -374,6 +388,9 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
         hotkey_parts(config.console.hotkey)
     except ValueError as exc:
         raise ConfigError(f"{where}: [console] {exc}.") from None
+    if not _DISPLAY.fullmatch(config.screen.display):
+        raise ConfigError(f"{where}: [screen] display = {config.screen.display!r} is not a local X display; write it "
+                          "like \":0\" (the console's display).")
     window = config.updates.auto_approve_virus_patterns
     if window and not _WINDOW.fullmatch(window):
         raise ConfigError(f"{where}: [updates] auto_approve_virus_patterns = {window!r} is not a window of local time; "

@@ -56,6 +56,8 @@ from agent.protocol import (
     Urgency,
 )
 from agent.runner import Finished, Launch, Runner, RunnerError
+from agent.screen import Hooks as ScreenHooks
+from agent.screen import RelayRefused, ScreenShares, Share
 from agent.session import (
     Basis,
     Engineer,
@@ -165,6 +167,9 @@ class Agent:
                                            f"{config.telemetry.thresholds}), which a configuration update would not "
                                            "change; site IT decides on them"}
             if config.telemetry.thresholds != Path("") else {})
+        # Screen sharing (agent.screen): the relays of running share-screen tasks; the daemon connects them.
+        self.screens = ScreenShares(config.screen.idle_timeout_min * 60, ScreenHooks(
+            started=self._screen_started, ended=self._screen_ended, activity=self._screen_activity))
         self.audit.append("agent_started", SYSTEM_ACTOR, {"version": __version__, "level": self.grant.level.value})
         # Fail closed: a session that was open when the agent stopped does not resume, nor does a task (the daemon
         # has killed what was left of its processes; its restore command runs now).
@@ -583,16 +588,24 @@ class Agent:
                               allowed_dirs=self.config.tasks.allowed_dirs,
                               pattern_dir=self.config.updates.virus_pattern_dir,
                               update_dir=self.updates.store.folder, config_dir=self.updates.store.configuration)
+            if task.screen:
+                session = self.sessions.get(run.session_id)
+                env.update(self.screens.prepare(
+                    run.id, run.session_id, run.engineer_id, display=self.config.screen.display,
+                    control_possible=session is not None and session.effective_level is AccessLevel.FULL))
             self._store_task(run)  # before it starts: its end may be reported at once
             self.runner.start(Launch(task_id=run.id, argv=argv, cwd=workspace.root, env=env,
                                      timeout_s=task.timeout_s, output_cap=self.config.tasks.output_cap_kb * 1024))
-        except (OSError, RunnerError, UsageError) as exc:
+            if task.screen:
+                self.screens.start(run.id)
+        except (OSError, RunnerError, UsageError, RelayRefused) as exc:
             return self._task_ended(replace(run, state="failed", stderr=f"it could not start: {exc}",
                                             ended_at=self.clock.now()))
         self.publish("task_changed", run.to_dict())
         return run
 
     def _task_ended(self, run: TaskRun, actor: str = SYSTEM_ACTOR) -> TaskRun:
+        self.screens.stop(run.id)  # a share's relay closes with its VNC server
         self._store_task(run)
         self._audit_after("task_ended", actor, run.audit_details())
         self.publish("task_changed", run.to_dict())
@@ -619,6 +632,47 @@ class Agent:
         if started.ended:
             raise RefusedError(started.stderr)
         return started.id
+
+    # ---- screen sharing (agent.screen) --------------------------------------------------------------------------
+
+    def set_screen_control(self, session_id: str, allow: bool, actor: str) -> list[dict[str, Any]]:
+        """The technologist allows the engineer to control the console, or takes it back (the banner)."""
+        session = self.sessions.get(session_id)
+        if session is None or not self.screens.of_session(session_id):
+            raise RefusedError(f"session {session_id} shares no screen now")
+        if allow and session.effective_level is not AccessLevel.FULL:
+            raise RefusedError("control needs full access (examinations blocked): the engineer only watches in this "
+                               "session")
+        changed = self.screens.set_control(session_id, allow)
+        for share in changed:
+            self._audit_after("screen_control_changed", actor, {**share.details(), "control": allow})
+            self.publish("screen_changed", share.view("sharing"))
+        return [share.view("sharing") for share in changed]
+
+    def screen_list(self) -> list[dict[str, Any]]:
+        return [share.view("sharing" if share.connected else "starting")
+                for share in self.screens.shares.values()]
+
+    def _screen_started(self, share: Share) -> None:
+        self._audit_after("screen_share_started", SYSTEM_ACTOR, {**share.details(),
+                                                                 "control": share.filter.control,
+                                                                 "control_possible": share.control_possible})
+        self.publish("screen_changed", share.view("sharing"))
+
+    def _screen_ended(self, share: Share, reason: str, stats: dict[str, Any]) -> None:
+        """The relay ended, whatever the cause: recorded with what it carried, and the VNC server stopped."""
+        self._audit_after("screen_share_ended", SYSTEM_ACTOR, {**share.details(), "reason": reason,
+                                                               **stats})
+        self.publish("screen_changed", {**share.view("ended"), "reason": reason})
+        run = self.task_runs.get(share.task_id)
+        if run is not None and run.state == "running" and not run.stop_reason:
+            self._store_task(replace(run, stop_reason=f"screen sharing ended: {reason}"))
+            self._stop_in_background([run.id])
+
+    def _screen_activity(self, session_id: str) -> None:
+        session = self.sessions.get(session_id)
+        if session is not None and session.state is SessionState.ACTIVE:
+            self.record_activity(session_id)
 
     def _store_task(self, run: TaskRun) -> TaskRun:
         self.task_runs[run.id] = run

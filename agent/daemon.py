@@ -25,7 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent import __version__, exam_block, reporting, uplink, upload
+from agent import __version__, exam_block, reporting, screen, uplink, upload
 from agent.api import dispatcher, handle_portal_message
 from agent.audit_log import AuditLog, is_checkpoint
 from agent.clock import Clock, SystemClock
@@ -189,6 +189,10 @@ class Daemon:
             sender = SendWorker(link, config.paths.state_dir, agent)
             sender.start()
             agent.wake_sender = sender.wake
+            enrollment = link.enrollment
+            agent.screens.connect = screen.portal_connector(link.session, link.url, lambda: screen.tls_context(
+                enrollment.ca_file, enrollment.cert_file, enrollment.key_file), config.portal.proxy_url)
+        agent.screens.loop = loop
         timers: dict[str, asyncio.TimerHandle] = {}
 
         def every(name: str, seconds: float, job: Callable[[], None]) -> None:

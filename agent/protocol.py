@@ -319,6 +319,13 @@ OPERATIONS: dict[str, Operation] = {
                   "restarts.",
                   {"version": "the version being installed", "in_s": f"seconds until open sessions end (0 to "
                                                                      f"{UPGRADE_WARN_MAX_S})"}),
+        Operation("screen_list", Role.VIEWER,
+                  "The screens shared now (each a running share-screen task): session, engineer, whether the engineer "
+                  "may control the console, and whether control is possible at all (full access)."),
+        Operation("screen_control", Role.CONSOLE,
+                  "The technologist lets the engineer control the console through the shared screen, or takes it "
+                  "back: view-only again at once. Control needs a session with full access.",
+                  {"session_id": "the session whose screen is shared", "control": "true or false"}),
         Operation("record_event", Role.MODALITY, "The scanner software reports a scan or an error.",
                   {"kind": "scan | error", "detail": "short technical text, no patient data (optional)"}),
         Operation("watch", Role.VIEWER,
@@ -341,6 +348,9 @@ EVENTS: dict[str, str] = {
     "update_changed": "An update was offered, decided on, installed or failed; data is the update as update_list "
                       "gives it.",
     "upgrade_announced": "An upgrade was announced; data: version, at (when open sessions end with `upgrade`).",
+    "screen_changed": "A screen share started, its control changed, or it ended; data: task_id, session_id, "
+                      "engineer_id, state (starting, sharing, ended), control, control_possible, and reason when it "
+                      "ended.",
 }
 
 

@@ -50,7 +50,7 @@ FLAGS = ("patient_data", "changes_system", "application_support")
 _KIND = re.compile(r"[a-z][a-z0-9-]{0,39}")
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _TEXT_MAX = 256
-_TASK_KEYS = ("kind", "title", "command", "restore", "level", *FLAGS, "update", "timeout_s", "params")
+_TASK_KEYS = ("kind", "title", "command", "restore", "level", *FLAGS, "update", "screen", "timeout_s", "params")
 # The kind of update (agent.updates.KINDS) -> the catalog's task that installs it.
 UPDATE_TASKS = {"virus-patterns": "install-virus-patterns", "software": "install-software",
                 "configuration": "install-configuration"}
@@ -81,6 +81,7 @@ class TaskKind:
     timeout_s: int = 300
     restore: tuple[str, ...] = ()
     update: bool = False  # installs an update: run only by the update channel after an approval, never by an engineer
+    screen: bool = False  # serves the console's screen on a loopback VNC port, which the agent relays (agent.screen)
 
     @property
     def flags(self) -> frozenset[str]:
@@ -94,7 +95,8 @@ class TaskKind:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "title": self.title, "level": self.required_level.value, "flags": sorted(self.flags),
-                "update": self.update, "timeout_s": self.timeout_s, "restorable": bool(self.restore),
+                "update": self.update, "screen": self.screen, "timeout_s": self.timeout_s,
+                "restorable": bool(self.restore),
                 "params": [{"name": p.name, "type": p.type, "help": p.help, **({"choices": list(p.choices)}
                                                                               if p.choices else {})}
                            for p in self.params]}
@@ -189,6 +191,14 @@ pattern = "[a-z_]{1,40}"
 [task.params.value]
 type = "text"
 pattern = "[A-Za-z0-9_.-]{1,40}"
+
+[[task]]
+kind = "share-screen"
+title = "Share the console's screen with the engineer (application support)"
+command = ["{builtin}", "share-screen"]
+application_support = true
+screen = true
+timeout_s = 28800
 
 [[task]]
 kind = "install-virus-patterns"
@@ -305,9 +315,13 @@ def _task(raw: dict[str, Any], where: str) -> TaskKind:
     for flag, value in flags.items():
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: {flag} = {value!r}; write true or false")
-    update = raw.get("update", False)
-    if not isinstance(update, bool):
-        raise ConfigError(f"{where}: update = {update!r}; write true or false")
+    update, screen = raw.get("update", False), raw.get("screen", False)
+    for key, value in (("update", update), ("screen", screen)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {key} = {value!r}; write true or false")
+    if screen and not flags["application_support"]:
+        raise ConfigError(f"{where}: screen = true needs application_support = true: the technologist confirms "
+                          "every screen share at the console")
     timeout = raw.get("timeout_s", 300)
     if not isinstance(timeout, int) or isinstance(timeout, bool) or not 1 <= timeout <= 24 * 3600:
         raise ConfigError(f"{where}: timeout_s = {timeout!r}; give whole seconds from 1 to 86400")
@@ -315,7 +329,7 @@ def _task(raw: dict[str, Any], where: str) -> TaskKind:
     if not isinstance(title, str) or not title.strip():
         raise ConfigError(f"{where}: title = {title!r}; give a short description")
     return TaskKind(kind=kind, title=title, command=command, params=params, level=AccessLevel(level),
-                    timeout_s=timeout, restore=restore, update=update, **flags)
+                    timeout_s=timeout, restore=restore, update=update, screen=screen, **flags)
 
 
 def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from agent.errors import NotFoundError, RefusedError, ServiceGateError, UsageErr
 from agent.fsutil import read_json, write_json
 from agent.protocol import SYSTEM_ACTOR
 from agent.tasks import UPDATE_TASKS
+from agent.versions import version_key
 
 log = logging.getLogger("servicegate.updates")
 
@@ -60,10 +61,6 @@ UPGRADE_RESULT = "upgrade-result.json"  # in the update folder: what the upgrade
 
 class UpdateRefused(RefusedError):
     """An update that must not be installed: tampered with, replayed, for another device, or older."""
-
-
-def version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split("."))
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from agent import versions
 from agent.config import from_mapping
 from agent.errors import ConfigError
 from installer import service
@@ -58,9 +59,10 @@ MIGRATIONS: tuple[Rename, ...] = ()
 
 
 def version_key(version: str) -> tuple[int, ...]:
-    if not re.fullmatch(r"\d+(\.\d+)*", version):
-        raise ConfigError(f"version {version!r} is not of the form 1.2.3: the bundle is damaged.")
-    return tuple(int(part) for part in version.split("."))
+    try:
+        return versions.version_key(version)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}: the bundle is damaged.") from None
 
 
 def current_version(layout: Layout) -> str | None:
@@ -183,7 +185,7 @@ def previous_version(layout: Layout, current: str) -> str | None:
             return version
     others = [p.name for p in layout.releases.iterdir() if p.name != current and release_complete(p)] \
         if layout.releases.is_dir() else []
-    valid = [v for v in others if re.fullmatch(r"\d+(\.\d+)*", v)]
+    valid = [v for v in others if versions.VERSION.fullmatch(v)]
     return max(valid, key=version_key) if valid else None
 
 

@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from portal import cases, sessions, updates, uploads
 from portal.auth import Caller
 from portal.pki import CsrError, PortalPki, binding_of
+from portal.relay import Relay
 from portal.store import MESSAGE_TYPES, EnrollmentRefused, Item, Store
 
 API_VERSION = "1"
@@ -114,20 +115,35 @@ class AckAnswer(BaseModel):
     acknowledged: int = Field(description="How many of the IDs were not acknowledged before.")
 
 
+class RelayAnswer(BaseModel):
+    host: str = Field(description="Where the screen relay listens: the portal's host (or, when the portal listens on "
+                                  "every address, the host name the device called it by).")
+    port: int = Field(description="The relay's TCP port: raw TLS with the device certificate, then one line "
+                                  "(docs/protocol.md, Screen relay).")
+
+
 # --- the application -------------------------------------------------------------------------------------------
 
 def create_app(store: Store, pki: PortalPki, *, cert_days: int = DEVICE_CERT_DAYS,
-               repository: updates.Repository | None = None) -> FastAPI:
-    """The portal; its TUF repository is `repository`, by default the one in the CA's data folder."""
+               repository: updates.Repository | None = None, relay: Relay | None = None) -> FastAPI:
+    """The portal; its TUF repository is `repository`, by default the one in the CA's data folder. `relay`, the
+    screen relay, runs in the server's event loop from start-up to shutdown; without one, `GET /v1/relay` says
+    that this portal relays no screens."""
     repository = repository or updates.Repository(pki.ca_file.parent)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         refresher = asyncio.create_task(updates.keep_fresh(repository))
-        yield
-        refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
+        if relay is not None:
+            await relay.start()
+        try:
+            yield
+        finally:
+            if relay is not None:
+                await relay.close()
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
 
     app = FastAPI(title="ServiceGate device protocol", version=API_VERSION, lifespan=lifespan,
                   description="What a ServiceGate device and the vendor's portal say to each other, over HTTPS with "
@@ -254,6 +270,16 @@ def create_app(store: Store, pki: PortalPki, *, cert_days: int = DEVICE_CERT_DAY
     def ack(body: AckRequest, device_id: Caller) -> AckAnswer:
         """Acknowledge messages once they are handled; they are not sent again."""
         return AckAnswer(acknowledged=store.acknowledge(device_id, body.ids))
+
+    @app.get("/v1/relay", tags=["sessions"], responses={404: {"description": "this portal relays no screens"}})
+    def relay_address(request: Request, device_id: Caller) -> RelayAnswer:
+        """Where the device connects to share its screen in an active session (docs/protocol.md, Screen relay)."""
+        if relay is None:
+            raise HTTPException(404, "this portal relays no screens; ask the vendor for the screen relay")
+        host = relay.host
+        if host in ("", "0.0.0.0", "::"):  # listening everywhere: where the device reached the portal
+            host = request.url.hostname or host
+        return RelayAnswer(host=host, port=relay.port)
 
     return app
 

@@ -1,7 +1,7 @@
 """`servicegate-portal`: the reference vendor portal (docs/protocol.md), for tests, the demo and site acceptance
 tests. Not part of the device install.
 
-    servicegate-portal serve --data-dir DIR [--host 127.0.0.1] [--port 8443]
+    servicegate-portal serve --data-dir DIR [--host 127.0.0.1] [--port 8443] [--relay-port 0]
     servicegate-portal device add --data-dir DIR --device-id ID
     servicegate-portal device list --data-dir DIR
     servicegate-portal inbox post --data-dir DIR --device-id ID --type session_end --body '{"session_id": "..."}'
@@ -30,6 +30,8 @@ The engineer's tool (the vendor's own would sit behind its engineers' two-factor
     servicegate-portal engineer stop-task --data-dir DIR --session S --task T
     servicegate-portal engineer tasks --data-dir DIR --session S           (JSON)
     servicegate-portal engineer task-file --data-dir DIR --session S --task T --name N --out FILE
+    servicegate-portal engineer screen --data-dir DIR --session-id S [--wait SECONDS]
+                                                    (the newest screen share: viewer address and VNC password, JSON)
 
 The data folder holds the vendor CA, the server certificate, `portal.sqlite` and the TUF repository (`tuf/`); the
 commands other than `serve` work on it directly, with or without a running server.
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if args.command == "serve":
-            return _serve(data_dir, args.host, args.port, args.cert_days)
+            return _serve(data_dir, args.host, args.port, args.cert_days, args.relay_port)
         store = Store(data_dir / "portal.sqlite")
         if args.command == "device" and args.action == "add":
             otp = store.add_device(args.device_id)
@@ -230,6 +232,8 @@ def _engineer(store: Store, args: argparse.Namespace) -> int:
         raise ValueError(f"no session {args.session!r}; `engineer sessions --device ID` lists them")
     if action in ("run-task", "stop-task", "tasks", "task-file"):
         return _task(store, session, args)
+    if action == "screen":
+        return _screen(store, session, args.wait)
     if action == "authenticate":
         store.post(session["device_id"], "session_authenticate", {"session_id": args.session, "code": args.code})
         done = _wait(store, session, args.wait, lambda s: s["state"] in ("active", "ended") or
@@ -290,6 +294,32 @@ def _task(store: Store, session: dict[str, Any], args: argparse.Namespace) -> in
     return 1
 
 
+def _screen(store: Store, session: dict[str, Any], wait_s: float) -> int:
+    """The session's newest screen share, with what the engineer's VNC viewer needs: `viewer` (vncdotool's
+    HOST::PORT), `port` and `password`. With a wait, until one is `waiting` or `viewing`."""
+    session_id = session["session_id"]
+    deadline = time.monotonic() + wait_s
+    while True:
+        shares = store.screens(session_id=session_id, passwords=True)
+        newest = shares[-1] if shares else None
+        if newest is not None and (wait_s <= 0 or newest["state"] in ("waiting", "viewing")):
+            print(json.dumps({"viewer": f"127.0.0.1::{newest['viewer_port']}", "port": newest["viewer_port"],
+                              **newest}, indent=2))
+            return 0
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    if newest is None:
+        print(f"servicegate-portal: session {session_id} has no screen share"
+              + (f" after {wait_s:g} s" if wait_s > 0 else "")
+              + f" (session state: {session['state']}); the device shares its screen when the technologist allows "
+                "it in an active session", file=sys.stderr)
+    else:
+        print(f"servicegate-portal: the newest screen share of session {session_id} ended ({newest['end_reason']}) "
+              f"and no other came within {wait_s:g} s; run without --wait to see it", file=sys.stderr)
+    return 1
+
+
 def _name_value(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not name:
@@ -308,12 +338,13 @@ def _wait(store: Store, before: dict[str, Any], wait_s: float,
     return None
 
 
-def _serve(data_dir: Path, host: str, port: int, cert_days: int) -> int:
+def _serve(data_dir: Path, host: str, port: int, cert_days: int, relay_port: int) -> int:
     # The server's modules are loaded only here: the other commands need nothing but SQLite.
     import uvicorn
 
     from portal.app import create_app
     from portal.pki import PortalPki
+    from portal.relay import Relay
     from portal.tlsproto import TLSH11Protocol
     from portal.updates import Repository
 
@@ -321,25 +352,40 @@ def _serve(data_dir: Path, host: str, port: int, cert_days: int) -> int:
     pki = PortalPki(data_dir, server_names=tuple(dict.fromkeys((host, "127.0.0.1", "localhost"))))
     repository = Repository(data_dir)
     repository.refresh(force=("snapshot", "timestamp"))  # fresh expiries at every start
-    app = create_app(Store(data_dir / "portal.sqlite"), pki, cert_days=cert_days, repository=repository)
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        print(f"servicegate-portal: cannot listen on {host}:{port} ({exc.strerror}); choose another --port",
-              file=sys.stderr)
+    # Both ports are bound here, before the server runs, so that a port in use is said plainly and port 0's
+    # choice can be printed.
+    sock = _listen(host, port, "--port")
+    relay_sock = _listen(host, relay_port, "--relay-port")
+    if sock is None or relay_sock is None:
         return 1
+    store = Store(data_dir / "portal.sqlite")
+    relay = Relay(store, pki, relay_sock, host=host)
+    app = create_app(store, pki, cert_days=cert_days, repository=repository, relay=relay)
     url = f"https://{host}:{sock.getsockname()[1]}"
     config = uvicorn.Config(app, http=TLSH11Protocol, log_level="warning", access_log=False,
                             ssl_certfile=str(pki.server_cert), ssl_keyfile=str(pki.server_key),
                             ssl_ca_certs=str(pki.ca_file), ssl_cert_reqs=ssl.CERT_OPTIONAL,
                             timeout_graceful_shutdown=2)
     print(f"ServiceGate reference portal at {url}", flush=True)
+    print(f"relay at {host}:{relay.port}", flush=True)
     print(f"vendor CA SHA-256 fingerprint: {pki.fingerprint}", flush=True)
     print(f"data: {data_dir}", flush=True)
     uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _listen(host: str, port: int, option: str) -> socket.socket | None:
+    """A TCP socket bound to host:port, or None after saying why not."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        print(f"servicegate-portal: cannot listen on {host}:{port} ({exc.strerror}); choose another {option}",
+              file=sys.stderr)
+        return None
+    return sock
 
 
 def _show(store: Store, device_id: str) -> None:
@@ -352,7 +398,8 @@ def _show(store: Store, device_id: str) -> None:
         "sequences": [r["sequence"] for r in records], "gaps": store.gaps(device_id),
         "audit_heads": store.audit_heads(device_id), "session_events": store.session_events(device_id),
         "messages": store.messages(device_id), "tasks": store.tasks(device_id),
-        "sessions": store.sessions(device_id), "update_reports": store.update_reports(device_id),
+        "sessions": store.sessions(device_id), "screens": store.screens(device_id=device_id),
+        "update_reports": store.update_reports(device_id),
         "alerts": [r["items"][0] for r in records if r["kind"] == "alert"],
         "shown_at": time.time(),
     }, indent=2))
@@ -372,6 +419,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="0: any free port (printed)")
     serve.add_argument("--cert-days", type=int, default=90, help="lifetime of the device certificates it issues")
+    serve.add_argument("--relay-port", type=int, default=0,
+                       help="the screen relay's port (TLS with device certificates); 0: any free port (printed)")
     device = sub.add_parser("device", help="registered devices").add_subparsers(dest="action", required=True)
     command("add", "register a device and print its one-time enrollment password", device).add_argument(
         "--device-id", required=True)
@@ -448,4 +497,9 @@ def _parser() -> argparse.ArgumentParser:
     fetched.add_argument("--task", required=True)
     fetched.add_argument("--name", required=True)
     fetched.add_argument("--out", type=Path, required=True)
+    screen = command("screen", "the session's newest screen share: the viewer's address and VNC password (JSON)",
+                     engineer)
+    screen.add_argument("--session-id", "--session", dest="session", required=True)
+    screen.add_argument("--wait", type=float, default=0,
+                        help="seconds to wait for a share that is waiting for the viewer or being viewed")
     return parser

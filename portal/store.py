@@ -11,6 +11,8 @@
 - cases: the service cases opened by the devices' service requests, once per (device, request ID).
 - update_reports: what each device did with an offered update (installed, failed, refused, ...), once per
   (device, target, outcome). The updates themselves are in the TUF repository (portal/updates.py), not here.
+- screens: each screen the devices shared through the relay (portal/relay.py): its session and task, the
+  engineer's viewer port and VNC password, waiting -> viewing -> ended with the reason and the bytes relayed.
 - events: the portal's own log (enrollments, refusals), which `servicegate-portal` prints.
 
 Each call opens its own connection (WAL, synchronous=FULL), so the server's threads and the command line
@@ -42,6 +44,11 @@ SESSION_KINDS = ("service", "application-support")
 CLAIM_VALID_S = 30 * 60  # an opened session must be claimed at the console within this time
 CLAIM_MAX_FAILURES = 5  # wrong session IDs from one device within CLAIM_WINDOW_S, then claims wait
 CLAIM_WINDOW_S = 10 * 60
+# A screen share's states, and the moves between them (portal/relay.py makes them):
+#   waiting - the device is connected and its VNC server's greeting waits for the engineer's viewer
+#   viewing - the viewer is connected; bytes flow both ways
+#   ended   - either side closed, no viewer came, a refusal after the start, or the portal stopped
+SCREEN_MOVES = {"waiting": ("viewing", "ended"), "viewing": ("ended",), "ended": ()}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -152,6 +159,22 @@ CREATE TABLE IF NOT EXISTS update_reports (
     time REAL NOT NULL,
     PRIMARY KEY (device_id, target, outcome)
 );
+CREATE TABLE IF NOT EXISTS screens (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    viewer_port INTEGER NOT NULL,
+    password TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started REAL NOT NULL,
+    viewer_connected REAL,
+    ended REAL,
+    end_reason TEXT,
+    bytes_to_viewer INTEGER NOT NULL DEFAULT 0,
+    bytes_to_device INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS screens_of_session ON screens (session_id, state);
 CREATE TABLE IF NOT EXISTS claim_failures (
     device_id TEXT NOT NULL,
     time REAL NOT NULL
@@ -186,6 +209,10 @@ def transaction(path: Path, *, write: bool = True) -> Iterator[sqlite3.Connectio
 
 class EnrollmentRefused(Exception):
     """The one-time password was not accepted; the message is safe to show the caller."""
+
+
+class ScreenRefused(Exception):
+    """A screen relay was not accepted; the message is safe to show the device (portal/relay.py)."""
 
 
 class ClaimRefused(Exception):
@@ -482,6 +509,88 @@ class Store:
                     str(content.get("servicegate.end_text", "")), failures,
                     f"{failures} wrong one-time password(s)" if failures else "", self._clock(), session_id,
                     device_id))
+
+    # --- screen shares ---------------------------------------------------------------------------------------
+
+    def start_screen(self, device_id: str, session_id: str, *, task_id: str, password: str, viewer_port: int) -> int:
+        """A device offers its screen in `session_id`: accepted (returns the share's ID, state `waiting`) when the
+        session is this device's and active and no other share of it is open; ScreenRefused otherwise. Checked and
+        recorded in one transaction, so two relays for one session cannot both get through. Every refusal is
+        logged with what the device is not told (whose session it is)."""
+        now = self._clock()
+        refusal: str | None = None
+        with self._db() as db:
+            row = db.execute("SELECT device_id, state FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
+            open_share = db.execute("SELECT task_id FROM screens WHERE session_id = ? AND state != 'ended'",
+                                    (session_id,)).fetchone()
+            detail = ""
+            if row is None or row[0] != device_id:
+                # Said alike for an unknown session and another device's: nothing to learn about other devices.
+                refusal = f"no session {session_id} of this device: check the session ID"
+                detail = " (it is another device's)" if row is not None else " (unknown)"
+            elif row[1] != "active":
+                refusal = (f"session {session_id} is {row[1] or 'not started'}, not active: a screen is shared only "
+                           "in an active session (after the engineer's one-time password)")
+            elif open_share is not None:
+                refusal = (f"the screen of session {session_id} is already relayed (task {open_share[0]}); only one "
+                           "relay per session: end that one first")
+            if refusal is not None:
+                self._log(db, device_id, "screen_refused", f"session {session_id}, task {task_id}: {refusal}{detail}")
+                screen_id = 0
+            else:
+                screen_id = int(db.execute(
+                    "INSERT INTO screens (session_id, device_id, task_id, viewer_port, password, state, started) "
+                    "VALUES (?, ?, ?, ?, ?, 'waiting', ?)",
+                    (session_id, device_id, task_id, viewer_port, password, now)).lastrowid or 0)
+                self._log(db, device_id, "screen_started", f"session {session_id}, task {task_id}: waiting for the "
+                                                           f"viewer on 127.0.0.1:{viewer_port}")
+        if refusal is not None:
+            raise ScreenRefused(refusal)
+        return screen_id
+
+    def screen_viewing(self, screen_id: int) -> None:
+        """The engineer's viewer connected."""
+        with self._db() as db:
+            self._screen_move(db, screen_id, "viewing")
+            db.execute("UPDATE screens SET viewer_connected = ? WHERE id = ?", (self._clock(), screen_id))
+
+    def screen_ended(self, screen_id: int, reason: str, *, bytes_to_viewer: int, bytes_to_device: int) -> None:
+        """The share ended (either side closed, no viewer came, the portal stopped), with the bytes relayed."""
+        with self._db() as db:
+            device_id = self._screen_move(db, screen_id, "ended")
+            db.execute("UPDATE screens SET ended = ?, end_reason = ?, bytes_to_viewer = ?, bytes_to_device = ? "
+                       "WHERE id = ?", (self._clock(), reason, bytes_to_viewer, bytes_to_device, screen_id))
+            self._log(db, device_id, "screen_ended", f"screen share {screen_id}: {reason}; {bytes_to_viewer} bytes "
+                                                     f"to the viewer, {bytes_to_device} to the device")
+
+    def end_open_screens(self, reason: str) -> int:
+        """End every share still waiting or viewing (at the relay's start: the process that relayed them is gone)."""
+        with self._db() as db:
+            return db.execute("UPDATE screens SET state = 'ended', ended = ?, end_reason = ? WHERE state != 'ended'",
+                              (self._clock(), reason)).rowcount
+
+    def screens(self, *, device_id: str = "", session_id: str = "", passwords: bool = False) -> list[dict[str, Any]]:
+        """The screen shares of a device or a session, oldest first; the VNC passwords only with `passwords` (for
+        the engineer's command, nothing else)."""
+        with self._db(write=False) as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute("SELECT * FROM screens WHERE (? = '' OR device_id = ?) AND (? = '' OR session_id = ?) "
+                              "ORDER BY id", (device_id, device_id, session_id, session_id)).fetchall()
+        shares = [dict(row) for row in rows]
+        if not passwords:
+            for share in shares:
+                del share["password"]
+        return shares
+
+    def _screen_move(self, db: sqlite3.Connection, screen_id: int, to: str) -> str:
+        """Move a share to state `to` (SCREEN_MOVES); returns its device. An illegal move is a bug: ValueError."""
+        row = db.execute("SELECT state, device_id FROM screens WHERE id = ?", (screen_id,)).fetchone()
+        if row is None:
+            raise ValueError(f"no screen share {screen_id}")
+        if to not in SCREEN_MOVES[row[0]]:
+            raise ValueError(f"screen share {screen_id} cannot move from {row[0]} to {to}")
+        db.execute("UPDATE screens SET state = ? WHERE id = ?", (to, screen_id))
+        return str(row[1])
 
     # --- service cases --------------------------------------------------------------------------------------
 

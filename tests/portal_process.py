@@ -1,8 +1,8 @@
 """The reference portal as a real process for the tests: `servicegate-portal serve` on 127.0.0.1.
 
-`start()` waits until it accepts connections; `restart()` stops it and starts it again on the same port and
-data folder (its state must survive). The commands that work on the data folder (`device add`, `show`,
-`inbox post`) are run as the real command line too.
+`start()` waits until it accepts connections; `restart()` stops it and starts it again on the same ports and
+data folder (its state must survive); `relay_port` is its screen relay's (docs/protocol.md, Screen relay). The
+commands that work on the data folder (`device add`, `show`, `inbox post`) are run as the real command line too.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ class PortalProcess:
         self.data_dir = data_dir
         self.cert_days = cert_days
         self.port = 0
+        self.relay_port = 0
         self.url = ""
         self.ca_fingerprint = ""
         self.process: subprocess.Popen[str] | None = None
@@ -36,13 +37,15 @@ class PortalProcess:
     def start(self, timeout_s: float = 20) -> PortalProcess:
         self.process = subprocess.Popen(
             [PORTAL, "serve", "--data-dir", str(self.data_dir), "--port", str(self.port),
-             "--cert-days", str(self.cert_days)],
+             "--relay-port", str(self.relay_port), "--cert-days", str(self.cert_days)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
         deadline = time.monotonic() + timeout_s
         for line in self.process.stdout:
             if found := re.search(r"at (https://[\d.]+:(\d+))", line):
                 self.url, self.port = found[1], int(found[2])
+            if found := re.search(r"^relay at [\d.]+:(\d+)$", line.strip()):
+                self.relay_port = int(found[1])
             if found := re.search(r"fingerprint: ([0-9a-f]{64})", line):
                 self.ca_fingerprint = found[1]
                 break

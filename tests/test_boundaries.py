@@ -14,8 +14,8 @@ AGENT_MODULES = {f"agent.{p.stem}" for p in (REPO / "agent").glob("*.py") if p.s
 # What each package may use of the agent, and why.
 ALLOWED = {
     "consent_ui": {"agent.client", "agent.protocol", "agent.errors"},  # errors: what the client raises
-    "installer": {"agent.config", "agent.errors", "agent.fsutil"},  # config to validate it; the errors config raises;
-    # fsutil (standard library only): the same durable writes as the agent's
+    "installer": {"agent.config", "agent.errors", "agent.fsutil", "agent.versions"},  # config to validate it; the
+    # errors config raises; fsutil and versions (standard library only): the same durable writes and version order
 }
 
 

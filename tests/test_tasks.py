@@ -25,7 +25,7 @@ from agent.tasks import DEFAULT_CATALOG, TaskKind, build_argv, check_params, con
 REPO = Path(__file__).resolve().parents[1]
 CATALOG = load_catalog(None)
 ISSUE_KINDS = {"collect-logs", "system-report", "run-diagnostics", "restart-service", "fetch-file", "fetch-study",
-               "apply-config", "adjust-protocol"}
+               "apply-config", "adjust-protocol", "share-screen"}
 # the update channel's, never an engineer's
 UPDATE_KINDS = {"install-virus-patterns", "install-software", "install-configuration"}
 MODALITY = ("/opt/modality/bin/python", "/opt/modality/service_tool.py")
@@ -59,6 +59,7 @@ def test_the_default_catalog_offers_every_kind_of_the_issue() -> None:
     ("fetch-study", {"patient_data"}),
     ("apply-config", {"changes_system"}),
     ("adjust-protocol", {"application_support"}),
+    ("share-screen", {"application_support"}),
 ])
 def test_default_flags(kind: str, flags: set[str]) -> None:
     task = CATALOG.get(kind)
@@ -434,7 +435,8 @@ def test_modality_without_a_tool_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def run_builtin(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("SERVICEGATE_")}
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith("SERVICEGATE_") and name != "DISPLAY"}
     env.update({f"SERVICEGATE_{name.upper()}": value for name, value in variables.items()})
     return subprocess.run([sys.executable, "-m", "agent.builtin_tasks", *args], capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=60)
@@ -461,6 +463,24 @@ def test_install_patterns_switches_current_keeps_the_one_before_and_checks_the_h
     unset = run_builtin("install-patterns", str(versions["2026.1"]), "2026.5", "0" * 64)
     assert unset.returncode == 2
     assert "SERVICEGATE_PATTERN_DIR is not set" in unset.stderr
+
+
+def test_a_screen_task_must_be_application_support_so_the_technologist_confirms_it() -> None:
+    assert CATALOG.get("share-screen").screen
+    assert [k for k, t in CATALOG.kinds.items() if t.screen] == ["share-screen"]
+    with pytest.raises(ConfigError, match="screen = true needs application_support = true"):
+        parse_catalog('[[task]]\nkind = "peek"\ncommand = ["{builtin}", "share-screen"]\nscreen = true\n', "c.toml")
+
+
+@pytest.mark.parametrize(("variables", "words"), [
+    ({}, "SERVICEGATE_VNC_PORT is not a port number"),
+    ({"vnc_port": "5900"}, "SERVICEGATE_VNC_PASSWORD is not set"),
+    ({"vnc_port": "5900", "vnc_password": "Ab3dEf7h"}, "DISPLAY '' is not a local X display"),
+])
+def test_share_screen_runs_only_as_the_agent_starts_it(variables: dict[str, str], words: str) -> None:
+    refused = run_builtin("share-screen", **variables)
+    assert refused.returncode == 2
+    assert words in refused.stderr
 
 
 def test_install_configuration_checks_the_rules_before_it_switches(tmp_path: Path) -> None:
@@ -658,4 +678,4 @@ def test_the_builtin_programs_import_nothing_heavy_from_the_agent() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
                             check=True)
     assert result.stdout.strip() == str(["agent", "agent.builtin_tasks", "agent.errors", "agent.fsutil",
-                                         "agent.protocol", "agent.tasks"])
+                                         "agent.protocol", "agent.tasks", "agent.versions"])

@@ -36,11 +36,12 @@ from consent_ui.update_dialog import UpdateDialog, UpdateListDialog
 from tests.agent_process import AgentProcess
 from tests.control_server import RunningServer
 from tests.portal_process import PortalProcess
-from tests.test_connection import audit_events
+from tests.test_connection import audit_events, wait_for
 from tests.test_control_roles import FixedRoles
 from tests.test_ui_console import click, close, start_console
 from tests.test_ui_models import NOW, assert_all_marked, show
 from tests.test_updates_flow import publish as publish_update
+from tests.test_updates_flow import reports
 
 KEY = "3f2a9c01d4e5b6a7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5"
 OTHER_KEY = "77e1b0c2d3e4f5061728394a5b6c7d8e9f00112233445566778899aabbccddee"
@@ -311,6 +312,7 @@ def test_an_offered_update_opens_by_itself_and_approve_installs_it(
         assert current.read_bytes() == b"signatures 2026.12.5\n" * 100
         assert decisions(agent) == [("update_approved", offered["id"])]
         assert len(update_windows(console)) == 1  # one dialog, opened once
+        wait_for("the report at the portal", lambda: (name, "installed") in reports(portal))
     finally:
         close(console, link)
 
