@@ -1,0 +1,190 @@
+"""Screen sharing end to end on a real X display (Xvfb with openbox): the engineer opens an application-support session
+at the real portal, the technologist claims it (disclaimer, full access) and the engineer authenticates; the engineer
+asks for `share-screen`, the technologist confirms it; the agent's task becomes x11vnc on loopback, the agent's relay
+connects out to the portal's relay port, and the engineer's VNC client (vncdotool, in this process) connects to the
+portal's viewer port with the one-time password from `servicegate-portal engineer screen`.
+
+It checks what the engineer sees (the shared screen's pixels are an `xwd` capture of the display, but for the
+cursor x11vnc paints where the pointer is), that in view-only mode the engineer's keys and pointer change nothing on
+the display (xev, in a window with the focus, reports every key and button that reaches it; xdotool reads the
+pointer), that once the technologist allows control they do (the positive control), and that End session (the kill
+switch, what the banner's button does) disconnects the engineer and leaves no x11vnc process.
+
+The X server here admits every local client (Xvfb without -auth), so the agent's user needs no grant: on a console,
+the consent UI grants it (docs/screen-sharing.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+from PIL import Image
+
+from tests.agent_process import AgentProcess
+from tests.portal_process import PortalProcess
+from tests.test_connection import FAST_TELEMETRY, audit_events, device, enroll, wait_for
+from tests.test_ui_x11 import require, x_server
+
+pytestmark = [pytest.mark.window_system,
+              pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning")]
+
+DEVICE_ID = "ct-screen-1"
+TOOLS = ("Xvfb", "openbox", "x11vnc", "xwd", "xev", "xdotool", "xlogo")
+CURSOR_BOX = 32  # x11vnc paints the cursor into the picture a viewer without cursor support gets
+
+
+@dataclass
+class Console:
+    env: dict[str, str]
+    xev_log: Path
+    xev_window: str
+
+    def pointer(self) -> tuple[int, int]:
+        out = subprocess.run(["xdotool", "getmouselocation", "--shell"], env=self.env, capture_output=True,
+                             text=True, check=True).stdout
+        values = dict(line.split("=", 1) for line in out.split())
+        return int(values["X"]), int(values["Y"])
+
+    def events(self) -> list[str]:
+        """The key and button events xev's window got."""
+        return [line.split()[0] for line in self.xev_log.read_text(errors="replace").splitlines()
+                if line.startswith(("KeyPress", "ButtonPress"))]
+
+    def xwd(self) -> Image.Image:
+        data = subprocess.run(["xwd", "-root", "-silent"], env=self.env, capture_output=True, check=True).stdout
+        return read_xwd(data)
+
+
+def read_xwd(data: bytes) -> Image.Image:
+    """An X window dump (XWDFile.h) of a TrueColor 24-bit screen, as RGB."""
+    header = struct.unpack(">25I", data[:100])
+    header_size, depth, width, height, byte_order, bits_per_pixel, bytes_per_line = (
+        header[0], header[3], header[4], header[5], header[7], header[11], header[12])
+    assert (depth, bits_per_pixel) == (24, 32), header
+    pixels = data[header_size + header[19] * 12:]
+    return Image.frombuffer("RGBX", (width, height), pixels, "raw", "BGRX" if byte_order == 0 else "XRGB",
+                            bytes_per_line, 1).convert("RGB")
+
+
+def differences(seen: Image.Image, truth: Image.Image) -> list[tuple[int, int]]:
+    assert seen.size == truth.size
+    a, b, width = seen.tobytes(), truth.tobytes(), seen.size[0]
+    return [((i // 3) % width, (i // 3) // width) for i in range(0, len(a), 3) if a[i:i + 3] != b[i:i + 3]]
+
+
+@pytest.fixture
+def console(tmp_path: Path) -> Iterator[Console]:
+    require(TOOLS)
+    with x_server(["Xvfb", "-screen", "0", "1024x768x24", "-nolisten", "tcp"], tmp_path / "x.log") as env:
+        windows = [subprocess.Popen(["xlogo", "-geometry", "320x240+40+40"], env=env)]
+        xev_log = tmp_path / "xev.log"
+        with xev_log.open("w") as out:
+            windows.append(subprocess.Popen(["xev", "-geometry", "300x200+600+400", "-event", "keyboard", "-event",
+                                             "button"], env=env, stdout=out, stderr=subprocess.STDOUT))
+        try:
+            window = wait_for("xev's window", lambda: subprocess.run(
+                ["xdotool", "search", "--name", "Event Tester"], env=env, capture_output=True,
+                text=True).stdout.split())
+            subprocess.run(["xdotool", "windowactivate", "--sync", window[0], "mousemove", "100", "100"], env=env,
+                           check=True)
+            yield Console(env, xev_log, window[0])
+        finally:
+            for process in windows:
+                process.terminate()
+                process.wait(timeout=10)
+
+
+@pytest.fixture
+def agent(portal: PortalProcess, console: Console, tmp_path: Path) -> Iterator[AgentProcess]:
+    process = device(tmp_path, "d" * 32, FAST_TELEMETRY + f'[screen]\ndisplay = "{console.env["DISPLAY"]}"\n')
+    assert enroll(process, portal, DEVICE_ID).returncode == 0
+    process.start()
+    yield process
+    process.stop()
+
+
+def active_session(portal: PortalProcess, agent: AgentProcess) -> str:
+    out = portal.cli("engineer", "open-session", "--device", DEVICE_ID, "--engineer-id", "E-21", "--name",
+                     "Kim Applications", "--company", "Acme Medical Service", "--reason", "protocol questions",
+                     "--level", "full", "--kind", "application-support")
+    session_id = out.splitlines()[0]
+    claimed = agent.cli("session", "claim", session_id, "--level", "full", "--accept-disclaimer")
+    assert claimed.returncode == 0, claimed.stderr
+    code = portal.cli("engineer", "totp", "--device", DEVICE_ID).strip()
+    done = portal.run("engineer", "authenticate", "--session", session_id, "--code", code)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return session_id
+
+
+def x11vnc_processes() -> list[int]:
+    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "x11vnc"]
+
+
+def test_the_engineer_sees_the_console_controls_it_only_when_allowed_and_end_session_stops_it(
+        portal: PortalProcess, agent: AgentProcess, console: Console, tmp_path: Path) -> None:
+    from vncdotool import api  # twisted's reactor starts in a thread at the first connection
+
+    session_id = active_session(portal, agent)
+    asked = portal.run("engineer", "run-task", "--session", session_id, "--kind", "share-screen")
+    assert asked.returncode == 0, asked.stdout + asked.stderr
+    waiting = wait_for("the technologist's question", lambda: [
+        t for t in agent.cli_json("task", "list") if t["kind"] == "share-screen" and t["state"] == "waiting"])
+    assert not x11vnc_processes()  # nothing is shared before the technologist says so
+    confirmed = agent.cli("task", "confirm", waiting[0]["id"])
+    assert confirmed.returncode == 0, confirmed.stderr
+    screen = json.loads(portal.cli("engineer", "screen", "--session-id", session_id, "--wait", "30"))
+    assert screen["viewer"] == f"127.0.0.1::{screen['port']}"
+
+    client = api.connect(screen["viewer"], password=screen["password"], timeout=30)
+    try:
+        client.captureScreen(str(tmp_path / "shared.png"))
+        x, y = console.pointer()
+        wrong = differences(Image.open(tmp_path / "shared.png").convert("RGB"), console.xwd())
+        assert all(x <= px < x + CURSOR_BOX and y <= py < y + CURSOR_BOX for px, py in wrong), wrong[:10]
+        assert len(wrong) < CURSOR_BOX * CURSOR_BOX // 2  # the cursor, and nothing else, differs
+
+        # View-only: the session has full access, but the technologist has not allowed control.
+        [share] = agent.cli_json("screen", "list")
+        assert (share["control"], share["control_possible"]) == (False, True)
+        client.mouseMove(750, 500)
+        client.mousePress(1)
+        client.keyPress("a")
+        client.captureScreen(str(tmp_path / "after-view-only.png"))  # a round trip after the input
+        assert console.pointer() == (100, 100)
+        assert console.events() == []
+
+        # The positive control: allowed, the same input reaches the console.
+        assert agent.cli("screen", "control", "on").returncode == 0
+        client.mouseMove(750, 500)
+        client.mousePress(1)
+        client.keyPress("a")
+        client.captureScreen(str(tmp_path / "after-control.png"))
+        wait_for("the engineer's input at the console", lambda: console.pointer() == (750, 500) and
+                 "KeyPress" in console.events() and "ButtonPress" in console.events())
+
+        # End session at the console: the kill switch.
+        assert agent.cli("kill", "--reason", "done").returncode == 0
+        wait_for("no x11vnc left", lambda: not x11vnc_processes())
+        assert client.protocol is not None
+        wait_for("the engineer's client disconnected", lambda: client.protocol.transport.disconnected)
+    finally:
+        if client.protocol is not None and not client.protocol.transport.disconnected:
+            client.disconnect()
+
+    records = {r["event"]: r for r in audit_events(agent) if r["event"].startswith("screen_")}
+    assert records["screen_share_started"]["details"]["engineer_id"] == "E-21"
+    assert records["screen_control_changed"]["details"]["control"] is True
+    ended = records["screen_share_ended"]["details"]
+    assert ended["bytes_to_portal"] > 1024 * 768  # at least one full screen went out
+    assert (ended["dropped"], ended["inputs"]) == (5, 10)  # a move, a click (press, release), a key (down, up); twice
+    shares = wait_for("the share ended at the portal", lambda: [
+        s for s in portal.show(DEVICE_ID)["screens"] if s["state"] == "ended"])
+    assert shares[0]["bytes_to_viewer"] > 1024 * 768
