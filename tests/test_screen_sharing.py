@@ -17,7 +17,6 @@ the consent UI grants it (docs/screen-sharing.md).
 from __future__ import annotations
 
 import json
-import os
 import struct
 import subprocess
 from collections.abc import Iterator
