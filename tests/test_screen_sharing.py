@@ -187,3 +187,39 @@ def test_the_engineer_sees_the_console_controls_it_only_when_allowed_and_end_ses
     shares = wait_for("the share ended at the portal", lambda: [
         s for s in portal.show(DEVICE_ID)["screens"] if s["state"] == "ended"])
     assert shares[0]["bytes_to_viewer"] > 1024 * 768
+
+
+UNIT = Path(__file__).resolve().parents[1] / "installer" / "units" / "servicegate.service"
+
+
+def unit_setting(key: str) -> str:
+    return next(line.split("=", 1)[1] for line in UNIT.read_text().splitlines() if line.startswith(f"{key}="))
+
+
+def in_the_units_file_system(console: Console, binds: list[str], command: list[str]) -> int:
+    """`command` in a mount namespace made as the unit's file-system settings make the service's: a private /tmp
+    (PrivateTmp), empty /root and /home (ProtectHome, so no .Xauthority), and `binds` read-only from the host
+    (BindReadOnlyPaths). In a network namespace of its own too, so that the X server's abstract socket (which the
+    service reaches anyway: it shares the host's network) is out of reach and only the file-system socket counts:
+    what an X server started with `-nolisten local` offers."""
+    assert unit_setting("PrivateTmp") == "yes" and unit_setting("ProtectHome") == "yes"
+    steps = ["set -e"]
+    for number, path in enumerate(binds):  # kept aside before the private /tmp hides them
+        steps += [f"mkdir -p /run/sg-bind-{number}", f"mount --bind {path} /run/sg-bind-{number}"]
+    steps += ["mount -t tmpfs tmpfs /tmp", "mount -t tmpfs tmpfs /root", "mount -t tmpfs tmpfs /home"]
+    for number, path in enumerate(binds):
+        steps += [f"mkdir -p {path}", f"mount --move /run/sg-bind-{number} {path}", f"mount -o remount,bind,ro {path}"]
+    steps.append(" ".join(command))
+    return subprocess.run(["unshare", "--mount", "--net", "--propagation", "private", "sh", "-c", "\n".join(steps)],
+                          env={**console.env, "XAUTHORITY": "/root/.Xauthority"}, capture_output=True,
+                          check=False).returncode
+
+
+@pytest.mark.needs_root
+def test_the_units_sandbox_reaches_the_console_display_through_its_bind_and_only_so(console: Console) -> None:
+    require(("unshare", "xdpyinfo"))
+    binds = unit_setting("BindReadOnlyPaths").split()
+    assert "/tmp/.X11-unix" in binds
+    probe = ["xdpyinfo", "-display", console.env["DISPLAY"]]
+    assert in_the_units_file_system(console, binds, probe) == 0
+    assert in_the_units_file_system(console, [], probe) != 0  # the control: the private /tmp alone hides the display
