@@ -183,7 +183,7 @@ def test_the_engineer_sees_the_console_controls_it_only_when_allowed_and_end_ses
     assert records["screen_control_changed"]["details"]["control"] is True
     ended = records["screen_share_ended"]["details"]
     assert ended["bytes_to_portal"] > 1024 * 768  # at least one full screen went out
-    assert (ended["dropped"], ended["inputs"]) == (5, 10)  # a move, a click (press, release), a key (down, up); twice
+    assert (ended["dropped"], ended["inputs"]) == (5, 10)  # a move, a click (down, up), a key (down, up); twice
     shares = wait_for("the share ended at the portal", lambda: [
         s for s in portal.show(DEVICE_ID)["screens"] if s["state"] == "ended"])
     assert shares[0]["bytes_to_viewer"] > 1024 * 768
@@ -202,7 +202,8 @@ def in_the_units_file_system(console: Console, binds: list[str], command: list[s
     (BindReadOnlyPaths). In a network namespace of its own too, so that the X server's abstract socket (which the
     service reaches anyway: it shares the host's network) is out of reach and only the file-system socket counts:
     what an X server started with `-nolisten local` offers."""
-    assert unit_setting("PrivateTmp") == "yes" and unit_setting("ProtectHome") == "yes"
+    assert unit_setting("PrivateTmp") == "yes"
+    assert unit_setting("ProtectHome") == "yes"
     steps = ["set -e"]
     for number, path in enumerate(binds):  # kept aside before the private /tmp hides them
         steps += [f"mkdir -p /run/sg-bind-{number}", f"mount --bind {path} /run/sg-bind-{number}"]
