@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,10 +33,11 @@ from pydicom.data import get_testdata_file
 from agent.client import wait_for_agent
 from agent.errors import AgentUnreachableError
 
-STEPS = 26
+STEPS = 27
 REPO = Path(__file__).resolve().parents[1]
 PORTAL = str(Path(sys.executable).parent / "servicegate-portal")
 SIM = str(Path(sys.executable).parent / "servicegate-sim-modality")
+VNCDO = str(Path(sys.executable).parent / "vncdo")  # the engineer's VNC viewer (vncdotool, a test dependency)
 DEVICE_ID = "CT-DEMO-01"
 DANA = ("--engineer-id", "E-1001", "--name", "Dana Example", "--company", "Vendor Service")
 
@@ -47,6 +49,7 @@ class Demo:
         self.socket = workdir / "run" / "control.sock"
         self.step_no = 0
         self.used_codes: set[str] = set()
+        self.display = ""  # the console's X display: this one, or a virtual one the demo starts
 
     def step(self, text: str) -> None:
         self.step_no += 1
@@ -131,6 +134,7 @@ class Demo:
             f'[modality]\ntool = ["{SIM}", "--state", "{self.workdir / "modality"}"]\n'
             f'[tasks]\nallowed_dirs = ["{self.workdir / "modality" / "logs"}"]\n'
             f'[updates]\nmodel = "CT-DEMO"\nvirus_pattern_dir = "{self.workdir / "virus-patterns"}"\n'
+            + (f'[screen]\ndisplay = "{self.display}"\n' if self.display else "")
         )
 
     def start_agent(self) -> subprocess.Popen[bytes]:
@@ -145,13 +149,39 @@ class Demo:
             raise SystemExit("demo: the agent did not answer within 30 s") from None
         raise SystemExit(f"demo: the agent stopped at start; see {self.workdir / 'agent.log'}")
 
+    def start_console_display(self) -> list[subprocess.Popen[bytes]]:
+        """The console's X display, which the consent UI shows on and the screen is shared from: this one when there
+        is one (DISPLAY), else a virtual one (Xvfb, with openbox) when Xvfb is installed; else none."""
+        if os.environ.get("DISPLAY"):
+            self.display = os.environ["DISPLAY"]
+            return []
+        if shutil.which("Xvfb") is None:
+            return []
+        read, write = os.pipe()
+        log = (self.workdir / "xvfb.log").open("wb")
+        print("  $ Xvfb -screen 0 1280x800x24 -nolisten tcp   (the console's display: no screen here)", flush=True)
+        started = [subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x800x24", "-nolisten",
+                                     "tcp"], pass_fds=(write,), stdout=log, stderr=subprocess.STDOUT)]
+        os.close(write)
+        with os.fdopen(read) as displayfd:
+            number = displayfd.readline().strip()  # written once it accepts connections
+        if not number.isdigit():
+            raise SystemExit(f"demo: Xvfb did not start; see {self.workdir / 'xvfb.log'}")
+        self.display = f":{number}"
+        if shutil.which("openbox"):
+            started.append(subprocess.Popen(["openbox"], env={**os.environ, "DISPLAY": self.display}, stdout=log,
+                                            stderr=subprocess.STDOUT))
+        return started
+
     def start_ui(self) -> subprocess.Popen[bytes]:
-        """The technologist's consent UI: real windows when a display is available, else offscreen; either way the
+        """The technologist's consent UI: real windows on the console's display, else offscreen; either way the
         banner and each receipt are saved as PNG in `screenshots/`."""
         env = dict(os.environ)
-        if not env.get("DISPLAY"):
+        if self.display:
+            env.update(DISPLAY=self.display, QT_QPA_PLATFORM="xcb")
+        else:
             env["QT_QPA_PLATFORM"] = "offscreen"
-        where = "on this display" if env.get("DISPLAY") else "offscreen (no display here)"
+        where = f"on display {self.display}" if self.display else "offscreen (no display here)"
         print(f"  $ servicegate ui      ({where}; screenshots in {self.workdir / 'screenshots'})", flush=True)
         log = (self.workdir / "ui.log").open("wb")
         return subprocess.Popen([sys.executable, "-m", "consent_ui", "--socket", str(self.socket), "--screenshots",
@@ -258,12 +288,44 @@ class Demo:
         self.sg("update", "list")
         print(f"    installed: {(self.workdir / 'virus-patterns' / 'current').resolve()}")
 
+    def share_screen(self) -> None:
+        self.step("An application specialist calls about a scan protocol and wants to see the console: an "
+                  "application-support session at LIMITED access, so the specialist only watches. The technologist "
+                  "types its ID in, accepts the privacy disclaimer, and confirms the screen share.")
+        if not self.display or shutil.which("x11vnc") is None:
+            print("    skipped: no X display or no x11vnc here (`make demo` as root installs xvfb and x11vnc)")
+            return
+        sid = self.portal("engineer", "open-session", "--device", DEVICE_ID, "--engineer-id", "E-3003", "--name",
+                          "Kim Applications", "--company", "Vendor Applications", "--reason", "scan protocol questions",
+                          "--level", "limited", "--kind", "application-support").split()[0]
+        self.sg("session", "claim", sid, "--level", "limited", "--accept-disclaimer")
+        self.authenticate(sid)
+        self.portal("engineer", "run-task", "--session", sid, "--kind", "share-screen")
+        def waiting() -> list[str]:
+            return [t["id"] for t in json.loads(self.sg("task", "list", "--json", quiet=True))
+                    if t["kind"] == "share-screen" and t["state"] == "waiting"]
+
+        self.wait("the question at the console", waiting)
+        self.sg("task", "confirm", waiting()[0])
+        screen = json.loads(self.portal("engineer", "screen", "--session-id", sid, "--wait", "30"))
+        self.sg("screen", "list")
+        picture = self.workdir / "screenshots" / "engineer-view.png"
+        print(f"  $ vncdo -s {screen['viewer']} -p {screen['password']} capture {picture.name}   (the specialist's "
+              "viewer)", flush=True)
+        subprocess.run([VNCDO, "-s", screen["viewer"], "-p", screen["password"], "capture", str(picture)],
+                       env={**os.environ, "PYTHONWARNINGS": "ignore"}, capture_output=True, timeout=60, check=True)
+        print(f"    what the specialist sees, relayed through the portal: {picture.relative_to(self.workdir)}")
+        self.wait("the share's end (the viewer closed)", lambda: not json.loads(
+            self.sg("screen", "list", "--json", quiet=True)), timeout_s=30)
+        self.portal("engineer", "end-session", "--session", sid, "--summary", "protocol settings explained")
+
     def run(self) -> None:
         self.install_bundle()
         self.step("The vendor's portal starts (the reference portal, on 127.0.0.1) with its own CA.")
         portal, url, fingerprint = self.start_portal()
         agent: subprocess.Popen[bytes] | None = None
         ui: subprocess.Popen[bytes] | None = None
+        console = self.start_console_display()
         try:
             self.step("The vendor registers the device and gives site IT a one-time password and the CA fingerprint.")
             otp = re.search(r"password (\S+)", self.portal("device", "add", "--device-id", DEVICE_ID))
@@ -303,6 +365,7 @@ class Demo:
             self.sg("session", "list")
             self.step("The technologist sets no access: remote access only case by case from now on.")
             self.sg("access", "set", "no-access")
+            self.share_screen()
             self.step("An engineer opens a FULL session and reads its ID out over the phone.")
             sid = self.portal("engineer", "open-session", "--device", DEVICE_ID, "--engineer-id", "E-2002", "--name",
                               "Sam Sample", "--company", "Vendor Service", "--reason", "detector calibration",
@@ -371,6 +434,9 @@ class Demo:
                     print("  agent did not stop in 30 s and was killed")
             portal.terminate()
             portal.wait(timeout=30)
+            for process in reversed(console):
+                process.terminate()
+                process.wait(timeout=30)
             if portal.stdout is not None:
                 portal.stdout.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -33,10 +34,11 @@ def test_demo_walks_the_story_and_leaves_an_intact_audit_log(tmp_path: Path) -> 
     assert [d["level"] for d in details("access_set")] == ["limited", "no-access"]
     assert details("access_set")[0]["until"] is not None
     ended = {d["session_id"]: d["end_reason"] for d in details("session_ended")}
-    assert sorted(ended.values()) == ["completed", "killed"]
-    confirmed = details("session_confirmed")
-    assert [(d["engineer_name"], d["level"]) for d in confirmed] == [("Sam Sample", "full")]
-    assert details("kill")[0]["ended_sessions"] == [confirmed[0]["session_id"]]
+    assert sorted(ended.values()) == ["completed", "completed", "killed"]
+    shared, confirmed = details("session_confirmed")
+    assert [(d["engineer_name"], d["level"]) for d in (shared, confirmed)] == [
+        ("Kim Applications", "limited"), ("Sam Sample", "full")]
+    assert details("kill")[0]["ended_sessions"] == [confirmed["session_id"]]
     assert records[-1]["event"] == "agent_stopped"
 
     # the installer step: the bundle installed into a staging root, once (the second run changed nothing)
@@ -66,6 +68,7 @@ def test_demo_walks_the_story_and_leaves_an_intact_audit_log(tmp_path: Path) -> 
     assert device["binding"]
     assert [(m["type"], m["acknowledged"] is not None) for m in portal.messages("CT-DEMO-01")] == [
         ("session_request", True), ("session_authenticate", True), ("session_end", True),
+        ("session_authenticate", True), ("task_request", True), ("session_end", True),
         ("session_authenticate", True), ("task_request", True), ("task_request", True), ("update_offer", True),
         ("task_request", True)]
     # the first session requested by the portal under the standing grant, the second claimed by its ID at the console;
@@ -73,10 +76,11 @@ def test_demo_walks_the_story_and_leaves_an_intact_audit_log(tmp_path: Path) -> 
     requested = [r for r in records if r["event"] == "session_requested"]
     assert [(r["actor"], r["details"]["engineer_name"]) for r in requested] == [("portal", "Dana Example")]
     claimed = [r for r in records if r["event"] == "session_claimed"]
-    assert [r["details"]["engineer_name"] for r in claimed] == ["Sam Sample"]
-    assert claimed[0]["details"]["session_id"] == confirmed[0]["session_id"]
+    assert [r["details"]["engineer_name"] for r in claimed] == ["Kim Applications", "Sam Sample"]
+    assert claimed[1]["details"]["session_id"] == confirmed["session_id"]
     active = [r for r in records if r["event"] == "session_active"]
-    assert [(r["actor"], r["details"]["authentication"]) for r in active] == [("E-1001", "totp"), ("E-2002", "totp")]
+    assert [(r["actor"], r["details"]["authentication"]) for r in active] == [
+        ("E-1001", "totp"), ("E-3003", "totp"), ("E-2002", "totp")]
     completed = [d for d in details("session_ended") if d["end_reason"] == "completed"]
     assert completed[0]["text"] == "error log collected; fan replacement ordered"
     sessions = {s["session_id"]: s for s in portal.sessions("CT-DEMO-01")}
@@ -93,13 +97,13 @@ def test_demo_walks_the_story_and_leaves_an_intact_audit_log(tmp_path: Path) -> 
     # the de-identified upload during the claimed session: accepted by the portal's own check, no patient name in it
     [upload] = [u for u in uploads_of(tmp_path / "portal", "CT-DEMO-01") if u["case_id"] == "CASE-4711"]
     assert (upload["state"], upload["case_id"], upload["session_id"]) == ("accepted", "CASE-4711",
-                                                                          claimed[0]["details"]["session_id"])
+                                                                          claimed[1]["details"]["session_id"])
     assert str(original.PatientName).encode() not in Path(upload["path"]).read_bytes()
     assert {r["details"]["engineer_id"] for r in records if r["event"] == "upload_accepted"} == {"E-2002"}
     # the service tasks in the FULL session (the simulated modality as the scanner): diagnostics completed, a study
     # fetched and uploaded de-identified, and a long diagnostics run stopped by the kill switch, its restore run, the
     # examination block held during the session and released by the kill
-    sid = str(claimed[0]["details"]["session_id"])
+    sid = str(claimed[1]["details"]["session_id"])
     tasks = {t["kind"] + ":" + t["params"].get("suite", ""): t for t in portal.tasks("CT-DEMO-01", sid)}
     assert tasks["run-diagnostics:quick"]["state"] == "completed"
     assert "ok" in tasks["run-diagnostics:quick"]["stdout"]
@@ -142,3 +146,19 @@ def test_demo_walks_the_story_and_leaves_an_intact_audit_log(tmp_path: Path) -> 
     assert installed.read_bytes() == b"demo virus signatures 2026.12.05\n" * 1000
     assert [(r["target"], r["outcome"]) for r in portal.update_reports("CT-DEMO-01")] == [
         ("virus-patterns/patterns-2026.12.05.dat", "installed")]
+
+    # the screen-sharing step: an application-support session at LIMITED access, the share confirmed at the console,
+    # view-only (control impossible at that level), relayed through the portal to the specialist's viewer, who saw
+    # the console's screen; ended when the viewer closed
+    [started] = details("screen_share_started")
+    [ended_share] = details("screen_share_ended")
+    assert started["session_id"] == shared["session_id"] == ended_share["session_id"]
+    assert (started["engineer_id"], started["control"], started["control_possible"]) == ("E-3003", False, False)
+    assert ended_share["reason"] == "the engineer's viewer disconnected"
+    assert int(str(ended_share["bytes_to_portal"])) > 1280 * 800  # at least a whole screen went out
+    [viewed] = portal.screens(device_id="CT-DEMO-01", session_id=str(shared["session_id"]))
+    assert viewed["state"] == "ended"
+    assert viewed["bytes_to_viewer"] == ended_share["bytes_to_portal"]
+    seen = (tmp_path / "screenshots" / "engineer-view.png").read_bytes()
+    assert seen.startswith(b"\x89PNG\r\n\x1a\n")
+    assert struct.unpack(">II", seen[16:24]) == (1280, 800)  # the console's whole screen, as the specialist saw it
