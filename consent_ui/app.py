@@ -1,14 +1,13 @@
 """`servicegate ui` (`python -m consent_ui`): the consent UI in the technologist's desktop session.
 
-`Console` keeps what the agent last said (status, tasks, uploads), follows its events, and drives the
-windows: a small ServiceGate window (the access level, Change access, Enter session ID, and
-"remote service unavailable" while the agent cannot be reached), the access and session dialogs, a
-request the engineer made through the service centre, the banner, the receipt when a session
-ends, and the approval dialog of an update the service centre offered (it opens by itself). It
-holds no authority and keeps no state of its own: everything comes from the agent, and every
-decision goes back to it. The banner and its End session button keep working while a dialog is
-open (dialogs are not modal to the application). One UI per user session (a lock file in the
-user's runtime folder).
+`Console` keeps what the agent last said (status, tasks, uploads), follows its events, and drives the windows: a
+small ServiceGate window (the access level, Change access, Enter session ID, and "remote service unavailable"
+while the agent cannot be reached), the access and session dialogs, a request the engineer made through the
+service centre, the banner (with the shared screen and its Allow control / View only), the receipt when a
+session ends, and the approval dialog of an update the service centre offered (it opens by itself). It holds no
+authority and keeps no state of its own: everything comes from the agent, and every decision goes back to it.
+The banner and its End session button keep working while a dialog is open (dialogs are not modal to the
+application). One UI per user session (a lock file in the user's runtime folder).
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -28,7 +28,7 @@ from PySide6.QtWidgets import QApplication, QHBoxLayout, QPushButton, QSystemTra
 from agent.client import Client
 from agent.errors import AgentUnreachableError, ServiceGateError
 from agent.protocol import SessionState
-from consent_ui import i18n, models, style
+from consent_ui import i18n, models, style, xaccess
 from consent_ui.audit_viewer import AuditViewer
 from consent_ui.banner import Banners
 from consent_ui.dialogs import (
@@ -84,6 +84,8 @@ class Console(QObject):
         self.status: dict[str, Any] = {}
         self.tasks: list[dict[str, Any]] = []
         self.uploads: list[dict[str, Any]] = []
+        self.shares: dict[str, Any] = {}  # the screen shares by task ID (`screen_list`, `screen_changed`)
+        self.screen_problem = ""  # a refused Allow control / View only, said on the banner until the next change
         self.up = False
         actions: list[Action] = [
             ("open_access", self.tr("Change access level…"), self.open_access),
@@ -94,7 +96,7 @@ class Console(QObject):
             ("end_session", tr(models.END_SESSION), self.end_session)]
         self.launcher = Launcher(actions)
         self.tray = Tray(actions, self.show_window)
-        self.banners = Banners(self.end_session)
+        self.banners = Banners(self.end_session, self.screen_control)
         self.dialogs: list[Any] = []  # open dialogs (kept referenced while shown)
         self.receipts: dict[str, ReceiptDialog] = {}
         self.ended: dict[str, dict[str, Any]] = {}  # the sessions the receipts are of
@@ -132,6 +134,7 @@ class Console(QObject):
         self.link.call("status", done=self._status, failed=self._failed)
         self.link.call("task_list", done=self._tasks, failed=self._failed)
         self.link.call("upload_list", done=self._uploads, failed=self._failed)
+        self.link.call("screen_list", done=self._screens, failed=self._failed)
 
     def _status(self, status: dict[str, Any]) -> None:
         self.status = status
@@ -171,6 +174,22 @@ class Console(QObject):
             if dialog.isVisible():
                 dialog.show_receipt(models.receipt(self.ended[session_id], self.tasks, uploads))
 
+    def _screens(self, shares: list[dict[str, Any]]) -> None:
+        self.shares = {}
+        for share in shares:
+            self.shares = models.follow_share(self.shares, share)
+        self._show_banner()
+
+    def _screen_changed(self, changes: list[dict[str, Any]]) -> None:
+        """A `screen_changed` event, or the shares `screen_control` changed: the banner follows (and a refusal said
+        on it is no longer news)."""
+        for change in changes:
+            self.shares = models.follow_share(self.shares, change)
+        if self.screen_problem and self.banners.problem == self.screen_problem:
+            self.banners.update(self.banners.current, "")
+        self.screen_problem = ""
+        self._show_banner()
+
     def _failed(self, error: ServiceGateError) -> None:
         if isinstance(error, AgentUnreachableError):
             return  # the watcher says so (and says when the agent is back)
@@ -204,6 +223,8 @@ class Console(QObject):
             self._session_changed(data)
         if name == "update_changed":
             self._update_changed(data)
+        if name == "screen_changed":
+            self._screen_changed([data])
 
     def _session_changed(self, session: dict[str, Any]) -> None:
         state = session.get("state")
@@ -249,7 +270,7 @@ class Console(QObject):
     def _show_banner(self) -> None:
         if not self.status:
             return
-        banner = models.banner(self.status, self.tasks, self.uploads, datetime.now(UTC))
+        banner = models.banner(self.status, self.tasks, self.uploads, datetime.now(UTC), self.shares.values())
         shown = set(self.banners.bars)
         self.banners.update(banner)
         if banner is not None and not shown:
@@ -340,6 +361,15 @@ class Console(QObject):
         self.link.call("kill", models.kill_request(tr(models.ENDED_AT_CONSOLE)), urgent=True,
                        done=lambda receipt: self.refresh(), failed=failed)
 
+    def screen_control(self, request: dict[str, Any]) -> None:
+        """The banner's Allow control / View only (`models.screen_control_request`); the agent checks it again and
+        answers the shares it changed. A refusal is said on the banner, where the button was pressed."""
+        def failed(error: ServiceGateError) -> None:
+            self.screen_problem = tr(models.screen_control_failed(error))
+            self.banners.update(self.banners.current, self.screen_problem)
+
+        self.link.call("screen_control", request, done=self._screen_changed, failed=failed)
+
     def _receipt(self, session: dict[str, Any]) -> None:
         """The receipt, from the tasks and uploads as they are now (and kept up to date while it is open)."""
         self.ended[str(session["id"])] = session
@@ -390,6 +420,19 @@ def console_settings(socket: Path) -> dict[str, Any]:
         return {}
 
 
+def _revoke_on_signals(x_grant: xaccess.AgentAccess) -> None:
+    """SIGTERM (the desktop session's logout, a service manager) and SIGHUP still end the UI at once, as they did,
+    but take the X grant back first. Python runs the handler when the GUI thread next runs Python code: the banner's
+    clock does that every TICK_MS."""
+    def handler(number: int, frame: object) -> None:
+        x_grant.revoke()
+        signal.signal(number, signal.SIG_DFL)
+        os.kill(os.getpid(), number)
+
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="servicegate ui", description="The ServiceGate consent UI.")
     parser.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help="the agent's control socket")
@@ -406,6 +449,11 @@ def main(argv: list[str] | None = None) -> int:
         print("servicegate ui: the ServiceGate UI is already running in this session", file=sys.stderr)
         return 0
     link = AgentLink(args.socket)
+    # x11vnc runs as the agent's user: this X server lets that user in while the UI runs (consent_ui.xaccess).
+    x_grant = xaccess.AgentAccess(args.socket) if application.platformName() == "xcb" else None
+    if x_grant is not None:
+        x_grant.grant()
+        link.available.connect(lambda up, why: x_grant.grant() if up else None)  # the agent started after the UI
     if args.screenshots is not None:
         args.screenshots.mkdir(parents=True, exist_ok=True)
     console = Console(link, args.screenshots)
@@ -414,9 +462,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         console.launcher.show()  # no tray on this desktop: the small window stays on screen
     link.start()
+    if x_grant is not None:
+        _revoke_on_signals(x_grant)
     try:
         return application.exec()
     finally:
         link.stop()
         console.close()
+        if x_grant is not None:
+            x_grant.revoke()
         lock.unlock()

@@ -1,7 +1,9 @@
 """The session banner: a frameless bar on top of every screen while a remote session is active.
 
 It says who is connected and why, at which level, for how long, whether examinations are blocked, and
-what the engineer is doing; its End session button is the kill switch. It cannot be closed, is put
+what the engineer is doing; its End session button is the kill switch. While the console's screen is shared with
+the engineer it says so, view-only or with control, and offers the toggle (Allow control / View only) when the
+session's access allows control. It cannot be closed, is put
 back when something moves it, stays above the UI's own windows, and follows the screens as they are
 added and removed. It takes no keyboard focus when it appears (the technologist's work goes on).
 """
@@ -9,6 +11,7 @@ added and removed. It takes no keyboard focus when it appears (the technologist'
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtCore import QObject, QPoint, Qt
 from PySide6.QtGui import QCloseEvent, QGuiApplication, QMoveEvent, QScreen
@@ -18,12 +21,17 @@ from consent_ui import models
 from consent_ui.dialogs import tr
 
 HEIGHT = 84
+Control = Callable[[dict[str, Any]], None]  # sends `screen_control` with these args
+
+
+def _no_control(request: dict[str, Any]) -> None:
+    """A banner that only shows (the gallery, tests): the toggle sends nothing."""
 
 
 class BannerBar(QWidget):
     """One screen's banner."""
 
-    def __init__(self, screen: QScreen, on_end: Callable[[], None]) -> None:
+    def __init__(self, screen: QScreen, on_end: Callable[[], None], on_control: Control = _no_control) -> None:
         flags = Qt.WindowType.WindowStaysOnTopHint | Qt.WindowType.FramelessWindowHint | Qt.WindowType.Tool
         super().__init__(None, flags)
         self.setAttribute(Qt.WidgetAttribute.WA_ShowWithoutActivating)
@@ -44,11 +52,19 @@ class BannerBar(QWidget):
         self.blocked.setObjectName("blocked")
         self.activity = QLabel()
         self.activity.setObjectName("activity")
+        self.screen_line = QLabel()  # the shared screen
+        self.screen_line.setObjectName("screen")
+        self.control_button = QPushButton()  # Allow control / View only, left of End session (which stays put)
+        self.control_button.setObjectName("control")
+        self.control_button.hide()
+        self.control_request: dict[str, Any] | None = None
+        self.on_control = on_control
+        self.control_button.clicked.connect(self._control_clicked)
         self.end_button = QPushButton()
         self.end_button.setObjectName("end")
         self.end_button.clicked.connect(on_end)
         self.text = QVBoxLayout()
-        self.labels = (self.headline, self.details, self.blocked, self.activity)
+        self.labels = (self.headline, self.details, self.blocked, self.activity, self.screen_line)
         for label in self.labels:
             label.setTextFormat(Qt.TextFormat.PlainText)  # the engineer's words show as written, never as markup
             # Long lines wrap within the screen (the bar grows taller); they never push End session off it.
@@ -58,6 +74,7 @@ class BannerBar(QWidget):
         self.row = QHBoxLayout(self)
         self.row.setContentsMargins(16, 4, 16, 4)
         self.row.addLayout(self.text, 1)
+        self.row.addWidget(self.control_button)
         self.row.addWidget(self.end_button)
         self.place()
 
@@ -66,11 +83,12 @@ class BannerBar(QWidget):
         self.ensurePolished()  # the style's fonts and padding, before measuring
         area = self.screen_.geometry()
         margins, spacing = self.row.contentsMargins(), self.text.spacing()
-        width = area.width() - margins.left() - margins.right() - self.row.spacing() - \
-            self.end_button.sizeHint().width()
+        buttons = [button for button in (self.control_button, self.end_button) if not button.isHidden()]
+        width = area.width() - margins.left() - margins.right() - \
+            sum(self.row.spacing() + button.sizeHint().width() for button in buttons)
         lines = [label.heightForWidth(width) for label in self.labels if not label.isHidden()]
         text = sum(lines) + spacing * (len(lines) - 1)
-        height = margins.top() + margins.bottom() + max(text, self.end_button.sizeHint().height())
+        height = margins.top() + margins.bottom() + max(text, *(b.sizeHint().height() for b in buttons))
         self.setGeometry(area.x(), area.y(), area.width(), max(HEIGHT, height))
 
     def show_banner(self, banner: models.Banner, problem: str = "") -> None:
@@ -85,7 +103,8 @@ class BannerBar(QWidget):
         self.activity.setText(problem or activity)
         self.activity.setObjectName("problem" if problem else "activity")
         self.activity.style().polish(self.activity)  # its colour follows its name (consent_ui.style)
-        for label in (self.headline, self.details, self.activity):
+        self._show_screen(banner.screen)
+        for label in (self.headline, self.details, self.activity, self.screen_line):
             label.setToolTip(label.text())
         self.end_button.setText(tr(banner.end_label))
         self.end_button.setToolTip(tr(banner.end_warning))
@@ -95,6 +114,27 @@ class BannerBar(QWidget):
         if not self.isVisible():
             self.show()
         self.raise_()
+
+    def _show_screen(self, share: models.ScreenShare | None) -> None:
+        """The shared screen's line, and the toggle when the session's access allows control."""
+        self.screen_line.setText(tr(share.line) if share is not None else "")
+        self.screen_line.setVisible(share is not None)
+        self.screen_line.setObjectName("screen-control" if share is not None and share.control else "screen")
+        self.screen_line.style().polish(self.screen_line)
+        self.control_request = share.request if share is not None else None
+        if share is None or share.toggle is None:
+            self.control_button.hide()
+            return
+        self.control_button.setText(tr(share.toggle))
+        self.control_button.setAccessibleName(tr(share.toggle))
+        hint = tr(share.toggle_hint) if share.toggle_hint is not None else ""
+        self.control_button.setToolTip(hint)
+        self.control_button.setAccessibleDescription(hint)
+        self.control_button.show()
+
+    def _control_clicked(self) -> None:
+        if self.control_request is not None:
+            self.on_control(dict(self.control_request))
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
         if self.closable:
@@ -112,8 +152,9 @@ class BannerBar(QWidget):
 class Banners:
     """A BannerBar on every screen while `update` is given a banner; none otherwise."""
 
-    def __init__(self, on_end: Callable[[], None]) -> None:
+    def __init__(self, on_end: Callable[[], None], on_control: Control = _no_control) -> None:
         self.on_end = on_end
+        self.on_control = on_control
         self.bars: dict[QScreen, BannerBar] = {}
         self.current: models.Banner | None = None
         self.problem = ""
@@ -141,7 +182,7 @@ class Banners:
         for screen in QGuiApplication.screens():
             bar = self.bars.get(screen)
             if bar is None:
-                bar = self.bars[screen] = BannerBar(screen, self.on_end)
+                bar = self.bars[screen] = BannerBar(screen, self.on_end, self.on_control)
             bar.show_banner(banner, self.problem)
 
     def raise_all(self) -> None:

@@ -829,18 +829,20 @@ class Banner:
     other_sessions: Text | None
     end_label: Text
     end_warning: Text  # what End session does: it is the kill switch
+    screen: ScreenShare | None = None  # the console's screen is shared with the engineer (share-screen)
 
     @property
     def lines(self) -> tuple[Text, ...]:
         shown = (self.headline, self.reason, self.case, self.level, self.elapsed, self.remaining, self.upgrade,
                  self.blocked,
-                 self.activity, self.files, self.other_sessions)
+                 self.activity, self.files, self.other_sessions, self.screen.line if self.screen else None)
         return tuple(line for line in shown if line is not None)
 
 
 def banner(status: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]], uploads: Sequence[Mapping[str, Any]],
-           now: datetime) -> Banner | None:
-    """The banner while a session is active (None otherwise), from `status`, `task_list` and `upload_list`."""
+           now: datetime, shares: Iterable[Mapping[str, Any]] = ()) -> Banner | None:
+    """The banner while a session is active (None otherwise), from `status`, `task_list`, `upload_list` and the
+    screen shares (`screen_list`, kept up to date by `screen_changed`: `follow_share`)."""
     active = sorted((s for s in status.get("sessions") or () if s.get("state") == SessionState.ACTIVE.value),
                     key=lambda s: str(s.get("activated_at") or s.get("state_since")))
     if not active:
@@ -888,7 +890,7 @@ def banner(status: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]], upload
         activity=_activity(session_tasks), files=files,
         other_sessions=_text(QT_TRANSLATE_NOOP("Banner", "Other active sessions: {count}"), count=others)
         if others else None,
-        end_label=END_SESSION, end_warning=END_WARNING)
+        end_label=END_SESSION, end_warning=END_WARNING, screen=screen_share(active, shares))
 
 
 def _upgrade(upgrade: Mapping[str, Any] | None, now: datetime) -> Text | None:
@@ -920,6 +922,82 @@ def _activity(tasks: Sequence[Mapping[str, Any]]) -> Text:
 def kill_request(text: str = "") -> dict[str, str]:
     """The args of `kill` (the banner's End session button)."""
     return {"text": text} if text else {}
+
+
+# ---- the shared screen (the catalog task share-screen) -------------------------------------------------------------
+# The engineer sees the console's screen through the agent's relay; the agent keeps it view-only until the
+# technologist allows control, which it allows only while the session has full access (`control_possible`).
+
+@dataclass(frozen=True)
+class ScreenShare:
+    """The banner's line of a shared screen, and its toggle."""
+
+    session_id: str
+    control: bool  # the engineer may use the mouse and keyboard now
+    line: Text  # "Your screen is shared with Dana Field — view only"
+    toggle: Text | None  # "Allow control" / "View only"; None: no button (control needs full access)
+    toggle_hint: Text | None  # what the toggle does (its tooltip, what a screen reader says)
+    request: dict[str, Any] | None  # the args of `screen_control` the toggle sends
+
+
+def follow_share(shares: Mapping[str, Mapping[str, Any]], change: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The shares (by task ID) after a `screen_changed` event or an entry of `screen_control`'s answer: an ended
+    share is gone."""
+    followed = dict(shares)
+    if change.get("state") == "ended":
+        followed.pop(str(change["task_id"]), None)
+    else:
+        followed[str(change["task_id"])] = change
+    return followed
+
+
+def screen_share(active: Sequence[Mapping[str, Any]], shares: Iterable[Mapping[str, Any]]) -> ScreenShare | None:
+    """What the banner says of the screen shared in one of the `active` sessions (the banner's session first);
+    None while no share is `sharing` (one `starting` is still connecting: the activity line names its task)."""
+    sessions = {str(s["id"]): s for s in active}
+    order = list(sessions)
+    sharing = sorted((share for share in shares
+                      if share.get("state") == "sharing" and str(share.get("session_id")) in sessions),
+                     key=lambda share: order.index(str(share["session_id"])))
+    if not sharing:
+        return None
+    share = sharing[0]
+    session_id = str(share["session_id"])
+    name = verbatim(str(sessions[session_id]["engineer"]["name"]))
+    control = bool(share.get("control"))
+    if not share.get("control_possible"):
+        return ScreenShare(session_id, False, _text(QT_TRANSLATE_NOOP(
+            "Banner", "Your screen is shared with {name} — view only (control needs full access)"), name=name),
+            None, None, None)
+    if control:
+        return ScreenShare(
+            session_id, True,
+            _text(QT_TRANSLATE_NOOP("Banner", "Your screen is shared with {name} — the engineer can use the mouse "
+                                              "and keyboard"), name=name),
+            _text(QT_TRANSLATE_NOOP("Banner", "View only")),
+            _text(QT_TRANSLATE_NOOP("Banner", "Take back the mouse and keyboard: {name} can only watch your "
+                                              "screen."), name=name),
+            screen_control_request(session_id, False))
+    return ScreenShare(
+        session_id, False,
+        _text(QT_TRANSLATE_NOOP("Banner", "Your screen is shared with {name} — view only"), name=name),
+        _text(QT_TRANSLATE_NOOP("Banner", "Allow control")),
+        _text(QT_TRANSLATE_NOOP("Banner", "Let {name} use the mouse and keyboard of this console. You can take "
+                                          "them back at any time."), name=name),
+        screen_control_request(session_id, True))
+
+
+def screen_control_request(session_id: str, control: bool) -> dict[str, Any]:
+    """The args of `screen_control` (the banner's Allow control / View only)."""
+    return {"session_id": session_id, "control": control}
+
+
+def screen_control_failed(exc: ServiceGateError) -> Text:
+    """The agent refused to change control (no full access any more, the share ended): said on the banner."""
+    if isinstance(exc, AgentUnreachableError | PermissionDeniedError):
+        return error_text(exc).text
+    return _text(QT_TRANSLATE_NOOP("Banner", "Control of your screen was not changed: {why}"),
+                 why=verbatim(str(exc)))
 
 
 # ---- the end-of-session receipt ------------------------------------------------------------------------------------

@@ -82,9 +82,11 @@ QPushButton:focus, QRadioButton:focus, QCheckBox:focus {{ outline: 2px solid {th
 #error, #warning {{ color: {theme.error}; font-weight: bold; }}
 #banner {{ background: {theme.banner}; }}
 #banner QLabel {{ color: {theme.banner_text}; background: {theme.banner}; }}
-#banner QLabel#blocked, #banner QLabel#problem {{ color: {theme.blocked}; font-weight: bold; }}
+#banner QLabel#blocked, #banner QLabel#problem, #banner QLabel#screen-control {{
+    color: {theme.blocked}; font-weight: bold; }}
 QPushButton#end {{ background: {theme.end}; color: {theme.end_text}; font-weight: bold; border-radius: 6px; }}
 #banner QPushButton#end {{ font-size: 15px; padding: 6px 16px; min-height: 56px; min-width: 160px; }}
+#banner QPushButton#control {{ font-size: 15px; padding: 6px 16px; min-height: 56px; }}
 """
 
 

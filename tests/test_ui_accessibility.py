@@ -94,7 +94,8 @@ def where(window: QWidget, widget: QWidget) -> str:
 
 SCREENS = [  # as the gallery names them (checked below)
     "launcher", "launcher-unavailable", "access", "access-error", "session-id", "session-details",
-    "session-requested", "request-notice", "banner", "receipt", "receipt-many-files", "request-service",
+    "session-requested", "request-notice", "banner", "banner-screen-view-only", "banner-screen-control",
+    "receipt", "receipt-many-files", "request-service",
     "request-service-sent", "request-service-kept", "audit-log", "update-virus-patterns", "update-software",
     "update-postpone", "update-reject", "update-installed", "updates", "updates-none"]
 

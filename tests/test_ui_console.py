@@ -467,3 +467,49 @@ def test_end_session_says_on_the_banner_when_the_agent_is_gone(
                         timeout=WAIT_MS)
     finally:
         close(console, link)
+
+
+def test_the_banner_shows_a_shared_screen_and_a_refused_control_change_in_words(
+        qtbot: QtBot, modality_agent: ModalityAgent) -> None:
+    """The shared screen follows the agent's `screen_changed` events (here one as the agent words it, for the real
+    session: the agent's own sharing needs x11vnc and the portal's relay, tests/test_screen_sharing.py); Allow
+    control sends `screen_control` to the real agent, which shares no screen and refuses: the banner says so, and
+    End session stays where it is and still ends the session."""
+    agent, _, _ = modality_agent
+    console, link = start_console(qtbot, agent)
+    try:
+        session_id = full_session(agent)
+        qtbot.waitUntil(lambda: bool(console.banners.bars), timeout=WAIT_MS)
+        bar = next(iter(console.banners.bars.values()))
+        assert console.shares == {}
+        assert console.launcher.state.text() == ""
+        assert bar.screen_line.isHidden()
+        assert bar.control_button.isHidden()
+        end_at = bar.end_button.geometry()
+        share = {"task_id": "t-share", "session_id": session_id, "engineer_id": "E-1001", "state": "sharing",
+                 "control": False, "control_possible": True}
+        console._event("screen_changed", share)  # noqa: SLF001 - as the watcher passes it on
+        assert bar.screen_line.text() == "Your screen is shared with Dana Field — view only"
+        assert bar.control_button.text() == "Allow control"
+        assert not bar.control_button.isHidden()
+        assert bar.control_button.accessibleName() == "Allow control"
+        qtbot.waitUntil(lambda: bar.end_button.geometry().right() == end_at.right(), timeout=WAIT_MS)
+        qtbot.mouseClick(bar.control_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: "was not changed" in bar.activity.text(), timeout=WAIT_MS)
+        assert f"session {session_id} shares no screen now" in bar.activity.text()
+        assert bar.activity.objectName() == "problem"
+        console._event("screen_changed", {**share, "control": True})  # noqa: SLF001
+        assert "the engineer can use the mouse and keyboard" in bar.screen_line.text()
+        assert bar.control_button.text() == "View only"
+        assert "was not changed" not in bar.activity.text()  # the refusal is no longer news
+        console._event("screen_changed", {**share, "state": "ended", "reason": "the task ended"})  # noqa: SLF001
+        assert bar.screen_line.isHidden()
+        assert bar.control_button.isHidden()
+        console._event("screen_changed", {**share, "control_possible": False})  # noqa: SLF001
+        assert bar.screen_line.text().endswith("view only (control needs full access)")
+        assert bar.control_button.isHidden()
+        qtbot.mouseClick(bar.end_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: console.banners.bars == {}, timeout=WAIT_MS)
+        assert agent.cli_json("session", "list")[-1]["end_reason"] == "killed"
+    finally:
+        close(console, link)

@@ -42,6 +42,7 @@ from agent.protocol import (
     SessionState,
     Urgency,
 )
+from agent.screen import Share
 from agent.session import Basis, Engineer, Session, admission
 from agent.taskrun import RELEASABLE, TaskRun
 from consent_ui import models
@@ -72,6 +73,7 @@ from consent_ui.models import (
     duration,
     error_text,
     file_fates,
+    follow_share,
     format_as_typed,
     group_id,
     hotkey_unusable,
@@ -79,6 +81,8 @@ from consent_ui.models import (
     incoming_request,
     kill_request,
     receipt,
+    screen_control_failed,
+    screen_control_request,
     session_details,
     verbatim,
 )
@@ -649,6 +653,107 @@ def test_the_banner_activity_line() -> None:
     shown = banner(status(bare, second), [], [], NOW)
     assert shown is not None
     assert show(shown.other_sessions) == "Other active sessions: 1"
+
+
+# ---- the shared screen ---------------------------------------------------------------------------------------------
+
+def share(state: str = "sharing", *, control: bool = False, possible: bool = True, session_id: str = SID,
+          task_id: str = "t5") -> dict[str, Any]:
+    """A share as the agent shows it (agent.screen.Share.view: screen_list, screen_changed)."""
+    made = Share(task_id, session_id, ENGINEER.id, 5901, "secret", possible)
+    made.filter.control = control
+    return made.view(state)
+
+
+def screen_lines(shown: Any) -> tuple[str | None, str | None, str | None]:
+    """The banner's screen line, its toggle and the toggle's hint, as shown."""
+    screen = shown.screen
+    if screen is None:
+        return None, None, None
+    return show(screen.line), show(screen.toggle) if screen.toggle else None, \
+        show(screen.toggle_hint) if screen.toggle_hint else None
+
+
+def test_a_shared_screen_is_on_the_banner_with_its_toggle_only_under_full_access() -> None:
+    full = active(AccessLevel.FULL, Basis.CONSENT, kind=SessionKind.APPLICATION_SUPPORT)
+    assert share()["state"] == "sharing"
+    assert "password" not in share()
+    # Still connecting: nothing on the banner yet (the activity line names the running task).
+    shown = banner(status(full), [], [], NOW, [share("starting")])
+    assert shown is not None
+    assert shown.screen is None
+    # View only, and the technologist may allow control.
+    shown = banner(status(full), [], [], NOW, [share()])
+    assert shown is not None
+    assert shown.screen is not None
+    assert screen_lines(shown) == (
+        "Your screen is shared with Dana Field — view only", "Allow control",
+        "Let Dana Field use the mouse and keyboard of this console. You can take them back at any time.")
+    assert not shown.screen.control
+    assert shown.screen.request == screen_control_request(SID, True) == {"session_id": SID, "control": True}
+    assert set(shown.screen.request) <= set(OPERATIONS["screen_control"].args)
+    assert show(shown.lines[-1]) == "Your screen is shared with Dana Field — view only"
+    assert_all_marked(shown)
+    # Control allowed: the line says so, and the toggle takes it back.
+    shown = banner(status(full), [], [], NOW, [share(control=True)])
+    assert shown is not None
+    assert shown.screen is not None
+    assert screen_lines(shown) == (
+        "Your screen is shared with Dana Field — the engineer can use the mouse and keyboard", "View only",
+        "Take back the mouse and keyboard: Dana Field can only watch your screen.")
+    assert shown.screen.control
+    assert shown.screen.request == {"session_id": SID, "control": False}
+    assert_all_marked(shown)
+    # Without full access the engineer only watches: no toggle, and the line says why.
+    shown = banner(status(active()), [], [], NOW, [share(possible=False)])
+    assert shown is not None
+    assert shown.screen is not None
+    assert screen_lines(shown) == (
+        "Your screen is shared with Dana Field — view only (control needs full access)", None, None)
+    assert shown.screen.request is None
+    assert_all_marked(shown)
+
+
+def test_a_share_of_another_active_session_names_its_engineer_and_none_of_an_ended_session() -> None:
+    second = active(AccessLevel.FULL, Basis.CONSENT, session_id="11112222", engineer=Engineer("E-7", "Kim Lee"))
+    shown = banner(status(active(), second), [], [], NOW, [share(session_id="11112222")])
+    assert shown is not None
+    assert screen_lines(shown)[0] == "Your screen is shared with Kim Lee — view only"
+    assert shown.screen is not None
+    assert shown.screen.request == {"session_id": "11112222", "control": True}
+    # The banner's own session first; a share of a session no longer active is not shown.
+    shown = banner(status(active(), second), [], [], NOW, [share(session_id="11112222", task_id="t6"),
+                                                          share(possible=False)])
+    assert shown is not None
+    assert screen_lines(shown)[0] == \
+        "Your screen is shared with Dana Field — view only (control needs full access)"
+    shown = banner(status(active()), [], [], NOW, [share(session_id="99999999")])
+    assert shown is not None
+    assert shown.screen is None
+
+
+def test_the_shares_follow_the_agents_events() -> None:
+    shares = follow_share({}, share("starting"))
+    assert shares == {"t5": share("starting")}
+    shares = follow_share(shares, share())
+    shares = follow_share(shares, share(task_id="t6", session_id="11112222"))
+    assert set(shares) == {"t5", "t6"}
+    shares = follow_share(shares, share(control=True))
+    assert shares["t5"]["control"] is True
+    shares = follow_share(shares, {**share("ended"), "reason": "the task ended"})
+    assert set(shares) == {"t6"}
+    assert follow_share(shares, {**share("ended", task_id="t9")}) == shares  # an unknown share ended: nothing
+
+
+def test_a_refused_control_change_is_told_in_words() -> None:
+    refused = screen_control_failed(RefusedError("control needs full access (examinations blocked): the engineer "
+                                                 "only watches in this session"))
+    assert show(refused) == ("Control of your screen was not changed: control needs full access (examinations "
+                             "blocked): the engineer only watches in this session")
+    assert "console group" in show(screen_control_failed(PermissionDeniedError("screen_control needs the console "
+                                                                               "role")))
+    assert "not running" in show(screen_control_failed(AgentUnreachableError("no socket")))
+    assert_all_marked([refused])
 
 
 # ---- the end-of-session receipt ------------------------------------------------------------------------------------

@@ -336,3 +336,125 @@ def test_the_xcb_platform_plugin_finds_every_library_it_needs() -> None:
     linked = subprocess.run(["ldd", str(plugin)], capture_output=True, text=True, timeout=30, check=True).stdout
     missing = [line.split()[0] for line in linked.splitlines() if "not found" in line]
     assert missing == [], f"add their Debian packages to debian-packages.txt: {missing}"
+
+
+# ---- the X server admits the agent's user (consent_ui.xaccess): screen sharing ---------------------------------------
+
+GRANT_TOOLS = ("Xvfb", "openbox", "xprop", "xhost", "xauth", "mcookie", "xdpyinfo")
+
+
+@pytest.fixture
+def guarded_display(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """Xvfb WITH access control (-auth): only clients that hold its cookie get in. -displayfd chooses the display
+    number, so the cookie is written for any display (xauth's wildcard family ffff, no address, no number). The
+    environment (and so openbox, which x_server starts with os.environ) has XAUTHORITY."""
+    require(GRANT_TOOLS)
+    cookie = tmp_path / "xauthority"
+    secret = subprocess.run(["mcookie"], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    subprocess.run(["xauth", "-q", "-f", str(cookie), "nmerge", "-"], timeout=10, check=True, text=True,
+                   input=f"ffff 0000  0000  0012 {b'MIT-MAGIC-COOKIE-1'.hex()} 0010 {secret}\n",
+                   capture_output=True)
+    monkeypatch.setenv("XAUTHORITY", str(cookie))
+    with x_server(["Xvfb", "-screen", "0", "1280x800x24", "-nolisten", "tcp", "-auth", str(cookie)],
+                  tmp_path / "x.log") as env:
+        yield env
+
+
+def xhost_list(env: dict[str, str]) -> list[str]:
+    shown = subprocess.run(["xhost"], env=env, capture_output=True, text=True, timeout=10, check=True).stdout
+    return [line.strip() for line in shown.splitlines()]
+
+
+def agent_socket_of(user: str, folder: Path) -> Path:
+    """A Unix socket owned by `user`, as the agent's control socket is by the agent's user (nobody listens)."""
+    import pwd
+    import socket as sockets
+
+    path = folder / "control.sock"
+    with sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as made:
+        made.bind(str(path))
+    entry = pwd.getpwnam(user)
+    if os.geteuid() == 0:
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    return path
+
+
+def connects_without_cookie(env: dict[str, str], user: str) -> bool:
+    """Whether a client running as `user`, without the display's cookie, is let in (xdpyinfo)."""
+    as_user = ["runuser", "-u", user, "--"] if os.geteuid() == 0 and user != "root" else []
+    bare = {"PATH": os.environ["PATH"], "DISPLAY": env["DISPLAY"], "XAUTHORITY": "/nonexistent/xauthority"}
+    return subprocess.run([*as_user, "xdpyinfo"], env=bare, capture_output=True, text=True,
+                          timeout=20).returncode == 0
+
+
+def test_the_ui_admits_the_agents_user_to_the_display_while_it_runs(guarded_display: dict[str, str],
+                                                                     tmp_path: Path) -> None:
+    """The UI on X11 admits the owner of the agent's control socket (`xhost +si:localuser:<user>`) and takes it back
+    when it quits (SIGTERM, as at logout). Run as root the agent's user is `nobody` and its client runs as nobody
+    (runuser), without the cookie; otherwise it is this user, whose client goes without the cookie."""
+    env = guarded_display
+    user = "nobody" if os.geteuid() == 0 else __import__("pwd").getpwuid(os.geteuid()).pw_name
+    socket = agent_socket_of(user, tmp_path)
+    assert "access control enabled, only authorized clients can connect" in xhost_list(env)
+    assert f"SI:localuser:{user}" not in xhost_list(env)
+    # The controls: without the cookie, the agent's user is refused; with it (the console user's UI), a client is in.
+    assert not connects_without_cookie(env, user)
+    assert subprocess.run(["xdpyinfo"], env=env, capture_output=True, timeout=20).returncode == 0
+    runtime = tmp_path / "runtime"  # the one-UI-per-session lock of its own (a UI of `make demo` may be running)
+    runtime.mkdir(mode=0o700)
+    with (tmp_path / "ui.log").open("wb") as log:
+        ui = subprocess.Popen([sys.executable, "-m", "consent_ui", "--socket", str(socket)],
+                              env={**env, "XDG_RUNTIME_DIR": str(runtime)}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for("the grant", lambda: f"SI:localuser:{user}" in xhost_list(env), timeout_s=30)
+        assert connects_without_cookie(env, user)  # x11vnc, as the agent's user, could open the display now
+        if user != "root" and os.geteuid() == 0:  # only that user: root without the cookie is still refused
+            assert not connects_without_cookie(env, "root")
+    finally:
+        ui.send_signal(signal.SIGTERM)
+        try:
+            code = ui.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            ui.kill()
+            raise
+    output = (tmp_path / "ui.log").read_text(errors="replace")
+    assert code == -signal.SIGTERM, output  # it ends at once, as before, having taken the grant back
+    assert f"SI:localuser:{user}" not in xhost_list(env), output
+    assert not connects_without_cookie(env, user)
+    assert f"admits the agent's user {user}" in output
+    assert f"no longer admits {user}" in output
+
+
+def test_a_grant_that_was_there_before_the_ui_is_left_and_failures_are_warnings(
+        guarded_display: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from consent_ui import xaccess
+
+    env = guarded_display
+    user = "nobody" if os.geteuid() == 0 else __import__("pwd").getpwuid(os.geteuid()).pw_name
+    socket = agent_socket_of(user, tmp_path)
+    assert xaccess.socket_owner(socket) == user
+    subprocess.run(["xhost", f"+si:localuser:{user}"], env=env, capture_output=True, timeout=10, check=True)
+    access = xaccess.AgentAccess(socket, env)
+    assert access.grant()
+    assert access.granted is None
+    access.revoke()
+    assert f"SI:localuser:{user}" in xhost_list(env)
+    subprocess.run(["xhost", f"-si:localuser:{user}"], env=env, capture_output=True, timeout=10, check=True)
+    # Granted by this UI: taken back; a second grant while it holds does nothing more.
+    access = xaccess.AgentAccess(socket, env)
+    assert access.grant()
+    assert access.granted == user
+    assert access.grant()
+    assert f"SI:localuser:{user}" in xhost_list(env)
+    access.revoke()
+    assert f"SI:localuser:{user}" not in xhost_list(env)
+    # No agent socket yet, no display, no xhost: a warning each, and no grant (the UI goes on).
+    caplog.set_level("WARNING", logger="servicegate.ui.xaccess")
+    assert not xaccess.AgentAccess(tmp_path / "missing.sock", env).grant()
+    assert not xaccess.AgentAccess(socket, {**env, "DISPLAY": ":9999"}).grant()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert not xaccess.AgentAccess(socket, env).grant()
+    warnings = " | ".join(record.getMessage() for record in caplog.records)
+    for said in ("is not known", "could not admit", "xhost is not installed"):
+        assert said in warnings, warnings

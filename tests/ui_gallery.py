@@ -52,6 +52,12 @@ def _uploads() -> list[dict[str, Any]]:
             upload("1.2.826.0.1.3680043.10.1_1_2.dcm", "cd" * 32, "queued")]
 
 
+def _share(*, control: bool) -> dict[str, Any]:
+    """A screen share of the active session (screen_list's entry), with control possible (the session is FULL)."""
+    return {"task_id": "t3", "session_id": str(_active()["id"]), "engineer_id": str(_active()["engineer"]["id"]),
+            "state": "sharing", "control": control, "control_possible": True}
+
+
 def screens(link: AgentLink) -> dict[str, Callable[[], QWidget]]:
     """Name -> a function that makes the screen (shown by the caller)."""
     now = datetime.now(UTC)  # what the windows measure time left against
@@ -82,6 +88,13 @@ def screens(link: AgentLink) -> dict[str, Callable[[], QWidget]]:
     def banner() -> QWidget:
         bar = BannerBar(QGuiApplication.primaryScreen(), lambda: None)
         shown = models.banner(status(_active()), _tasks(), _uploads(), NOW)
+        assert shown is not None
+        bar.show_banner(shown)
+        return bar
+
+    def shared_banner(control: bool) -> QWidget:
+        bar = BannerBar(QGuiApplication.primaryScreen(), lambda: None)
+        shown = models.banner(status(_active()), _tasks(), _uploads(), NOW, [_share(control=control)])
         assert shown is not None
         bar.show_banner(shown)
         return bar
@@ -172,6 +185,8 @@ def screens(link: AgentLink) -> dict[str, Callable[[], QWidget]]:
     return {"launcher": launcher, "launcher-unavailable": launcher_unavailable, "access": access,
             "access-error": access_error, "session-id": session_id, "session-details": session_details,
             "session-requested": session_requested, "request-notice": request_notice, "banner": banner,
+            "banner-screen-view-only": lambda: shared_banner(False),
+            "banner-screen-control": lambda: shared_banner(True),
             "receipt": receipt, "receipt-many-files": receipt_many_files, "request-service": request_service,
             "request-service-sent": request_service_sent, "request-service-kept": request_service_kept,
             "audit-log": audit_log, "update-virus-patterns": update_virus_patterns,

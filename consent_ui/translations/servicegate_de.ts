@@ -280,6 +280,38 @@
         <source>No task run yet</source>
         <translation>Noch keine Aufgabe</translation>
     </message>
+    <message>
+        <source>Your screen is shared with {name} — view only (control needs full access)</source>
+        <translation>Ihr Bildschirm wird mit {name} geteilt — nur Ansicht (Steuern nur bei Vollzugriff)</translation>
+    </message>
+    <message>
+        <source>Your screen is shared with {name} — the engineer can use the mouse and keyboard</source>
+        <translation>Ihr Bildschirm wird mit {name} geteilt — der Servicetechniker kann Maus und Tastatur bedienen</translation>
+    </message>
+    <message>
+        <source>View only</source>
+        <translation>Nur Ansicht</translation>
+    </message>
+    <message>
+        <source>Take back the mouse and keyboard: {name} can only watch your screen.</source>
+        <translation>Maus und Tastatur zurücknehmen: {name} kann Ihren Bildschirm dann nur noch ansehen.</translation>
+    </message>
+    <message>
+        <source>Your screen is shared with {name} — view only</source>
+        <translation>Ihr Bildschirm wird mit {name} geteilt — nur Ansicht</translation>
+    </message>
+    <message>
+        <source>Allow control</source>
+        <translation>Steuern erlauben</translation>
+    </message>
+    <message>
+        <source>Let {name} use the mouse and keyboard of this console. You can take them back at any time.</source>
+        <translation>{name} darf Maus und Tastatur dieser Konsole bedienen. Sie können das jederzeit zurücknehmen.</translation>
+    </message>
+    <message>
+        <source>Control of your screen was not changed: {why}</source>
+        <translation>Die Steuerung Ihres Bildschirms wurde nicht geändert: {why}</translation>
+    </message>
 </context>
 <context>
     <name>Common</name>
