@@ -31,6 +31,7 @@ from PIL import Image
 from tests.agent_process import AgentProcess
 from tests.portal_process import PortalProcess
 from tests.test_connection import FAST_TELEMETRY, audit_events, device, enroll, wait_for
+from tests.test_tasks_portal import active_session
 from tests.test_ui_x11 import require, x_server
 
 pytestmark = [pytest.mark.window_system,
@@ -111,19 +112,6 @@ def agent(portal: PortalProcess, console: Console, tmp_path: Path) -> Iterator[A
     process.stop()
 
 
-def active_session(portal: PortalProcess, agent: AgentProcess) -> str:
-    out = portal.cli("engineer", "open-session", "--device", DEVICE_ID, "--engineer-id", "E-21", "--name",
-                     "Kim Applications", "--company", "Acme Medical Service", "--reason", "protocol questions",
-                     "--level", "full", "--kind", "application-support")
-    session_id = out.splitlines()[0]
-    claimed = agent.cli("session", "claim", session_id, "--level", "full", "--accept-disclaimer")
-    assert claimed.returncode == 0, claimed.stderr
-    code = portal.cli("engineer", "totp", "--device", DEVICE_ID).strip()
-    done = portal.run("engineer", "authenticate", "--session", session_id, "--code", code)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return session_id
-
-
 def x11vnc_processes() -> list[int]:
     return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "x11vnc"]
 
@@ -132,7 +120,8 @@ def test_the_engineer_sees_the_console_controls_it_only_when_allowed_and_end_ses
         portal: PortalProcess, agent: AgentProcess, console: Console, tmp_path: Path) -> None:
     from vncdotool import api  # twisted's reactor starts in a thread at the first connection
 
-    session_id = active_session(portal, agent)
+    session_id = active_session(portal, agent, DEVICE_ID, kind="application-support",
+                                engineer=("E-21", "Kim Applications"), reason="protocol questions")
     asked = portal.run("engineer", "run-task", "--session", session_id, "--kind", "share-screen")
     assert asked.returncode == 0, asked.stdout + asked.stderr
     waiting = wait_for("the technologist's question", lambda: [
@@ -197,13 +186,8 @@ def test_the_portal_going_away_ends_the_share_and_stops_x11vnc(portal: PortalPro
                                                                 console: Console) -> None:
     """A LIMITED application-support session: view-only at the server too (x11vnc -viewonly); then the portal stops
     (SIGTERM), and with its relay connection gone the agent ends the share and stops the VNC server."""
-    out = portal.cli("engineer", "open-session", "--device", DEVICE_ID, "--engineer-id", "E-22", "--name", "Lee Apps",
-                     "--company", "Acme Medical Service", "--reason", "a question", "--level", "limited", "--kind",
-                     "application-support")
-    session_id = out.splitlines()[0]
-    assert agent.cli("session", "claim", session_id, "--level", "limited", "--accept-disclaimer").returncode == 0
-    code = portal.cli("engineer", "totp", "--device", DEVICE_ID).strip()
-    assert portal.run("engineer", "authenticate", "--session", session_id, "--code", code).returncode == 0
+    session_id = active_session(portal, agent, DEVICE_ID, level="limited", kind="application-support",
+                                engineer=("E-22", "Lee Apps"), reason="a question")
     assert portal.run("engineer", "run-task", "--session", session_id, "--kind", "share-screen").returncode == 0
     [task] = wait_for("the question", lambda: [t for t in agent.cli_json("task", "list") if t["state"] == "waiting"])
     assert agent.cli("task", "confirm", task["id"]).returncode == 0

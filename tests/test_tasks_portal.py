@@ -41,14 +41,18 @@ def agent(portal: PortalProcess, allowed: Path, tmp_path: Path) -> Iterator[Agen
     process.stop()
 
 
-def active_session(portal: PortalProcess, agent: AgentProcess) -> str:
-    out = portal.cli("engineer", "open-session", "--device", DEVICE_ID, "--engineer-id", "E-77", "--name",
-                     "Robin Field", "--company", "Acme Medical Service", "--reason", "detector map check",
-                     "--level", "full")
+def active_session(portal: PortalProcess, agent: AgentProcess, device_id: str = DEVICE_ID, *, level: str = "full",
+                   kind: str = "service", engineer: tuple[str, str] = ("E-77", "Robin Field"),
+                   reason: str = "detector map check") -> str:
+    """A session the engineer opens at the portal, the technologist claims at the console (with the disclaimer, at
+    `level`) and the engineer makes active with the one-time password: its ID."""
+    out = portal.cli("engineer", "open-session", "--device", device_id, "--engineer-id", engineer[0], "--name",
+                     engineer[1], "--company", "Acme Medical Service", "--reason", reason, "--level", level, "--kind",
+                     kind)
     session_id = out.splitlines()[0]
-    claimed = agent.cli("session", "claim", session_id, "--level", "full", "--accept-disclaimer")
+    claimed = agent.cli("session", "claim", session_id, "--level", level, "--accept-disclaimer")
     assert claimed.returncode == 0, claimed.stderr
-    code = portal.cli("engineer", "totp", "--device", DEVICE_ID).strip()
+    code = portal.cli("engineer", "totp", "--device", device_id).strip()
     done = portal.run("engineer", "authenticate", "--session", session_id, "--code", code)
     assert done.returncode == 0, done.stdout + done.stderr
     return session_id
