@@ -453,7 +453,7 @@ def share_screen(environ: Mapping[str, str]) -> int:
             "-timeout", "60", "-nosel", "-norc", "-nolookup", "-noxdamage", "-noipv6", "-quiet",
             *(["-viewonly"] if environ.get("SERVICEGATE_VNC_VIEW_ONLY") != "0" else [])]
     sys.stdout.flush()
-    os.execve(program, argv, dict(environ))
+    os.execve(program, argv, {k: v for k, v in environ.items() if k != "SERVICEGATE_VNC_PASSWORD"})
     return 0  # not reached
 
 

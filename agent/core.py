@@ -266,6 +266,7 @@ class Agent:
                 self._audit_after("session_narrowed", actor, self._session_details(changed))
                 self.publish("session_changed", changed.to_dict())
                 self._stop_tasks(changed, "revoked", keep_allowed=True)
+                self._withdraw_control(changed, actor)
             else:
                 self._record_end(changed, actor)
 
@@ -638,16 +639,35 @@ class Agent:
     def set_screen_control(self, session_id: str, allow: bool, actor: str) -> list[dict[str, Any]]:
         """The technologist allows the engineer to control the console, or takes it back (the banner)."""
         session = self.sessions.get(session_id)
+        shares = [s for s in self.screens.of_session(session_id) if s.control_possible]
         if session is None or not self.screens.of_session(session_id):
             raise RefusedError(f"session {session_id} shares no screen now")
-        if allow and session.effective_level is not AccessLevel.FULL:
+        if allow and (session.effective_level is not AccessLevel.FULL or not shares):
             raise RefusedError("control needs full access (examinations blocked): the engineer only watches in this "
                                "session")
-        changed = self.screens.set_control(session_id, allow)
-        for share in changed:
-            self._audit_after("screen_control_changed", actor, {**share.details(), "control": allow})
+        if allow and self.config.modality.tool and self.exam_block is not None and not self.exam_block.held:
+            raise RefusedError("examinations are not blocked yet (the modality has not confirmed the block): control "
+                               "waits for it; try again in a few seconds")
+        for share in shares:  # what widens access is recorded first; taking it back, as it happens
+            (self._audit_first if allow else self._audit_after)("screen_control_changed", actor,
+                                                                {**share.details(), "control": allow})
+            share.filter.control = allow
             self.publish("screen_changed", share.view("sharing"))
-        return [share.view("sharing") for share in changed]
+        return [share.view("sharing") for share in shares]
+
+    def _withdraw_control(self, session: Session, actor: str) -> None:
+        """The session lost full access: its shares are view-only from the next message on, for good (x11vnc keeps
+        running without -viewonly; the relay's filter drops the input)."""
+        if session.effective_level is AccessLevel.FULL:
+            return
+        for share in self.screens.of_session(session.id):
+            if share.control_possible:
+                share.control_possible = False
+                if share.filter.control:
+                    share.filter.control = False
+                    self._audit_after("screen_control_changed", actor, {**share.details(), "control": False,
+                                                                        "why": "the session lost full access"})
+                self.publish("screen_changed", share.view("sharing"))
 
     def screen_list(self) -> list[dict[str, Any]]:
         return [share.view("sharing" if share.connected else "starting")

@@ -90,6 +90,9 @@ def decide(task: TaskKind, session: Session | None, engineer_id: str,
         if refused:
             words = ", ".join(_FLAG_WORDS[f] for f in refused)
             return _deny(f"site IT does not allow {rule.who()} tasks {words}")
+    if task.screen and not (session.claimed and session.confirmed_by):
+        return _deny("the screen is shared only in a session whose ID the technologist typed in at the console and "
+                     "whose privacy disclaimer they confirmed")
     if task.application_support and session.kind is not SessionKind.APPLICATION_SUPPORT:
         return _deny("an application-support task needs an application-support session")
     if not task.application_support and session.kind is SessionKind.APPLICATION_SUPPORT and \

@@ -23,6 +23,7 @@ portal over a connection the agent opens. No port on the device is reachable fro
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import re
 import secrets
@@ -99,34 +100,39 @@ def tls_context(ca_file: Path, cert_file: Path, key_file: Path) -> ssl.SSLContex
 
 async def open_relay(address: RelayAddress, context: ssl.SSLContext, proxy_url: str, line: str) -> Streams:
     """The TLS connection to the portal's relay (through the site's proxy when there is one), the handshake line
-    sent and the portal's `OK` read. RelayRefused says why not."""
+    sent and the portal's `OK` read. RelayRefused says why not; nothing stays open then."""
+    writer: asyncio.StreamWriter | None = None
     try:
         if proxy_url:
             proxy = urlsplit(proxy_url)
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(
+            reader, stream = await asyncio.wait_for(asyncio.open_connection(
                 proxy.hostname, proxy.port or 3128), ANSWER_TIMEOUT_S)
+            writer = stream
             target = f"{address.host}:{address.port}"
-            writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+            stream.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
             status = await asyncio.wait_for(reader.readline(), ANSWER_TIMEOUT_S)
             while (await asyncio.wait_for(reader.readline(), ANSWER_TIMEOUT_S)).strip():
                 pass  # the proxy's headers
             if not re.match(rb"HTTP/1\.[01] 200", status):
-                writer.close()
                 raise RelayRefused(f"the site proxy {proxy.hostname} refused to connect to the relay {target}: "
                                    f"{status.decode(errors='replace').strip() or 'no answer'}")
-            await writer.start_tls(context, server_hostname=address.server_name)
+            await stream.start_tls(context, server_hostname=address.server_name)
         else:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(
+            reader, stream = await asyncio.wait_for(asyncio.open_connection(
                 address.host, address.port, ssl=context, server_hostname=address.server_name), ANSWER_TIMEOUT_S)
-        writer.write(f"{line}\n".encode())
+            writer = stream
+        stream.write(f"{line}\n".encode())
         answer = (await asyncio.wait_for(reader.readline(), ANSWER_TIMEOUT_S)).decode(errors="replace").strip()
-    except (TimeoutError, OSError, ssl.SSLError) as exc:
-        raise RelayRefused(f"the portal's relay at {address.host}:{address.port} cannot be reached: "
-                           f"{exc or type(exc).__name__}") from None
-    if answer != "OK":
-        writer.close()
-        raise RelayRefused(f"the portal refused the relay: {answer.removeprefix('REFUSED ') or 'no answer'}")
-    return reader, writer
+        if answer != "OK":
+            raise RelayRefused(f"the portal refused the relay: {answer.removeprefix('REFUSED ') or 'no answer'}")
+        return reader, stream
+    except BaseException as exc:
+        if writer is not None:
+            writer.close()
+        if isinstance(exc, (TimeoutError, OSError, ssl.SSLError)):
+            raise RelayRefused(f"the portal's relay at {address.host}:{address.port} cannot be reached: "
+                               f"{exc or type(exc).__name__}") from None
+        raise
 
 
 # ---- one share ----------------------------------------------------------------------------------------------------
@@ -145,7 +151,8 @@ class Share:
     filter: ClientFilter = field(default_factory=ClientFilter)
     stats: Stats = field(default_factory=lambda: Stats(time.monotonic()))
     stop: asyncio.Event = field(default_factory=asyncio.Event)
-    connected: bool = False
+    relaying: bool = False  # its relay runs (ScreenShares.start)
+    connected: bool = False  # the relay reached the portal
 
     def details(self) -> dict[str, Any]:
         """What the audit records of a share name."""
@@ -169,27 +176,25 @@ class Relay:
         self._told = -ACTIVITY_EVERY_S
 
     async def run(self, on_connected: Callable[[], None]) -> str:
-        """The reason the share ended."""
+        """The reason the share ended. Whatever happens, both connections are closed at the end."""
         share = self.share
+        opened: list[asyncio.StreamWriter] = []
         try:
             vnc = await self._vnc()
-        except RelayRefused as exc:
-            return str(exc)
-        if vnc is None:
-            return "stopped before the screen was shared"
-        try:
+            if vnc is None:
+                return "stopped before the screen was shared"
+            opened.append(vnc[1])
             portal = await self.connect(f"{HANDSHAKE} {share.session_id} {share.task_id} {share.password}")
-        except RelayRefused as exc:
-            vnc[1].close()
-            return str(exc)
-        share.connected = True
-        share.stats.started = self.now()
-        self.last_input = self.now()
-        on_connected()
-        try:
+            opened.append(portal[1])
+            share.connected = True
+            share.stats.started = self.now()
+            self.last_input = self.now()
+            on_connected()
             return await self._pipe(vnc, portal)
+        except RelayRefused as exc:
+            return str(exc)
         finally:
-            for _, writer in (vnc, portal):
+            for writer in opened:
                 writer.close()
 
     async def _vnc(self) -> Streams | None:
@@ -291,31 +296,36 @@ class ScreenShares:
         share, loop, connect = self.shares.get(task_id), self.loop, self.connect
         if share is None or loop is None or connect is None:
             return
+        share.relaying = True
         relay = Relay(share, connect, self.idle_s, activity=lambda: self.hooks.activity(share.session_id))
 
         async def run() -> None:
+            reason = "the agent stopped"
             try:
                 reason = await relay.run(lambda: self.hooks.started(share))
             except Exception as exc:  # noqa: BLE001 - a share that fails must still end, recorded
                 log.exception("screen share %s failed", task_id)
                 reason = f"the relay failed: {type(exc).__name__}: {exc}"
-            self.shares.pop(task_id, None)
-            self.hooks.ended(share, reason, share.stats.to_dict(time.monotonic()) if share.connected else {})
+            finally:  # also when the loop cancels it at the agent's stop
+                self.shares.pop(task_id, None)
+                self.hooks.ended(share, reason, share.stats.to_dict(time.monotonic()) if share.connected else {})
 
-        asyncio.run_coroutine_threadsafe(run(), loop)
+        def done(future: concurrent.futures.Future[None]) -> None:
+            if not future.cancelled() and future.exception() is not None:
+                log.error("screen share %s: its end could not be recorded: %s", task_id, future.exception())
+
+        asyncio.run_coroutine_threadsafe(run(), loop).add_done_callback(done)
 
     def stop(self, task_id: str) -> None:
-        """The task ended (End session, the kill switch, ...): the relay closes (from any thread)."""
-        share, loop = self.shares.pop(task_id, None), self.loop
-        if share is not None and loop is not None:
-            loop.call_soon_threadsafe(share.stop.set)
-
-    def set_control(self, session_id: str, allow: bool) -> list[Share]:
-        """The technologist allows or withdraws control of the session's shares; those it applies to."""
-        changed = [s for s in self.shares.values() if s.session_id == session_id and s.control_possible]
-        for share in changed:
-            share.filter.control = allow
-        return changed
+        """The task ended (End session, the kill switch, ...): the relay closes. Called on the event loop (the
+        agent's state lives there); the share leaves `shares` when its relay has ended."""
+        share = self.shares.get(task_id)
+        if share is None:
+            return
+        if share.relaying:
+            share.stop.set()
+        else:  # its task never started
+            del self.shares[task_id]
 
     def of_session(self, session_id: str) -> list[Share]:
         return [s for s in self.shares.values() if s.session_id == session_id]

@@ -558,16 +558,17 @@ class Store:
         """The share ended (either side closed, no viewer came, the portal stopped), with the bytes relayed."""
         with self._db() as db:
             device_id = self._screen_move(db, screen_id, "ended")
-            db.execute("UPDATE screens SET ended = ?, end_reason = ?, bytes_to_viewer = ?, bytes_to_device = ? "
-                       "WHERE id = ?", (self._clock(), reason, bytes_to_viewer, bytes_to_device, screen_id))
+            db.execute("UPDATE screens SET ended = ?, end_reason = ?, bytes_to_viewer = ?, bytes_to_device = ?, "
+                       "password = '' WHERE id = ?", (self._clock(), reason, bytes_to_viewer, bytes_to_device,
+                                                      screen_id))  # one-time: no use once ended
             self._log(db, device_id, "screen_ended", f"screen share {screen_id}: {reason}; {bytes_to_viewer} bytes "
                                                      f"to the viewer, {bytes_to_device} to the device")
 
     def end_open_screens(self, reason: str) -> int:
         """End every share still waiting or viewing (at the relay's start: the process that relayed them is gone)."""
         with self._db() as db:
-            return db.execute("UPDATE screens SET state = 'ended', ended = ?, end_reason = ? WHERE state != 'ended'",
-                              (self._clock(), reason)).rowcount
+            return db.execute("UPDATE screens SET state = 'ended', ended = ?, end_reason = ?, password = '' "
+                              "WHERE state != 'ended'", (self._clock(), reason)).rowcount
 
     def screens(self, *, device_id: str = "", session_id: str = "", passwords: bool = False) -> list[dict[str, Any]]:
         """The screen shares of a device or a session, oldest first; the VNC passwords only with `passwords` (for

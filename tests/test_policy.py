@@ -120,6 +120,17 @@ def test_a_narrowed_session_loses_full_tasks() -> None:
     assert decide(task_with("C"), narrowed, "E-1001").verdict is Verdict.DENY
 
 
+def test_a_screen_is_shared_only_in_a_session_claimed_at_the_console_with_the_disclaimer() -> None:
+    screen = replace(task_with("A", "share-screen"), screen=True)
+    requested = session_with(SessionKind.APPLICATION_SUPPORT, AccessLevel.LIMITED)  # the portal asked, under a grant
+    refused = decide(screen, requested, ENGINEER.id, ())
+    assert refused.verdict is Verdict.DENY
+    assert "typed in at the console" in refused.reason
+    claimed = replace(requested, claimed=True, confirmed_by="tech")
+    assert decide(screen, claimed, ENGINEER.id, ()).verdict is Verdict.ASK  # the control: then the question
+    assert decide(task_with("A"), requested, ENGINEER.id, ()).verdict is Verdict.ASK  # other tasks need no claim
+
+
 def test_a_catalog_level_above_the_flags_counts() -> None:
     task = replace(task_with("-"), level=AccessLevel.FULL)
     assert task.required_level is AccessLevel.FULL

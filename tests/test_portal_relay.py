@@ -264,6 +264,8 @@ def test_the_screen_flows_both_ways_unchanged_and_closing_the_device_ends_it(por
     assert ended["end_reason"] == "the device closed the connection"
     assert (ended["bytes_to_viewer"], ended["bytes_to_device"]) == (len(GREETING) + MEGABYTE, MEGABYTE)
     assert ended["viewer_connected"] <= ended["ended"]
+    assert waiting["password"] == PASSWORD
+    assert ended["password"] == ""  # one-time: forgotten once the share ended
     # The listener is gone with the share.
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", waiting["port"]), timeout=5).close()

@@ -12,7 +12,7 @@ import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-from agent.screen import Relay, RelayRefused, Share, Streams
+from agent.screen import Relay, RelayRefused, Share, Streams, free_loopback_port
 
 VERSION = b"RFB 003.008\n"
 HANDSHAKE = VERSION + bytes([2]) + b"r" * 16 + bytes([1])  # version, VNC authentication, its response, ClientInit
@@ -198,7 +198,7 @@ async def test_a_refused_relay_and_a_server_that_never_listens_end_with_the_reas
     assert await Relay(share, refused, idle_s=600).run(lambda: None) == \
         "the portal refused the relay: session 12345678 is not active"
     clock = Clock()
-    nobody = Share("t-2", "12345678", "eng-7", vnc.port + 1 if vnc.port < 65535 else 1025, "Ab3dEf7h", True)
+    nobody = Share("t-2", "12345678", "eng-7", free_loopback_port(), "Ab3dEf7h", True)  # nothing listens there
     waiting = asyncio.create_task(Relay(nobody, refused, idle_s=600, now=clock).run(lambda: None))
     await asyncio.sleep(0.3)
     clock.now += 21

@@ -120,6 +120,7 @@ def test_the_engineer_sees_the_console_controls_it_only_when_allowed_and_end_ses
         portal: PortalProcess, agent: AgentProcess, console: Console, tmp_path: Path) -> None:
     from vncdotool import api  # twisted's reactor starts in a thread at the first connection
 
+    assert agent.cli("access", "set", "full").returncode == 0  # the standing grant; lowered below
     session_id = active_session(portal, agent, DEVICE_ID, kind="application-support",
                                 engineer=("E-21", "Kim Applications"), reason="protocol questions")
     asked = portal.run("engineer", "run-task", "--session", session_id, "--kind", "share-screen")
@@ -161,6 +162,19 @@ def test_the_engineer_sees_the_console_controls_it_only_when_allowed_and_end_ses
         wait_for("the engineer's input at the console", lambda: console.pointer() == (750, 500) and
                  "KeyPress" in console.events() and "ButtonPress" in console.events())
 
+        # The technologist lowers the standing grant: the session drops to LIMITED, and control goes with it.
+        assert agent.cli("access", "set", "permanent-limited").returncode == 0
+        [share] = agent.cli_json("screen", "list")
+        assert (share["control"], share["control_possible"]) == (False, False)
+        events = console.events()
+        client.mouseMove(200, 200)
+        client.keyPress("b")
+        client.captureScreen(str(tmp_path / "after-narrowing.png"))
+        assert console.pointer() == (750, 500)
+        assert console.events() == events
+        refused = agent.cli("screen", "control", "on")
+        assert "control needs full access" in refused.stderr
+
         # End session at the console: the kill switch.
         assert agent.cli("kill", "--reason", "done").returncode == 0
         wait_for("no x11vnc left", lambda: not x11vnc_processes())
@@ -172,10 +186,12 @@ def test_the_engineer_sees_the_console_controls_it_only_when_allowed_and_end_ses
 
     records = {r["event"]: r for r in audit_events(agent) if r["event"].startswith("screen_")}
     assert records["screen_share_started"]["details"]["engineer_id"] == "E-21"
-    assert records["screen_control_changed"]["details"]["control"] is True
+    changes = [r["details"] for r in audit_events(agent) if r["event"] == "screen_control_changed"]
+    assert [(c["control"], c.get("why")) for c in changes] == [(True, None), (False, "the session lost full access")]
     ended = records["screen_share_ended"]["details"]
     assert ended["bytes_to_portal"] > 1024 * 768  # at least one full screen went out
-    assert (ended["dropped"], ended["inputs"]) == (5, 10)  # a move, a click (down, up), a key (down, up); twice
+    assert (ended["dropped"], ended["inputs"]) == (8, 13)  # a move, a click (down, up), a key (down, up) twice;
+    # then a move and a key (down, up), dropped again
     shares = wait_for("the share ended at the portal", lambda: [
         s for s in portal.show(DEVICE_ID)["screens"] if s["state"] == "ended"])
     assert shares[0]["bytes_to_viewer"] > 1024 * 768
