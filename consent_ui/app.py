@@ -3,8 +3,10 @@
 `Console` keeps what the agent last said (status, tasks, uploads), follows its events, and drives the windows: a
 small ServiceGate window (the access level, Change access, Enter session ID, and "remote service unavailable"
 while the agent cannot be reached), the access and session dialogs, a request the engineer made through the
-service centre, the banner (with the shared screen and its Allow control / View only), the receipt when a
-session ends, and the approval dialog of an update the service centre offered (it opens by itself). It holds no
+service centre, the question of a task that waits for the technologist (it opens by itself; a shared screen is
+admitted to the X server only from Allow to the task's end: consent_ui.xaccess), the banner (with the shared screen
+and its Allow control / View only), the receipt when a session ends, and the approval dialog of an update the
+service centre offered (it opens by itself). It holds no
 authority and keeps no state of its own: everything comes from the agent, and every decision goes back to it.
 The banner and its End session button keep working while a dialog is open (dialogs are not modal to the
 application). One UI per user session (a lock file in the user's runtime folder).
@@ -42,6 +44,7 @@ from consent_ui.dialogs import (
 )
 from consent_ui.hotkey import GlobalHotkey, HotkeyError
 from consent_ui.link import AgentLink
+from consent_ui.task_dialog import TaskDialog
 from consent_ui.tray import Tray
 from consent_ui.update_dialog import UpdateDialog, UpdateListDialog
 
@@ -77,9 +80,11 @@ class Launcher(QWidget):
 
 
 class Console(QObject):
-    def __init__(self, link: AgentLink, screenshots: Path | None = None) -> None:
+    def __init__(self, link: AgentLink, screenshots: Path | None = None,
+                 x_grant: xaccess.AgentAccess | None = None) -> None:
         super().__init__()
         self.link = link
+        self.x_grant = x_grant  # the X server's admission of the agent's user, per screen share (X11 only)
         self.screenshots = screenshots  # where the banner and each receipt are saved as PNG (the demo's record)
         self.status: dict[str, Any] = {}
         self.tasks: list[dict[str, Any]] = []
@@ -104,6 +109,8 @@ class Console(QObject):
         self.update_dialogs: dict[str, UpdateDialog] = {}  # one per update, kept to follow it
         self.offered: set[str] = set()  # updates whose dialog opened since they were last offered
         self.update_list: UpdateListDialog | None = None
+        self.catalog: dict[str, Any] | None = None  # `task_catalog` by kind, asked when the agent is reached
+        self.task_dialogs: dict[str, TaskDialog] = {}  # the question of each waiting task, by task ID
         self.hotkey: GlobalHotkey | None = None  # the agent's `[console] hotkey`, grabbed once the agent said it
         self.hotkey_text = ""
         self.hotkey_problem: models.Text | None = None
@@ -123,7 +130,10 @@ class Console(QObject):
         if self.hotkey is not None:
             self.hotkey.release()
         lists = [self.update_list] if self.update_list is not None else []
-        for window in [*self.dialogs, *self.receipts.values(), *self.update_dialogs.values(), *lists, self.launcher]:
+        if self.x_grant is not None:
+            self.x_grant.revoke()
+        for window in [*self.dialogs, *self.receipts.values(), *self.update_dialogs.values(), *lists,
+                       *self.task_dialogs.values(), self.launcher]:
             window.close()
             window.deleteLater()
         self.deleteLater()
@@ -166,6 +176,46 @@ class Console(QObject):
     def _tasks(self, tasks: list[dict[str, Any]]) -> None:
         self.tasks = tasks
         self._show_banner()
+        for task in tasks:
+            self._task_changed(task)
+        if self.x_grant is not None:  # a share that ended while no event said so (long gone from the list)
+            listed = {str(task["id"]) for task in tasks}
+            for task_id in [t for t in self.x_grant.tasks if t not in listed]:
+                self.x_grant.release(task_id)
+
+    def _catalog(self, catalog: list[dict[str, Any]]) -> None:
+        self.catalog = models.catalog_by_kind(catalog)
+        for task in self.tasks:  # waiting before the catalog said which tasks share the screen
+            self._task_changed(task)
+
+    def _task_changed(self, task: dict[str, Any]) -> None:
+        """A task as the agent says it now (`task_changed`, `task_list`): a waiting one opens its question (once, and
+        only when the catalog is known: it says whether the screen is shared); one no longer waiting closes it; one
+        over takes back the X grant of its share."""
+        task_id, state = str(task["id"]), task.get("state")
+        dialog = self.task_dialogs.get(task_id)
+        if dialog is not None:
+            dialog.follow(task)
+        if state == models.TASK_WAITING and dialog is None and self.catalog is not None:
+            self.open_task(task)
+        if state not in models.TASK_UNDER_WAY and self.x_grant is not None:
+            self.x_grant.release(task_id)
+
+    def open_task(self, task: dict[str, Any]) -> TaskDialog:
+        """The question of a waiting task (one per task: the one already made, brought to the front)."""
+        task_id = str(task["id"])
+        dialog = self.task_dialogs.get(task_id)
+        if dialog is None:
+            question = models.task_question(task, self.status.get("sessions") or (), self.catalog or {})
+            grant = self.x_grant
+            dialog = self.task_dialogs[task_id] = TaskDialog(
+                self.link, question, before_allow=grant.grant if grant is not None else lambda task_id: None,
+                refused=grant.release if grant is not None else lambda task_id: None)
+            self._show(dialog)
+        else:
+            dialog.raise_()
+            dialog.activateWindow()
+        return dialog
 
     def _uploads(self, uploads: list[dict[str, Any]]) -> None:
         self.uploads = uploads
@@ -185,6 +235,8 @@ class Console(QObject):
         on it is no longer news)."""
         for change in changes:
             self.shares = models.follow_share(self.shares, change)
+            if change.get("state") == "ended" and self.x_grant is not None:
+                self.x_grant.release(str(change["task_id"]))
         if self.screen_problem and self.banners.problem == self.screen_problem:
             self.banners.update(self.banners.current, "")
         self.screen_problem = ""
@@ -202,9 +254,12 @@ class Console(QObject):
         if up:
             self.launcher.state.setText("")
             self.banners.update(self.banners.current, "")
+            self.link.call("task_catalog", done=self._catalog, failed=self._failed)  # before the tasks
             self.refresh()
             self.list_updates()  # offered while this UI was not running or not connected
         else:
+            if self.x_grant is not None:  # the agent's tasks end with it: no share needs the display
+                self.x_grant.revoke()
             self.launcher.state.setText(self.tr("Remote service unavailable: the ServiceGate agent cannot be "
                                                 "reached. Remote access is not possible meanwhile."))
             self.tray.show_state(models.tray_state(None, datetime.now(UTC)))
@@ -219,6 +274,8 @@ class Console(QObject):
             for dialog in self.dialogs:
                 if isinstance(dialog, RequestServiceDialog):
                     dialog.follow(data)
+        if name == "task_changed":
+            self._task_changed(data)
         if name == "session_changed":
             self._session_changed(data)
         if name == "update_changed":
@@ -449,14 +506,12 @@ def main(argv: list[str] | None = None) -> int:
         print("servicegate ui: the ServiceGate UI is already running in this session", file=sys.stderr)
         return 0
     link = AgentLink(args.socket)
-    # x11vnc runs as the agent's user: this X server lets that user in while the UI runs (consent_ui.xaccess).
+    # x11vnc runs as the agent's user: this X server lets that user in while a share the technologist allowed here
+    # runs, from Allow to the task's end (consent_ui.xaccess; the Console grants and takes back).
     x_grant = xaccess.AgentAccess(args.socket) if application.platformName() == "xcb" else None
-    if x_grant is not None:
-        x_grant.grant()
-        link.available.connect(lambda up, why: x_grant.grant() if up else None)  # the agent started after the UI
     if args.screenshots is not None:
         args.screenshots.mkdir(parents=True, exist_ok=True)
-    console = Console(link, args.screenshots)
+    console = Console(link, args.screenshots, x_grant)
     if QSystemTrayIcon.isSystemTrayAvailable():
         console.tray.show()  # the small window opens from the tray
     else:

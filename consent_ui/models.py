@@ -1000,6 +1000,86 @@ def screen_control_failed(exc: ServiceGateError) -> Text:
                  why=verbatim(str(exc)))
 
 
+# ---- a task that waits for the technologist (application support: `task_confirm` / `task_decline`) -------------
+# The policy asks the technologist before an application-support task runs (docs/tasks.md); the agent says so with
+# `task_changed` (`state: "waiting"`). Whether the task shares the screen is the catalog's `screen` flag
+# (`task_catalog`), never guessed from its kind or title.
+
+TASK_WAITING = "waiting"
+TASK_UNDER_WAY = ("waiting", "running")  # any other state: the task is over
+
+
+@dataclass(frozen=True)
+class TaskQuestion:
+    """What the confirmation dialog of a waiting task shows."""
+
+    task_id: str
+    screen: bool  # it shares the console's screen: the X server must admit the agent's user (consent_ui.xaccess)
+    title: Text  # the window's title
+    question: Text  # "Dana Field asks for your approval: Share the screen"
+    rows: tuple[Row, ...]  # who, the session's reason, the task
+    warning: Text | None  # what the engineer will see (a shared screen), in bold
+    note: Text  # what Allow and Decline mean
+
+
+def catalog_by_kind(catalog: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """`task_catalog`'s answer by task kind."""
+    return {str(entry["kind"]): entry for entry in catalog}
+
+
+def shares_screen(task: Mapping[str, Any], catalog: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether `task` shares the console's screen: its catalog entry says `screen: true`."""
+    return bool((catalog.get(str(task.get("kind"))) or {}).get("screen"))
+
+
+def task_question(task: Mapping[str, Any], sessions: Iterable[Mapping[str, Any]],
+                  catalog: Mapping[str, Mapping[str, Any]]) -> TaskQuestion:
+    """The question of a waiting task (`task_changed`, `task_list`): what the engineer of its session (`status`'s
+    sessions; the engineer ID when the session is not known) asks for, and for a shared screen what it shows."""
+    session = next((s for s in sessions if str(s.get("id")) == str(task.get("session_id"))), None)
+    engineer = (session or {}).get("engineer") or {}
+    name = verbatim(str(engineer.get("name") or task.get("engineer_id") or ""))
+    company = str(engineer.get("company") or "")
+    who = _text(QT_TRANSLATE_NOOP("TaskDialog", "{name} ({company})"), name=name, company=verbatim(company)) \
+        if company else name
+    rows = [Row(_text(QT_TRANSLATE_NOOP("TaskDialog", "Engineer")), who)]
+    if session is not None:
+        rows.append(Row(_text(QT_TRANSLATE_NOOP("TaskDialog", "Reason")), verbatim(str(session.get("reason") or ""))))
+    title = verbatim(str(task.get("title") or task.get("kind") or ""))
+    rows.append(Row(_text(QT_TRANSLATE_NOOP("TaskDialog", "Task")), title))
+    details = tuple(rows)
+    screen = shares_screen(task, catalog)
+    if screen:
+        return TaskQuestion(
+            str(task["id"]), True, _text(QT_TRANSLATE_NOOP("TaskDialog", "Share your screen?")),
+            _text(QT_TRANSLATE_NOOP("TaskDialog", "{name} asks to see your screen"), name=name),
+            details,
+            _text(QT_TRANSLATE_NOOP("TaskDialog", "{name} will see your whole screen, including any patient data "
+                                                  "on it. The engineer can only watch until you allow control on "
+                                                  "the banner."), name=name),
+            _text(QT_TRANSLATE_NOOP("TaskDialog", "Close or cover what the engineer must not see before you allow. "
+                                                  "End session on the banner stops the sharing at any time.")))
+    return TaskQuestion(
+        str(task["id"]), False, _text(QT_TRANSLATE_NOOP("TaskDialog", "Allow this task?")),
+        _text(QT_TRANSLATE_NOOP("TaskDialog", "{name} asks for your approval: {task}"), name=name, task=title),
+        details, None,
+        _text(QT_TRANSLATE_NOOP("TaskDialog", "The task runs only if you allow it. End session on the banner stops "
+                                              "it at any time.")))
+
+
+def task_decision_request(task_id: str) -> dict[str, str]:
+    """The args of `task_confirm` and of `task_decline`."""
+    return {"task_id": task_id}
+
+
+def task_refused(exc: ServiceGateError) -> Text:
+    """The agent did not take the technologist's answer (the task ended meanwhile, the session lost its level)."""
+    if isinstance(exc, AgentUnreachableError | PermissionDeniedError):
+        return error_text(exc).text
+    return _text(QT_TRANSLATE_NOOP("TaskDialog", "The agent did not take your answer: {why}"),
+                 why=verbatim(_capitalised(str(exc))))
+
+
 # ---- the end-of-session receipt ------------------------------------------------------------------------------------
 
 END_REASONS: dict[EndReason, Source] = {

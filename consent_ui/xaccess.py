@@ -1,4 +1,4 @@
-"""The console's X server lets the agent's user in while the consent UI runs: screen sharing needs it.
+"""The console's X server lets the agent's user in while a screen share the technologist allowed runs.
 
 Why. The agent shares the console's screen (the catalog task `share-screen`) with x11vnc, which it runs as its
 own user, not as the console user whose desktop it is. The X server admits only clients that hold the session's
@@ -6,12 +6,16 @@ cookie (`.Xauthority`), and the agent has none, so x11vnc would fail with "canno
 runs in the console user's session and holds its cookie, asks the X server to admit the agent's user by its
 local user ID (`xhost +si:localuser:<user>`, server-interpreted: the server checks the peer credentials of a
 local connection, so only processes of that user on this machine get in, not the network); it takes the grant
-back when it quits (`xhost -si:localuser:<user>`).
+back (`xhost -si:localuser:<user>`) when the share is over.
 
-Why this way. The grant lasts only while the consent UI runs in the console session: the technologist's
-session, through the UI, decides, and when the UI is gone (logout, a crash aside) the agent cannot open the
-display. No cookie and no `.Xauthority` is handed to the agent: the agent's user gets no secret it could keep.
-A grant that was there before the UI started (a desktop that admits its own user, say) is left as it was.
+Why this way. The grant lasts only while a share runs that the technologist allowed in this UI: the UI grants it
+right before it sends `task_confirm` for a task with the catalog's `screen` flag, and takes it back when that task
+ends (`task_changed` no longer waiting or running, `screen_changed` ended), when the agent cannot be reached (its
+tasks end with it), and when the UI quits. Grants are kept per task ID: the X server admits the user while any of
+them holds. While no share runs, no process of the agent's user (the agent, its catalog tasks, a modality tool)
+can open the display. No cookie and no `.Xauthority` is handed to the agent: the agent's user gets no secret it
+could keep. A grant that was there before the UI asked (a desktop that admits its own user, say) is left as it was:
+only what this UI added is taken back.
 
 Who the agent's user is: the owner of the agent's control socket, the one the UI connects to (the agent makes
 it). X11 only (Qt's `xcb` platform): the UI asks for it nowhere else. A missing `xhost` or a failure is logged as
@@ -67,28 +71,31 @@ def listed(user: str, env: Mapping[str, str] | None = None) -> bool | None:
 
 
 class AgentAccess:
-    """The X server's admission of the agent's user, for as long as the UI runs: `grant` (again when the agent
-    comes back; once it succeeded it does nothing), `revoke` at the UI's end (only what `grant` added)."""
+    """The X server's admission of the agent's user, per screen-share task: `grant(task_id)` before the share is
+    confirmed, `release(task_id)` when it ends, `revoke()` for all of them (the agent gone, the UI's end). The
+    entry is added with the first task and taken back with the last, and only when this UI added it."""
 
     def __init__(self, socket: Path, env: Mapping[str, str] | None = None) -> None:
         self.socket = socket
         self.env = env  # xhost's environment (DISPLAY, XAUTHORITY); None: this process's
-        self.granted: str | None = None  # the user this UI admitted: revoked at its end
-        self.done = False  # admitted (by this UI or before it): nothing more to do
+        self.granted: str | None = None  # the user this UI admitted: taken back with the last task
+        self.tasks: set[str] = set()  # the share tasks the admission is held for
 
-    def grant(self) -> bool:
-        """Admit the agent's user; True when it is admitted (now or already). Failures: a warning, False."""
-        if self.done:
+    def grant(self, task_id: str) -> bool:
+        """Admit the agent's user for `task_id`; True when it is admitted (now or already). Failures: a warning,
+        False (the task is not held)."""
+        if self.tasks:
+            self.tasks.add(task_id)
             return True
         try:
             user = socket_owner(self.socket)
         except (OSError, KeyError) as exc:
             log.warning("the agent's user is not known (its control socket %s: %s): it is not admitted to this "
-                        "display yet", self.socket, exc)
+                        "display, so sharing the screen will fail", self.socket, exc)
             return False
         if listed(user, self.env):
-            log.info("the X server admits %s already (%s)", user, entry(user))
-            self.done = True
+            log.info("the X server admits %s already (%s): left as it is", user, entry(user))
+            self.tasks.add(task_id)
             return True
         added = _xhost([f"+si:localuser:{user}"], self.env)
         if added is None:
@@ -97,13 +104,26 @@ class AgentAccess:
             log.warning("xhost could not admit %s to this display (%s): sharing the screen will fail", user,
                         (added.stderr or added.stdout).strip() or f"exit status {added.returncode}")
             return False
-        log.info("the X server admits the agent's user %s while the UI runs (%s)", user, entry(user))
-        self.granted, self.done = user, True
+        log.info("the X server admits the agent's user %s for the screen share %s (%s)", user, task_id, entry(user))
+        self.granted = user
+        self.tasks.add(task_id)
         return True
 
+    def release(self, task_id: str) -> None:
+        """`task_id` no longer needs the admission (its share ended): taken back with the last task."""
+        if task_id not in self.tasks:
+            return
+        self.tasks.discard(task_id)
+        if not self.tasks:
+            self._take_back()
+
     def revoke(self) -> None:
-        """Take back what `grant` added (the UI's end); a failure is a warning."""
-        user, self.granted, self.done = self.granted, None, False
+        """Every task's admission taken back (the agent unreachable, the UI's end); a failure is a warning."""
+        self.tasks.clear()
+        self._take_back()
+
+    def _take_back(self) -> None:
+        user, self.granted = self.granted, None
         if user is None:
             return
         removed = _xhost([f"-si:localuser:{user}"], self.env)

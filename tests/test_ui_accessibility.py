@@ -97,7 +97,8 @@ SCREENS = [  # as the gallery names them (checked below)
     "session-requested", "request-notice", "banner", "banner-screen-view-only", "banner-screen-control",
     "receipt", "receipt-many-files", "request-service",
     "request-service-sent", "request-service-kept", "audit-log", "update-virus-patterns", "update-software",
-    "update-postpone", "update-reject", "update-installed", "updates", "updates-none"]
+    "update-postpone", "update-reject", "update-installed", "updates", "updates-none", "task-share-screen",
+    "task-adjust-protocol", "task-refused"]
 
 
 def test_the_gallery_has_every_screen() -> None:

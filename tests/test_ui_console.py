@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import shiboken6
 from PySide6.QtCore import QCoreApplication, Qt
 from PySide6.QtWidgets import QLabel, QPushButton
 from pytestqt.qtbot import QtBot
@@ -463,8 +464,8 @@ def test_end_session_says_on_the_banner_when_the_agent_is_gone(
         qtbot.waitUntil(lambda: "cannot be reached" in bar.activity.text(), timeout=WAIT_MS)
         assert bar.activity.objectName() == "problem"
         agent.start()
-        qtbot.waitUntil(lambda: "cannot be reached" not in bar.activity.text() or not bar.isVisible(),
-                        timeout=WAIT_MS)
+        qtbot.waitUntil(lambda: not shiboken6.isValid(bar.activity) or not bar.isVisible()
+                        or "cannot be reached" not in bar.activity.text(), timeout=WAIT_MS)  # gone with the session
     finally:
         close(console, link)
 
@@ -511,5 +512,64 @@ def test_the_banner_shows_a_shared_screen_and_a_refused_control_change_in_words(
         qtbot.mouseClick(bar.end_button, Qt.MouseButton.LeftButton)
         qtbot.waitUntil(lambda: console.banners.bars == {}, timeout=WAIT_MS)
         assert agent.cli_json("session", "list")[-1]["end_reason"] == "killed"
+    finally:
+        close(console, link)
+
+
+def test_a_waiting_task_opens_its_question_which_declines_allows_and_closes_when_it_no_longer_waits(
+        qtbot: QtBot, portal: PortalProcess, enrolled: AgentProcess) -> None:
+    """An application-support session; the engineer asks for `share-screen` (the catalog's `screen`): its question
+    opens by itself, once, with who asks and what the engineer will see; Decline sends `task_decline`; a task
+    declined elsewhere (the CLI) closes its question; Allow sends `task_confirm`. (The X grant: test_ui_x11.py.)"""
+    from consent_ui.task_dialog import TaskDialog
+    from tests.test_tasks_portal import active_session
+
+    console, link = start_console(qtbot, enrolled)
+    try:
+        qtbot.waitUntil(lambda: console.catalog is not None, timeout=WAIT_MS)
+        session_id = active_session(portal, enrolled, DEVICE_ID, kind="application-support",
+                                    engineer=("E-21", "Kim Applications"), reason="protocol questions")
+
+        def ask() -> TaskDialog:
+            asked = portal.run("engineer", "run-task", "--session", session_id, "--kind", "share-screen")
+            assert asked.returncode == 0, asked.stdout + asked.stderr
+            task_id = asked.stdout.splitlines()[0]
+            qtbot.waitUntil(lambda: task_id in console.task_dialogs, timeout=WAIT_MS)
+            dialog = console.task_dialogs[task_id]
+            qtbot.waitUntil(dialog.isVisible, timeout=WAIT_MS)
+            return dialog
+
+        def run(task_id: str) -> dict[str, Any]:
+            return dict(next(t for t in enrolled.cli_json("task", "list") if t["id"] == task_id))
+
+        def state(task_id: str) -> str:
+            return str(run(task_id)["state"])
+
+        first = ask()
+        texts = [label.text() for label in first.findChildren(QLabel)]
+        assert first.windowTitle() == "Share your screen?"
+        assert "Kim Applications asks to see your screen" in texts
+        assert "Share the console's screen with the engineer (application support)" in texts
+        assert "protocol questions" in texts
+        assert ("Kim Applications will see your whole screen, including any patient data on it. The engineer can "
+                "only watch until you allow control on the banner.") in texts
+        assert [first.decline_button.accessibleName(), first.allow_button.accessibleName()] == ["Decline", "Allow"]
+        click(qtbot, first.decline_button)
+        qtbot.waitUntil(lambda: not first.isVisible(), timeout=WAIT_MS)
+        assert state(first.task_id) == "declined"
+        console.refresh()  # the declined task, listed again: its question does not come back
+        qtbot.wait(500)
+        assert not first.isVisible()
+        assert len(console.task_dialogs) == 1
+
+        second = ask()  # declined at the console with the CLI: its question goes by itself
+        assert enrolled.cli("task", "decline", second.task_id).returncode == 0
+        qtbot.waitUntil(lambda: not second.isVisible(), timeout=WAIT_MS)
+
+        third = ask()
+        click(qtbot, third.allow_button)
+        qtbot.waitUntil(lambda: not third.isVisible(), timeout=WAIT_MS)
+        allowed = run(third.task_id)  # it ran (no display here: x11vnc may fail at once)
+        assert allowed["state"] not in ("waiting", "declined", "refused"), allowed
     finally:
         close(console, link)

@@ -90,7 +90,7 @@ from consent_ui.models import (
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "consent_ui" / "models.py"
 CONTEXTS = {"AccessDialog", "SessionDialog", "Banner", "Receipt", "Common", "Tray", "AuditViewer", "RequestService",
-            "UpdateDialog"}
+            "UpdateDialog", "TaskDialog"}
 NOW = datetime(2026, 11, 28, 10, 6, tzinfo=UTC)
 ENGINEER = Engineer("E-1001", "Dana Field", "Acme Imaging")
 SID = "48213907"
@@ -946,3 +946,48 @@ def test_a_session_for_a_service_case_shows_its_number() -> None:
     assert shown is not None
     assert show(shown.case) == "Case C-2026-000123"
     assert "Case number" not in {show(row.label) for row in models.session_details(session()).rows}
+
+
+# ---- a task that waits for the technologist --------------------------------------------------------------------------
+
+CATALOG = models.catalog_by_kind([
+    {"kind": "share-screen", "title": "Share the screen", "level": "limited", "flags": ["application_support"],
+     "screen": True},
+    {"kind": "adjust-protocol", "title": "Adjust a scan protocol", "level": "limited",
+     "flags": ["application_support"], "screen": False}])
+
+
+def waiting(kind: str, title: str) -> dict[str, Any]:
+    return {**task("t9", title, "waiting", created=NOW), "kind": kind}
+
+
+def test_a_shared_screen_is_asked_for_with_what_the_engineer_will_see() -> None:
+    active = session(SessionState.ACTIVE, effective=AccessLevel.FULL, kind=SessionKind.APPLICATION_SUPPORT,
+                     activated=NOW)
+    question = models.task_question(waiting("share-screen", "Share the screen"), [active], CATALOG)
+    assert question.screen
+    assert question.task_id == "t9"
+    assert show(question.title) == "Share your screen?"
+    assert show(question.question) == f"{ENGINEER.name} asks to see your screen"
+    assert [(show(r.label), show(r.value)) for r in question.rows] == [
+        ("Engineer", f"{ENGINEER.name} ({ENGINEER.company})"),
+        ("Reason", "Gradient coil error E-4711 after update"), ("Task", "Share the screen")]
+    assert question.warning is not None
+    assert show(question.warning) == (f"{ENGINEER.name} will see your whole screen, including any patient data on "
+                                      "it. The engineer can only watch until you allow control on the banner.")
+    assert models.task_decision_request("t9") == {"task_id": "t9"}
+
+
+def test_another_task_is_asked_for_without_a_screen_warning_and_a_refusal_is_in_words() -> None:
+    question = models.task_question(waiting("adjust-protocol", "Adjust a scan protocol"), [], CATALOG)
+    assert not question.screen
+    assert question.warning is None
+    assert show(question.question) == f"{ENGINEER.id} asks for your approval: Adjust a scan protocol"  # no session
+    assert [show(r.label) for r in question.rows] == ["Engineer", "Task"]
+    # A kind the catalog does not know (or no catalog): never taken for a shared screen.
+    assert not models.shares_screen(waiting("other", "Other"), CATALOG)
+    assert not models.shares_screen(waiting("share-screen", "Share"), {})
+    refused = models.task_refused(RefusedError("task t9 can no longer run: the session is no longer active"))
+    assert show(refused) == "The agent did not take your answer: Task t9 can no longer run: the session is no " \
+                            "longer active"
+    assert show(models.task_refused(AgentUnreachableError("gone"))).startswith("Remote service is unavailable")

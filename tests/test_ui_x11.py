@@ -28,8 +28,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pytestqt.qtbot import QtBot
 
 from tests.agent_process import AgentProcess
+from tests.portal_process import PortalProcess
 from tests.test_connection import wait_for
 from tests.test_kill_switch import full_session, kill_leftovers, make_agent
 
@@ -387,16 +389,16 @@ def connects_without_cookie(env: dict[str, str], user: str) -> bool:
                           timeout=20).returncode == 0
 
 
-def test_the_ui_admits_the_agents_user_to_the_display_while_it_runs(guarded_display: dict[str, str],
-                                                                     tmp_path: Path) -> None:
-    """The UI on X11 admits the owner of the agent's control socket (`xhost +si:localuser:<user>`) and takes it back
-    when it quits (SIGTERM, as at logout). Run as root the agent's user is `nobody` and its client runs as nobody
-    (runuser), without the cookie; otherwise it is this user, whose client goes without the cookie."""
+def test_the_ui_alone_does_not_admit_the_agents_user_to_the_display(guarded_display: dict[str, str],
+                                                                    tmp_path: Path) -> None:
+    """The UI on X11 admits the agent's user (the owner of the control socket) only for a share the technologist
+    allowed (below): while it merely runs, and after it quits (SIGTERM, as at logout), the agent's user is refused.
+    Run as root the agent's user is `nobody` and its client runs as nobody (runuser), without the cookie; otherwise
+    it is this user, whose client goes without the cookie."""
     env = guarded_display
     user = "nobody" if os.geteuid() == 0 else __import__("pwd").getpwuid(os.geteuid()).pw_name
     socket = agent_socket_of(user, tmp_path)
     assert "access control enabled, only authorized clients can connect" in xhost_list(env)
-    assert f"SI:localuser:{user}" not in xhost_list(env)
     # The controls: without the cookie, the agent's user is refused; with it (the console user's UI), a client is in.
     assert not connects_without_cookie(env, user)
     assert subprocess.run(["xdpyinfo"], env=env, capture_output=True, timeout=20).returncode == 0
@@ -406,10 +408,10 @@ def test_the_ui_admits_the_agents_user_to_the_display_while_it_runs(guarded_disp
         ui = subprocess.Popen([sys.executable, "-m", "consent_ui", "--socket", str(socket)],
                               env={**env, "XDG_RUNTIME_DIR": str(runtime)}, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for("the grant", lambda: f"SI:localuser:{user}" in xhost_list(env), timeout_s=30)
-        assert connects_without_cookie(env, user)  # x11vnc, as the agent's user, could open the display now
-        if user != "root" and os.geteuid() == 0:  # only that user: root without the cookie is still refused
-            assert not connects_without_cookie(env, "root")
+        wait_for("the ServiceGate window", lambda: window_ids(env, "ServiceGate remote service"), timeout_s=30)
+        time.sleep(1)  # what it would do at start it has done: nothing to wait on but its absence
+        assert f"SI:localuser:{user}" not in xhost_list(env)
+        assert not connects_without_cookie(env, user)
     finally:
         ui.send_signal(signal.SIGTERM)
         try:
@@ -418,11 +420,9 @@ def test_the_ui_admits_the_agents_user_to_the_display_while_it_runs(guarded_disp
             ui.kill()
             raise
     output = (tmp_path / "ui.log").read_text(errors="replace")
-    assert code == -signal.SIGTERM, output  # it ends at once, as before, having taken the grant back
+    assert code == -signal.SIGTERM, output  # it ends at once, as before
     assert f"SI:localuser:{user}" not in xhost_list(env), output
-    assert not connects_without_cookie(env, user)
-    assert f"admits the agent's user {user}" in output
-    assert f"no longer admits {user}" in output
+    assert "admits" not in output
 
 
 def test_a_grant_that_was_there_before_the_ui_is_left_and_failures_are_warnings(
@@ -436,25 +436,99 @@ def test_a_grant_that_was_there_before_the_ui_is_left_and_failures_are_warnings(
     assert xaccess.socket_owner(socket) == user
     subprocess.run(["xhost", f"+si:localuser:{user}"], env=env, capture_output=True, timeout=10, check=True)
     access = xaccess.AgentAccess(socket, env)
-    assert access.grant()
+    assert access.grant("t-1")
     assert access.granted is None
+    access.release("t-1")
     access.revoke()
     assert f"SI:localuser:{user}" in xhost_list(env)
     subprocess.run(["xhost", f"-si:localuser:{user}"], env=env, capture_output=True, timeout=10, check=True)
-    # Granted by this UI: taken back; a second grant while it holds does nothing more.
+    # Granted by this UI: held per task, taken back with the last one; a task released twice changes nothing.
     access = xaccess.AgentAccess(socket, env)
-    assert access.grant()
+    assert access.grant("t-1")
     assert access.granted == user
-    assert access.grant()
+    assert access.grant("t-2")
     assert f"SI:localuser:{user}" in xhost_list(env)
-    access.revoke()
+    access.release("t-1")
+    access.release("t-1")
+    assert f"SI:localuser:{user}" in xhost_list(env)  # t-2 still shares
+    access.release("t-2")
     assert f"SI:localuser:{user}" not in xhost_list(env)
+    assert access.grant("t-3")
+    access.revoke()  # the agent gone, the UI's end: every task's
+    assert f"SI:localuser:{user}" not in xhost_list(env)
+    assert access.tasks == set()
     # No agent socket yet, no display, no xhost: a warning each, and no grant (the UI goes on).
     caplog.set_level("WARNING", logger="servicegate.ui.xaccess")
-    assert not xaccess.AgentAccess(tmp_path / "missing.sock", env).grant()
-    assert not xaccess.AgentAccess(socket, {**env, "DISPLAY": ":9999"}).grant()
+    assert not xaccess.AgentAccess(tmp_path / "missing.sock", env).grant("t-4")
+    assert not xaccess.AgentAccess(socket, {**env, "DISPLAY": ":9999"}).grant("t-4")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert not xaccess.AgentAccess(socket, env).grant()
+    assert not xaccess.AgentAccess(socket, env).grant("t-4")
     warnings = " | ".join(record.getMessage() for record in caplog.records)
     for said in ("is not known", "could not admit", "xhost is not installed"):
         assert said in warnings, warnings
+
+
+# ---- the grant lasts from the technologist's Allow to the share's end ------------------------------------------------
+
+SHARE_DEVICE = "ct-4002"
+
+
+def test_the_agents_user_is_admitted_from_allowing_a_share_to_its_end(
+        guarded_display: dict[str, str], portal: PortalProcess, tmp_path: Path, qtbot: QtBot) -> None:
+    """A real agent and portal, the UI's Console in this process (the offscreen platform) with the X grant on the
+    guarded display: in an application-support session the engineer asks for `share-screen`; the question opens by
+    itself; Allow admits the agent's user right before `task_confirm` is sent; End session ends the share, and the
+    grant is taken back. The agent runs as this user (the owner of its socket), whose client goes without the
+    cookie."""
+    from consent_ui import xaccess
+    from consent_ui.app import Console
+    from consent_ui.link import AgentLink
+    from consent_ui.task_dialog import TaskDialog
+    from tests.test_connection import device, enroll
+    from tests.test_tasks_portal import active_session
+
+    env = guarded_display
+    agent = device(tmp_path, "d" * 32, f'[screen]\ndisplay = "{env["DISPLAY"]}"\n')
+    assert enroll(agent, portal, SHARE_DEVICE).returncode == 0
+    agent.start()
+    user = xaccess.socket_owner(agent.socket)
+    link = AgentLink(agent.socket)
+    grant = xaccess.AgentAccess(agent.socket, env)
+    console = Console(link, x_grant=grant)
+    qtbot.addWidget(console.launcher)
+    link.start()
+    try:
+        qtbot.waitUntil(lambda: console.up and bool(console.status) and console.catalog is not None, timeout=20_000)
+        assert agent.cli("access", "set", "full").returncode == 0
+        session_id = active_session(portal, agent, SHARE_DEVICE, kind="application-support",
+                                    engineer=("E-21", "Kim Applications"), reason="protocol questions")
+        assert f"SI:localuser:{user}" not in xhost_list(env)  # the UI merely runs, a session is active
+        assert not connects_without_cookie(env, user)
+        asked = portal.run("engineer", "run-task", "--session", session_id, "--kind", "share-screen")
+        assert asked.returncode == 0, asked.stdout + asked.stderr
+        qtbot.waitUntil(lambda: bool(console.task_dialogs), timeout=20_000)
+        [dialog] = console.task_dialogs.values()
+        assert isinstance(dialog, TaskDialog)
+        assert dialog.isVisible()
+        assert dialog.question.screen
+        assert f"SI:localuser:{user}" not in xhost_list(env)  # asked, not yet allowed
+        dialog.allow_button.click()  # the grant, then `task_confirm` (sent in the background)
+        assert f"SI:localuser:{user}" in xhost_list(env)
+        assert connects_without_cookie(env, user)  # x11vnc, as the agent's user, can open the display
+        qtbot.waitUntil(lambda: not dialog.isVisible(), timeout=20_000)
+        assert grant.tasks == {dialog.task_id}
+        [run] = [t for t in agent.cli_json("task", "list") if t["id"] == dialog.task_id]
+        assert run["state"] == "running", run
+        assert f"SI:localuser:{user}" in xhost_list(env)  # while the share runs
+        # End session: the share's task stops, and the agent's user is refused again.
+        console.end_session()
+        qtbot.waitUntil(lambda: f"SI:localuser:{user}" not in xhost_list(env), timeout=30_000)
+        assert not connects_without_cookie(env, user)
+        stopped = [t for t in agent.cli_json("task", "list") if t["id"] == dialog.task_id]
+        assert stopped[0]["state"] not in ("waiting", "running"), stopped
+    finally:
+        link.stop()
+        console.close()
+        link.deleteLater()
+        agent.stop()
+    assert f"SI:localuser:{user}" not in xhost_list(env)

@@ -14,8 +14,8 @@ from typing import Any
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QWidget
 
-from agent.errors import AuditError
-from agent.protocol import AccessLevel, EndReason, SessionState, Urgency
+from agent.errors import AuditError, RefusedError
+from agent.protocol import AccessLevel, EndReason, SessionKind, SessionState, Urgency
 from consent_ui import models
 from consent_ui.app import Console
 from consent_ui.audit_viewer import AuditViewer
@@ -29,6 +29,7 @@ from consent_ui.dialogs import (
     tr,
 )
 from consent_ui.link import AgentLink
+from consent_ui.task_dialog import TaskDialog
 from consent_ui.update_dialog import UpdateDialog, UpdateListDialog
 from tests.test_ui_models import NOW, RECORDS, grant, requested_under, session, status, task, upload
 from tests.test_ui_updates import offer, software
@@ -56,6 +57,25 @@ def _share(*, control: bool) -> dict[str, Any]:
     """A screen share of the active session (screen_list's entry), with control possible (the session is FULL)."""
     return {"task_id": "t3", "session_id": str(_active()["id"]), "engineer_id": str(_active()["engineer"]["id"]),
             "state": "sharing", "control": control, "control_possible": True}
+
+
+CATALOG = models.catalog_by_kind([
+    {"kind": "share-screen", "title": "Share the console's screen with the engineer", "level": "limited",
+     "flags": ["application_support"],
+     "screen": True},
+    {"kind": "adjust-protocol", "title": "Adjust a scan protocol", "level": "limited",
+     "flags": ["application_support"], "screen": False}])
+
+
+def _support() -> dict[str, Any]:
+    """An active application-support session (the only kind a screen is shared in)."""
+    return session(SessionState.ACTIVE, effective=AccessLevel.FULL, kind=SessionKind.APPLICATION_SUPPORT,
+                   activated=NOW - timedelta(minutes=5))
+
+
+def _waiting(kind: str) -> dict[str, Any]:
+    """A task of `kind` that waits for the technologist (task_changed's data)."""
+    return {**task("t4", str(CATALOG[kind]["title"]), "waiting", created=NOW), "kind": kind}
 
 
 def screens(link: AgentLink) -> dict[str, Callable[[], QWidget]]:
@@ -182,6 +202,14 @@ def screens(link: AgentLink) -> dict[str, Callable[[], QWidget]]:
         listed.show_updates([offer(state="installed", decided_by="tech1")])
         return listed
 
+    def task_question(kind: str) -> QWidget:
+        return TaskDialog(link, models.task_question(_waiting(kind), [_support()], CATALOG))
+
+    def task_refused() -> QWidget:
+        dialog = TaskDialog(link, models.task_question(_waiting("adjust-protocol"), [_support()], CATALOG))
+        dialog.show_refusal(RefusedError("task t4 can no longer run: the session is no longer active"))
+        return dialog
+
     return {"launcher": launcher, "launcher-unavailable": launcher_unavailable, "access": access,
             "access-error": access_error, "session-id": session_id, "session-details": session_details,
             "session-requested": session_requested, "request-notice": request_notice, "banner": banner,
@@ -191,7 +219,9 @@ def screens(link: AgentLink) -> dict[str, Callable[[], QWidget]]:
             "request-service-sent": request_service_sent, "request-service-kept": request_service_kept,
             "audit-log": audit_log, "update-virus-patterns": update_virus_patterns,
             "update-software": update_software, "update-postpone": update_postpone, "update-reject": update_reject,
-            "update-installed": update_installed, "updates": updates, "updates-none": updates_none}
+            "update-installed": update_installed, "updates": updates, "updates-none": updates_none,
+            "task-share-screen": lambda: task_question("share-screen"),
+            "task-adjust-protocol": lambda: task_question("adjust-protocol"), "task-refused": task_refused}
 
 
 def link() -> AgentLink:

@@ -861,6 +861,65 @@
     </message>
 </context>
 <context>
+    <name>TaskDialog</name>
+    <message>
+        <source>{name} ({company})</source>
+        <translation>{name} ({company})</translation>
+    </message>
+    <message>
+        <source>Engineer</source>
+        <translation>Servicetechniker</translation>
+    </message>
+    <message>
+        <source>Reason</source>
+        <translation>Grund</translation>
+    </message>
+    <message>
+        <source>Task</source>
+        <translation>Aufgabe</translation>
+    </message>
+    <message>
+        <source>Share your screen?</source>
+        <translation>Bildschirm teilen?</translation>
+    </message>
+    <message>
+        <source>{name} asks to see your screen</source>
+        <translation>{name} möchte Ihren Bildschirm sehen</translation>
+    </message>
+    <message>
+        <source>{name} will see your whole screen, including any patient data on it. The engineer can only watch until you allow control on the banner.</source>
+        <translation>{name} sieht Ihren gesamten Bildschirm, einschließlich aller Patientendaten darauf. Der Servicetechniker kann nur zusehen, bis Sie im Banner das Steuern erlauben.</translation>
+    </message>
+    <message>
+        <source>Close or cover what the engineer must not see before you allow. End session on the banner stops the sharing at any time.</source>
+        <translation>Schließen oder verdecken Sie vor dem Erlauben, was der Servicetechniker nicht sehen darf. „Sitzung beenden“ im Banner beendet das Teilen jederzeit.</translation>
+    </message>
+    <message>
+        <source>Allow this task?</source>
+        <translation>Diese Aufgabe erlauben?</translation>
+    </message>
+    <message>
+        <source>{name} asks for your approval: {task}</source>
+        <translation>{name} bittet um Ihre Freigabe: {task}</translation>
+    </message>
+    <message>
+        <source>The task runs only if you allow it. End session on the banner stops it at any time.</source>
+        <translation>Die Aufgabe läuft nur, wenn Sie sie erlauben. „Sitzung beenden“ im Banner stoppt sie jederzeit.</translation>
+    </message>
+    <message>
+        <source>The agent did not take your answer: {why}</source>
+        <translation>Der Agent hat Ihre Antwort nicht übernommen: {why}</translation>
+    </message>
+    <message>
+        <source>Decline</source>
+        <translation>Ablehnen</translation>
+    </message>
+    <message>
+        <source>Allow</source>
+        <translation>Erlauben</translation>
+    </message>
+</context>
+<context>
     <name>Tray</name>
     <message>
         <source>ServiceGate: remote service unavailable (the agent cannot be reached)</source>
