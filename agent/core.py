@@ -639,9 +639,10 @@ class Agent:
     def set_screen_control(self, session_id: str, allow: bool, actor: str) -> list[dict[str, Any]]:
         """The technologist allows the engineer to control the console, or takes it back (the banner)."""
         session = self.sessions.get(session_id)
-        shares = [s for s in self.screens.of_session(session_id) if s.control_possible]
-        if session is None or not self.screens.of_session(session_id):
+        sharing = self.screens.of_session(session_id)
+        if session is None or not sharing:
             raise RefusedError(f"session {session_id} shares no screen now")
+        shares = [s for s in sharing if s.control_possible]
         if allow and (session.effective_level is not AccessLevel.FULL or not shares):
             raise RefusedError("control needs full access (examinations blocked): the engineer only watches in this "
                                "session")

@@ -286,8 +286,7 @@ class ScreenShares:
         """A new share's port and one-time password, as the share-screen task's environment."""
         if self.loop is None or self.connect is None:
             raise RelayRefused("the screen cannot be shared: the agent is not connected to its portal")
-        share = Share(task_id, session_id, engineer_id, free_loopback_port(), new_password(), control_possible,
-                      stop=asyncio.Event())
+        share = Share(task_id, session_id, engineer_id, free_loopback_port(), new_password(), control_possible)
         self.shares[task_id] = share
         return {"SERVICEGATE_VNC_PORT": str(share.port), "SERVICEGATE_VNC_PASSWORD": share.password,
                 "SERVICEGATE_VNC_VIEW_ONLY": "0" if control_possible else "1", "DISPLAY": display}

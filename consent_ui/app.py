@@ -211,10 +211,7 @@ class Console(QObject):
             dialog = self.task_dialogs[task_id] = TaskDialog(
                 self.link, question, before_allow=grant.grant if grant is not None else lambda task_id: None,
                 refused=grant.release if grant is not None else lambda task_id: None)
-            self._show(dialog)
-        else:
-            dialog.raise_()
-            dialog.activateWindow()
+        self._to_front(dialog)
         return dialog
 
     def _uploads(self, uploads: list[dict[str, Any]]) -> None:
@@ -360,11 +357,7 @@ class Console(QObject):
             dialog = self.update_dialogs[str(update["id"])] = UpdateDialog(self.link, update)
         else:
             dialog.show_update(dict(models.latest_update(dialog.offer, update)))
-        if dialog.isVisible():
-            dialog.raise_()
-            dialog.activateWindow()
-        else:
-            self._show(dialog)
+        self._to_front(dialog)
         return dialog
 
     def open_updates(self) -> UpdateListDialog:
@@ -377,11 +370,7 @@ class Console(QObject):
             listed.error.show_error(error)
 
         self.link.call("update_list", done=listed.show_updates, failed=failed)
-        if listed.isVisible():
-            listed.raise_()
-            listed.activateWindow()
-        else:
-            self._show(listed)
+        self._to_front(listed)
         return listed
 
     def show_window(self) -> None:
@@ -449,6 +438,14 @@ class Console(QObject):
         if self.screenshots is not None:
             folder = self.screenshots
             QTimer.singleShot(300, lambda: window.grab().save(str(folder / name)))
+
+    def _to_front(self, dialog: QWidget) -> None:
+        """A dialog that may be open already: brought to the front, else shown."""
+        if dialog.isVisible():
+            dialog.raise_()
+            dialog.activateWindow()
+        else:
+            self._show(dialog)
 
     def _show(self, dialog: QWidget) -> None:
         self.dialogs = [d for d in self.dialogs if d.isVisible()] + [dialog]
