@@ -844,6 +844,7 @@ class Agent:
             self._sync_block()
         self._audit_after("kill", actor, {"ended_sessions": ended, "text": text, "level": self.grant.level.value,
                                           **steps, "problems": [*problems, *self._problem_texts[problems_before:]]})
+        self._checkpoint_now()
         return {"at": utc_iso(self.clock.now()), "ended_sessions": ended, "access": self.grant.to_dict(),
                 "text": text, **steps, "problems": [*problems, *self._problem_texts[problems_before:]]}
 
@@ -1102,7 +1103,14 @@ class Agent:
         reason = session.end_reason.value if session.end_reason else None
         self._audit_after("session_ended", actor,
                           {**self._session_details(session), "end_reason": reason, "text": session.end_text})
+        self._checkpoint_now()
         self.publish("session_changed", session.to_dict())
+
+    def _checkpoint_now(self) -> None:
+        """A signed checkpoint at once (its head goes to the portal): when a session ends and after the kill switch,
+        so that cutting a session's records off the end of the log shows in `audit verify --against-portal` right
+        away, not only after the checkpoint interval."""
+        self._best_effort("write an audit checkpoint", self.audit.checkpoint)
 
     def _audit_first(self, event: str, actor: str, details: dict[str, Any]) -> None:
         """Record a change that widens access before making it; refuse the change if that fails."""

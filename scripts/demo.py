@@ -1,11 +1,20 @@
-"""`make demo`: the whole product on one machine, in a temporary directory, on loopback only.
+"""`make demo`: the whole product on one machine, in a temporary folder, on loopback only.
 
-Each step prints what happens in plain words, runs the real `servicegate` (and `servicegate-portal`) command a site
-IT person, technologist or vendor would type, and shows its output. The vendor side is the reference portal
-(`servicegate-portal`) on 127.0.0.1, and the scanner is the simulated modality (`servicegate-sim-modality`). Later
-issues add their steps (consent UI, screen sharing, updates).
+It sets up what a hospital and its vendor would have (the offline bundle installed into a staging folder, the
+vendor's reference portal with its CA, the scanner enrolled with a one-time password, the agent, the simulated
+modality as the scanner, the technologist's consent UI) and then walks through one service call, step by step:
+access LIMITED for 2 hours; telemetry and a threshold alert; an engineer's session, its ID read out over the phone,
+typed in, the privacy disclaimer confirmed, FULL access for this session alone (examinations blocked); the engineer's
+one-time password; the banner; a diagnostics task; a study with patient data, de-identified before it leaves; a
+view-only screen share; a virus-pattern update; End session (the kill switch) during a long task, and its receipt;
+the audit log, verified against the portal's copy of its heads.
 
-    python scripts/demo.py [--workdir DIR]    # DIR is kept; without it a temporary one is removed
+Each step says in plain words what happens, runs the real `servicegate` (and `servicegate-portal`) command a
+technologist, site IT person or engineer would type, and checks that it did what it says: the demo exits 0 only when
+every step did, else 1, naming the step. At the end it lists where everything is (logs, screenshots, the audit log,
+what the portal received); the folder is kept.
+
+    python scripts/demo.py [--workdir DIR]    # default: a new temporary folder, kept and named at the end
 """
 
 from __future__ import annotations
@@ -28,18 +37,29 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-from pydicom.data import get_testdata_file
 
 from agent.client import wait_for_agent
 from agent.errors import AgentUnreachableError
+from portal.uploads import uploads_of
 
-STEPS = 27
 REPO = Path(__file__).resolve().parents[1]
 PORTAL = str(Path(sys.executable).parent / "servicegate-portal")
 SIM = str(Path(sys.executable).parent / "servicegate-sim-modality")
 VNCDO = str(Path(sys.executable).parent / "vncdo")  # the engineer's VNC viewer (vncdotool, a test dependency)
 DEVICE_ID = "CT-DEMO-01"
-DANA = ("--engineer-id", "E-1001", "--name", "Dana Example", "--company", "Vendor Service")
+SAM = ("--engineer-id", "E-2002", "--name", "Sam Sample", "--company", "Vendor Service")
+KIM = ("--engineer-id", "E-3003", "--name", "Kim Applications", "--company", "Vendor Applications")
+PATIENT_ATTRIBUTES = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "ReferringPhysicianName",
+                      "InstitutionName", "StudyInstanceUID")
+
+
+class Failed(Exception):
+    """A step did not do what it says: why, in plain words."""
+
+
+def _last_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = (result.stderr or result.stdout).strip().splitlines()
+    return lines[-1] if lines else "no output"
 
 
 class Demo:
@@ -47,13 +67,67 @@ class Demo:
         self.workdir = workdir
         self.config = workdir / "agent.toml"
         self.socket = workdir / "run" / "control.sock"
-        self.step_no = 0
         self.used_codes: set[str] = set()
         self.display = ""  # the console's X display: this one, or a virtual one the demo starts
+        self.own_display = False  # the demo started it (Xvfb): keys may be pressed on it
+        self.processes: list[subprocess.Popen[Any]] = []  # stopped in reverse order at the end
+        self.agent: subprocess.Popen[bytes] | None = None
+        self.url = self.fingerprint = self.otp = self.sid = ""
+        self.skipped: list[str] = []
+        self.story_started = 0.0
+        self.current = "the start"  # the step running: named when it fails
 
-    def step(self, text: str) -> None:
-        self.step_no += 1
-        print(f"\n[{self.step_no}/{STEPS}] {text}", flush=True)
+    def steps(self) -> list[tuple[str, Callable[[], None]]]:
+        """The demo in order: (what happens, in plain words; the step that makes it happen and checks it)."""
+        return [
+            ("Site IT installs the vendor's offline bundle (every wheel, the units, an SBOM) with one command; here "
+             "into a staging folder (--root), on a scanner as root. Installing again changes nothing.",
+             self.install_bundle),
+            ("The vendor's portal starts (the reference portal, on 127.0.0.1) with its own certificate authority.",
+             self.start_portal),
+            ("The vendor registers the scanner and gives site IT a one-time password; site IT enrolls it: the CA is "
+             "checked against its fingerprint, the device's key never leaves it.", self.enroll),
+            ("The agent starts (no root here; it only connects out, nothing listens) and links to the portal over "
+             "mutual TLS.", self.start_agent),
+            ("The technologist's consent UI starts on the console's display.", self.start_ui),
+            ("The technologist sets remote access to LIMITED for 2 hours.", self.access_limited),
+            ("Telemetry: the scanner's statistics and logs go to the service centre on a schedule; a threshold "
+             "crossed raises an alert there.", self.telemetry),
+            ("The technologist reports an error and gets a case number; an engineer opens a session for it and reads "
+             "its ID out over the phone.", self.open_session),
+            ("The technologist types the ID in, reads who asks and why, confirms the privacy disclaimer and grants "
+             "FULL access for this session alone (the standing grant stays LIMITED).", self.claim_full),
+            ("The engineer proves who they are with a time-based one-time password, which the portal relays: the "
+             "session is active, and examinations are blocked while it lasts.", self.authenticate_engineer),
+            ("The banner shows on the technologist's screen while the session is active.", self.banner),
+            ("The engineer runs the scanner's diagnostics: a task from the device's catalog, never a shell; its "
+             "output is scrubbed before it leaves.", self.diagnostics),
+            ("The engineer asks for a study with patient data: it is de-identified on the scanner, uploaded, and "
+             "checked again at the portal.", self.fetch_study),
+            ("An application specialist joins to look at a scan protocol (a second session: application support, "
+             "LIMITED); the technologist confirms the screen share, which stays view-only.", self.share_screen),
+            ("The service centre offers new virus patterns: checked with TUF (signed by the vendor, for this model, "
+             "newer), approved by the technologist, installed.", self.virus_patterns),
+            ("A long diagnostics run is going when a patient arrives: the technologist presses End session. The kill "
+             "switch stops the task, releases the block, ends every session; a receipt stays on the screen.",
+             self.end_session),
+            ("The audit log: who accessed the scanner, when, at which level, for what; its hash chain, its signed "
+             "checkpoints and the heads the portal holds agree.", self.audit),
+        ]
+
+    def run(self) -> None:
+        steps = self.steps()
+        started = time.monotonic()
+        for number, (text, action) in enumerate(steps, 1):
+            if action == self.access_limited:
+                self.story_started = time.monotonic()
+                print(f"\nSet up in {self.story_started - started:.0f} s. The story of one service call:")
+            elapsed = int(time.monotonic() - started)
+            self.current = f"step {number}/{len(steps)}: {text}"
+            print(f"\n[{number}/{len(steps)} {'#' * number}{'.' * (len(steps) - number)} {elapsed // 60}:"
+                  f"{elapsed % 60:02}] {text}", flush=True)
+            action()
+
 
     def sg(self, *args: str, check: bool = True, quiet: bool = False) -> str:
         """A `servicegate` command; `quiet`: the demo only looks at its answer."""
@@ -64,7 +138,8 @@ class Demo:
         for line in [] if quiet else (result.stdout + result.stderr).rstrip().splitlines():
             print(f"    {line}")
         if check and result.returncode != 0:
-            raise SystemExit(f"demo: `servicegate {shlex.join(args)}` failed with exit code {result.returncode}")
+            raise Failed(f"`servicegate {shlex.join(args)}` failed with exit code {result.returncode}: "
+                         f"{_last_line(result)}")
         return result.stdout
 
     def portal(self, *args: str) -> str:
@@ -75,14 +150,15 @@ class Demo:
         for line in (result.stdout + result.stderr).rstrip().splitlines()[:12]:
             print(f"    {line}")
         if result.returncode != 0:
-            raise SystemExit(f"demo: `servicegate-portal {shlex.join(args)}` failed")
+            raise Failed(f"`servicegate-portal {shlex.join(args)}` failed: {_last_line(result)}")
         return result.stdout
 
-    def start_portal(self) -> tuple[subprocess.Popen[str], str, str]:
+    def start_portal(self) -> None:
         """The vendor's reference portal on 127.0.0.1 (any free port): its URL and CA fingerprint."""
         print("  $ servicegate-portal serve --port 0", flush=True)
         portal = subprocess.Popen([PORTAL, "serve", "--data-dir", str(self.workdir / "portal"), "--port", "0"],
                                   stdout=subprocess.PIPE, stderr=(self.workdir / "portal.log").open("wb"), text=True)
+        self.processes.append(portal)
         assert portal.stdout is not None
         url = fingerprint = ""
         for line in portal.stdout:
@@ -93,16 +169,17 @@ class Demo:
                 fingerprint = found[1]
                 break
         if not fingerprint:
-            raise SystemExit(f"demo: the portal did not start; see {self.workdir / 'portal.log'}")
+            raise Failed(f"the portal did not start; see {self.workdir / 'portal.log'}")
         host, port = url.removeprefix("https://").split(":")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
                 socket.create_connection((host, int(port)), timeout=1).close()
-                return portal, url, fingerprint
+                self.url, self.fingerprint = url, fingerprint
+                return
             except OSError:
                 time.sleep(0.05)
-        raise SystemExit("demo: the portal does not accept connections")
+        raise Failed("the portal does not accept connections")
 
     def start_modality(self) -> Path:
         """The simulated modality (portal/sim_modality.py): its services, logs, protocols, DICOM store and examination
@@ -137,43 +214,47 @@ class Demo:
             + (f'[screen]\ndisplay = "{self.display}"\n' if self.display else "")
         )
 
-    def start_agent(self) -> subprocess.Popen[bytes]:
+    def start_agent(self) -> None:
         log = (self.workdir / "agent.log").open("wb")
         agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(self.config), "run"],
                                  stdout=log, stderr=subprocess.STDOUT)
+        self.agent = agent
+        self.processes.append(agent)
         try:
             if wait_for_agent(self.socket, alive=lambda: agent.poll() is None):
-                return agent
+                print(f"  agent running, pid {agent.pid}, control socket {self.socket}")
+                self.wait("the link to the portal", lambda: '"connected"' in self.sg("status", "--json", quiet=True))
+                self.sg("status")
+                return
         except AgentUnreachableError:
-            agent.kill()
-            raise SystemExit("demo: the agent did not answer within 30 s") from None
-        raise SystemExit(f"demo: the agent stopped at start; see {self.workdir / 'agent.log'}")
+            raise Failed("the agent did not answer within 30 s") from None
+        raise Failed(f"the agent stopped at start; see {self.workdir / 'agent.log'}")
 
-    def start_console_display(self) -> list[subprocess.Popen[bytes]]:
+    def start_console_display(self) -> None:
         """The console's X display, which the consent UI shows on and the screen is shared from: this one when there
         is one (DISPLAY), else a virtual one (Xvfb, with openbox) when Xvfb is installed; else none."""
         if os.environ.get("DISPLAY"):
             self.display = os.environ["DISPLAY"]
-            return []
+            return
         if shutil.which("Xvfb") is None:
-            return []
+            return
         read, write = os.pipe()
         log = (self.workdir / "xvfb.log").open("wb")
         print("  $ Xvfb -screen 0 1280x800x24 -nolisten tcp   (the console's display: no screen here)", flush=True)
-        started = [subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x800x24", "-nolisten",
-                                     "tcp"], pass_fds=(write,), stdout=log, stderr=subprocess.STDOUT)]
+        self.processes.append(subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x800x24",
+                                                "-nolisten", "tcp"], pass_fds=(write,), stdout=log,
+                                               stderr=subprocess.STDOUT))
         os.close(write)
         with os.fdopen(read) as displayfd:
             number = displayfd.readline().strip()  # written once it accepts connections
         if not number.isdigit():
-            raise SystemExit(f"demo: Xvfb did not start; see {self.workdir / 'xvfb.log'}")
-        self.display = f":{number}"
+            raise Failed(f"Xvfb did not start; see {self.workdir / 'xvfb.log'}")
+        self.display, self.own_display = f":{number}", True
         if shutil.which("openbox"):
-            started.append(subprocess.Popen(["openbox"], env={**os.environ, "DISPLAY": self.display}, stdout=log,
+            self.processes.append(subprocess.Popen(["openbox"], env={**os.environ, "DISPLAY": self.display}, stdout=log,
                                             stderr=subprocess.STDOUT))
-        return started
 
-    def start_ui(self) -> subprocess.Popen[bytes]:
+    def start_ui(self) -> None:
         """The technologist's consent UI: real windows on the console's display, else offscreen; either way the
         banner and each receipt are saved as PNG in `screenshots/`."""
         env = dict(os.environ)
@@ -184,8 +265,9 @@ class Demo:
         where = f"on display {self.display}" if self.display else "offscreen (no display here)"
         print(f"  $ servicegate ui      ({where}; screenshots in {self.workdir / 'screenshots'})", flush=True)
         log = (self.workdir / "ui.log").open("wb")
-        return subprocess.Popen([sys.executable, "-m", "consent_ui", "--socket", str(self.socket), "--screenshots",
-                                 str(self.workdir / "screenshots")], env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(subprocess.Popen([sys.executable, "-m", "consent_ui", "--socket", str(self.socket),
+                                                "--screenshots", str(self.workdir / "screenshots")], env=env,
+                                               stdout=log, stderr=subprocess.STDOUT))
 
     def wait(self, what: str, condition: Callable[[], object], timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
@@ -193,7 +275,7 @@ class Demo:
             if condition():
                 return
             time.sleep(0.3)
-        raise SystemExit(f"demo: {what} did not happen within {timeout_s:.0f} s; see agent.log and portal.log")
+        raise Failed(f"{what} did not happen within {timeout_s:.0f} s; see agent.log and portal.log")
 
     def authenticate(self, session_id: str) -> None:
         """The engineer reads their one-time password (here from the portal's tool) and sends it to the device. A
@@ -211,43 +293,19 @@ class Demo:
                                str(self.workdir / "portal")], capture_output=True, text=True, timeout=60,
                               check=True).stdout.strip()
 
-    def anonymize(self) -> None:
-        """De-identify a CT image (pydicom's bundled sample) the way anything bound for the portal will be."""
-        self.step("A CT image is de-identified before it could leave: patient attributes before and after.")
-        source = Path(get_testdata_file("CT_small.dcm", download=False) or "")
-        out = self.workdir / "deidentified"
-        self.sg("anonymize", str(source), "--out", str(out), "--report", str(self.workdir / "anonymize.json"))
-        after = next(out.rglob("*.dcm"))
-        before_ds, after_ds = pydicom.dcmread(source), pydicom.dcmread(after)
-        for keyword in ("PatientName", "PatientID", "PatientBirthDate", "StudyInstanceUID", "InstitutionName"):
-            print(f"    {keyword:18} {str(before_ds.get(keyword, '')):52.52} -> {str(after_ds.get(keyword, ''))}")
-        print(f"    written as {after.relative_to(self.workdir)} (named by the new UIDs, not the input's name)")
-
     def portal_holds(self) -> dict[str, Any]:
         shown: dict[str, Any] = json.loads(subprocess.run(
             [PORTAL, "show", "--device-id", DEVICE_ID, "--data-dir", str(self.workdir / "portal")],
             capture_output=True, text=True, timeout=60, check=True).stdout)
         return shown
 
-    def telemetry(self) -> None:
-        self.step("Telemetry: samples and a threshold alert reach the portal (OTLP over mutual TLS).")
-        self.wait("a sample and an alert at the portal", lambda: {"alert", "metric"} <= set(
-            self.portal_holds()["kinds"]))
-        self.sg("telemetry", "status")
-        held = self.portal_holds()
-        print(f"    the portal holds {held['records']} records from {DEVICE_ID}: {held['kinds']}")
-        for alert in held["alerts"]:
-            print(f"    alert: {alert['body']}")
-
     def install_bundle(self) -> None:
         """The installer on the offline bundle `make dist` builds, into a staging root: what site IT does first."""
-        self.step("Site IT installs the vendor's offline bundle (every wheel, the units, an SBOM) with one command; "
-                  "here into a staging folder (--root), on a scanner as root. Installing again changes nothing.")
         print("  $ make dist", flush=True)
         built = subprocess.run([sys.executable, str(REPO / "scripts" / "dist.py"), "--out", str(self.workdir / "dist")],
                                capture_output=True, text=True, timeout=900)
         if built.returncode != 0:
-            raise SystemExit(f"demo: make dist failed:\n{built.stdout}{built.stderr}")
+            raise Failed(f"make dist failed:\n{built.stdout}{built.stderr}")
         digest, _, tarball = built.stdout.strip().partition("  ")
         print(f"    {Path(tarball).name}  sha256 {digest[:16]}...")
         subprocess.run(["tar", "xzf", tarball, "-C", str(self.workdir / "dist")], check=True)
@@ -264,48 +322,111 @@ class Demo:
             for line in (result.stdout + result.stderr).rstrip().splitlines():
                 print(f"    {line}")
             if result.returncode != 0:
-                raise SystemExit("demo: servicegate-install install failed")
+                raise Failed("servicegate-install install failed")
 
-    def virus_patterns(self) -> None:
-        """An update from the service centre: published in the portal's TUF repository, offered, verified by the
-        device against the vendor's root from its enrollment, approved by the technologist, installed by a task."""
-        self.step("The service centre offers new virus patterns: the device checks them with TUF (signed by the "
-                  "vendor's keys, not replayed, for this model, newer), and the technologist approves them.")
-        patterns = self.workdir / "patterns-2026.12.05.dat"
-        patterns.write_bytes(b"demo virus signatures 2026.12.05\n" * 1000)
-        self.portal("publish", str(patterns), "--kind", "virus-patterns", "--version", "2026.12.5", "--models",
-                    "CT-DEMO", "--notes", "Weekly virus patterns; no restart, no downtime.", "--offer-to", DEVICE_ID)
+    # ---- set-up ----------------------------------------------------------------------------------------------------
 
-        def offered() -> list[dict[str, Any]]:
-            return [u for u in json.loads(self.sg("update", "list", "--json", quiet=True)) if u["state"] == "offered"]
+    def enroll(self) -> None:
+        otp = re.search(r"password (\S+)", self.portal("device", "add", "--device-id", DEVICE_ID))
+        if otp is None:
+            raise Failed("the portal gave no one-time password for the device")
+        self.start_modality()
+        self.start_console_display()
+        self.write_config()
+        self.sg("enroll", "--portal", self.url, "--ca-fingerprint", self.fingerprint, "--otp", otp[1],
+                "--device-id", DEVICE_ID)
+        if not (self.portal_holds().get("device") or {}).get("binding"):
+            raise Failed("the portal does not list the device as enrolled")
 
-        self.wait("the verified offer", offered)
-        update_id = offered()[0]["id"]
-        self.sg("update", "show", update_id)
-        self.sg("update", "approve", update_id)
-        self.wait("the installation", lambda: json.loads(self.sg("update", "list", "--json", quiet=True))[0][
-            "state"] in ("installed", "failed"))
-        self.sg("update", "list")
-        print(f"    installed: {(self.workdir / 'virus-patterns' / 'current').resolve()}")
+    # ---- the story -------------------------------------------------------------------------------------------------
+
+    def access_limited(self) -> None:
+        self.sg("access", "set", "limited", "--for", "2h")
+        shown = json.loads(self.sg("access", "show", "--json", quiet=True))
+        if shown["level"] != "limited" or not shown.get("until"):
+            raise Failed(f"access is {shown['level']} (until {shown.get('until')}), not limited for 2 hours")
+        self.sg("access", "show")
+
+    def telemetry(self) -> None:
+        self.wait("a sample and an alert at the portal", lambda: {"alert", "metric"} <= set(
+            self.portal_holds()["kinds"]))
+        self.sg("telemetry", "status")
+        held = self.portal_holds()
+        print(f"    the portal holds {held['records']} records from {DEVICE_ID}: {', '.join(held['kinds'])}")
+        for alert in held["alerts"][:1]:
+            print(f"    alert at the service centre: {alert['body']}")
+
+    def open_session(self) -> None:
+        self.sg("request-service", "gantry error 4711 after the morning warm-up", "--urgency", "normal")
+        case = json.loads(self.sg("service-requests", "--json", quiet=True))[-1]["case_id"]
+        self.sid = self.portal("engineer", "open-session", "--device", DEVICE_ID, *SAM, "--reason",
+                               "gantry error 4711", "--level", "full", "--case-id", case).split()[0]
+        print(f'    the engineer, on the phone: "The session ID is {self.sid[:4]} {self.sid[4:]}."')
+
+    def claim_full(self) -> None:
+        self.sg("session", "claim", f"{self.sid[:4]} {self.sid[4:]}", "--level", "full", "--accept-disclaimer")
+        claimed = self.session(self.sid)
+        if (claimed["state"], claimed["requested_level"], claimed["confirmed_by"]) != ("authenticating", "full",
+                                                                                       getpass.getuser()):
+            raise Failed(f"the session is {claimed['state']} at {claimed['requested_level']}, confirmed by "
+                         f"{claimed['confirmed_by']}: not confirmed at full, waiting for the engineer")
+
+    def authenticate_engineer(self) -> None:
+        self.authenticate(self.sid)
+        self.wait("the session to be active", lambda: self.session(self.sid)["state"] == "active", timeout_s=30)
+        self.sg("status")
+        self.wait("the examination block", lambda: self.modality()["blocked"], timeout_s=20)
+        self.sg("examinations", "status")
+
+    def banner(self) -> None:
+        picture = self.workdir / "screenshots" / f"banner-{self.sid}-0.png"
+        self.wait("the session banner on the technologist's screen", picture.exists, timeout_s=30)
+        print(f"    the banner, as the technologist sees it: {picture.relative_to(self.workdir)}")
+
+    def diagnostics(self) -> None:
+        self.portal("engineer", "run-task", "--session", self.sid, "--kind", "run-diagnostics", "--param",
+                    "suite=quick", "--param", "seconds=1", "--wait", "60")
+
+    def fetch_study(self) -> None:
+        study = self.modality()["studies"][0]
+        self.portal("engineer", "run-task", "--session", self.sid, "--kind", "fetch-study", "--param",
+                    f"study_uid={study['study_uid']}", "--wait", "120")
+        def accepted() -> list[dict[str, Any]]:
+            return [u for u in self._uploads() if u["state"] == "accepted"]
+
+        self.wait(f"the upload of the study's {study['files']} images", lambda: len(accepted()) == study["files"],
+                  timeout_s=60)
+        self.sg("uploads")
+        before = pydicom.dcmread(sorted((self.workdir / "modality" / "dicom" / study["study_uid"]).glob("*.dcm"))[0],
+                                 stop_before_pixels=True)
+        after = pydicom.dcmread(accepted()[0]["path"], stop_before_pixels=True)
+        print("    patient attributes of the first image, on the scanner and as the portal received it:")
+        for keyword in PATIENT_ATTRIBUTES:
+            print(f"      {keyword:24} {str(before.get(keyword, '')):40.40} -> {str(after.get(keyword, '(removed)'))}")
+        planted = [s["patient_name"] for s in self.modality()["studies"]]
+        for upload in accepted():
+            data = Path(upload["path"]).read_bytes()
+            if any(name.encode() in data for name in planted):
+                raise Failed(f"a patient's name is in {upload['name']} at the portal")
 
     def share_screen(self) -> None:
-        self.step("An application specialist calls about a scan protocol and wants to see the console: an "
-                  "application-support session at LIMITED access, so the specialist only watches. The technologist "
-                  "types its ID in, accepts the privacy disclaimer, and confirms the screen share.")
         if not self.display or shutil.which("x11vnc") is None:
-            print("    skipped: no X display or no x11vnc here (`make demo` as root installs xvfb and x11vnc)")
+            why = "no X display and no Xvfb" if not self.display else "no x11vnc"
+            self.skipped.append(f"the shared screen: {why} here (`make demo` as root installs xvfb and x11vnc)")
+            print(f"    skipped: {self.skipped[-1]}")
             return
-        sid = self.portal("engineer", "open-session", "--device", DEVICE_ID, "--engineer-id", "E-3003", "--name",
-                          "Kim Applications", "--company", "Vendor Applications", "--reason", "scan protocol questions",
-                          "--level", "limited", "--kind", "application-support").split()[0]
+        sid = self.portal("engineer", "open-session", "--device", DEVICE_ID, *KIM, "--reason",
+                          "scan protocol questions", "--level", "limited", "--kind", "application-support").split()[0]
         self.sg("session", "claim", sid, "--level", "limited", "--accept-disclaimer")
         self.authenticate(sid)
         self.portal("engineer", "run-task", "--session", sid, "--kind", "share-screen")
+
         def waiting() -> list[str]:
             return [t["id"] for t in json.loads(self.sg("task", "list", "--json", quiet=True))
                     if t["kind"] == "share-screen" and t["state"] == "waiting"]
 
         self.wait("the question at the console", waiting)
+        print("    the console asks the technologist: Allow / Decline (here the command that Allow sends)")
         self.sg("task", "confirm", waiting()[0])
         screen = json.loads(self.portal("engineer", "screen", "--session-id", sid, "--wait", "30"))
         self.sg("screen", "list")
@@ -319,143 +440,132 @@ class Demo:
             self.sg("screen", "list", "--json", quiet=True)), timeout_s=30)
         self.portal("engineer", "end-session", "--session", sid, "--summary", "protocol settings explained")
 
-    def run(self) -> None:
-        self.install_bundle()
-        self.step("The vendor's portal starts (the reference portal, on 127.0.0.1) with its own CA.")
-        portal, url, fingerprint = self.start_portal()
-        agent: subprocess.Popen[bytes] | None = None
-        ui: subprocess.Popen[bytes] | None = None
-        console = self.start_console_display()
-        try:
-            self.step("The vendor registers the device and gives site IT a one-time password and the CA fingerprint.")
-            otp = re.search(r"password (\S+)", self.portal("device", "add", "--device-id", DEVICE_ID))
-            assert otp is not None
-            self.step("Site IT enrolls the device: the CA is checked against the fingerprint, the key stays here.")
-            self.start_modality()
-            self.write_config()
-            self.sg("enroll", "--portal", url, "--ca-fingerprint", fingerprint, "--otp", otp[1],
-                    "--device-id", DEVICE_ID)
-            self.step("Start the agent in this folder (no root; it only connects out, nothing listens).")
-            agent = self.start_agent()
-            print(f"  agent running, pid {agent.pid}, control socket {self.socket}")
-            self.wait("the link to the portal", lambda: '"connected"' in self.sg("status", "--json", quiet=True))
-            self.step("The technologist's consent UI starts in the console's desktop session.")
-            ui = self.start_ui()
-            self.step("A new device starts with no remote access; it is connected to the portal.")
-            self.sg("status")
-            self.step("The technologist grants limited access for 2 hours.")
-            self.sg("access", "set", "limited", "--for", "2h")
-            self.step("The technologist requests service: a few words and how urgent. A technical system report (no "
-                      "patient data) goes with it; the service centre's case number comes back.")
-            self.sg("request-service", "gantry error 4711 after the morning warm-up", "--urgency", "normal")
-            case = json.loads(self.sg("service-requests", "--json", quiet=True))[-1]["case_id"]
-            self.step("An engineer takes the case: a limited service session at the portal, asking the device "
-                      "directly; the standing grant admits it.")
-            sid = self.portal("engineer", "open-session", "--device", DEVICE_ID, *DANA, "--reason",
-                              "gantry error 4711", "--level", "limited", "--case-id", case, "--request").split()[0]
-            self.wait("the session request", lambda: sid in self.sg("session", "list", quiet=True))
-            self.sg("session", "list")
-            self.step("The engineer authenticates at the system with their time-based one-time password, which the "
-                      "portal relays.")
-            self.authenticate(sid)
-            self.sg("status")
-            self.step("The engineer finishes and ends the session with a summary the console shows.")
-            self.portal("engineer", "end-session", "--session", sid, "--summary",
-                        "error log collected; fan replacement ordered")
-            self.sg("session", "list")
-            self.step("The technologist sets no access: remote access only case by case from now on.")
-            self.sg("access", "set", "no-access")
-            self.share_screen()
-            self.step("An engineer opens a FULL session and reads its ID out over the phone.")
-            sid = self.portal("engineer", "open-session", "--device", DEVICE_ID, "--engineer-id", "E-2002", "--name",
-                              "Sam Sample", "--company", "Vendor Service", "--reason", "detector calibration",
-                              "--level", "full").split()[0]
-            self.step("The technologist types the ID in, reads who asks and why, accepts the privacy disclaimer and "
-                      "grants FULL for this session alone.")
-            self.sg("session", "claim", f"{sid[:4]} {sid[4:]}", "--level", "full", "--accept-disclaimer")
-            self.authenticate(sid)
-            self.sg("status")
-            self.step("While the FULL session is active, examinations are blocked: a lease the agent renews, so a "
-                      "crashed agent never leaves the scanner blocked.")
-            self.wait("the examination block", lambda: self.modality()["blocked"], timeout_s=20)
-            self.sg("examinations", "status")
-            banner = self.workdir / "screenshots" / f"banner-{sid}-0.png"
-            self.wait("the session banner on the technologist's screen", banner.exists, timeout_s=30)
-            print(f"    the banner is on the technologist's screen: {banner.relative_to(self.workdir)}")
-            self.step("The engineer runs the modality's diagnostics, a task of the device's catalog (never a shell); "
-                      "its output is scrubbed and reported to the portal.")
-            self.portal("engineer", "run-task", "--session", sid, "--kind", "run-diagnostics", "--param",
-                        "suite=quick", "--param", "seconds=1", "--wait", "60")
-            self.step("The engineer fetches a study from the modality's DICOM store: de-identified on the device, "
-                      "uploaded, checked again at the portal.")
-            study_uid = self.modality()["studies"][0]["study_uid"]
-            self.portal("engineer", "run-task", "--session", sid, "--kind", "fetch-study", "--param",
-                        f"study_uid={study_uid}", "--wait", "120")
-            self.wait("the study's upload", lambda: all(e["state"] == "accepted" for e in json.loads(
-                self.sg("uploads", "--json", quiet=True))), timeout_s=60)
-            self.sg("uploads")
-            self.step("The technologist sends the engineer a CT image: de-identified here, uploaded resumably, "
-                      "checked again at the portal.")
-            study = self.workdir / "study"
-            study.mkdir(exist_ok=True)
-            (study / "ct.dcm").write_bytes(Path(get_testdata_file("CT_small.dcm", download=False) or "").read_bytes())
-            self.sg("upload", str(study), "--case", "CASE-4711", "--wait", "40")
-            self.virus_patterns()
-            self.step("A long diagnostics run is going when a patient arrives: the technologist uses the kill switch. "
-                      "The task is stopped, its restore runs, the block is released, the session ends.")
-            long_run = self.portal("engineer", "run-task", "--session", sid, "--kind", "run-diagnostics", "--param",
-                                   "suite=full", "--param", "seconds=600").split()[0]
-            self.wait("the long task to run", lambda: any(t["id"] == long_run and t["state"] == "running" for t in
-                                                          json.loads(self.sg("task", "list", "--json", quiet=True))))
+    def virus_patterns(self) -> None:
+        patterns = self.workdir / "patterns-2026.12.05.dat"
+        patterns.write_bytes(b"demo virus signatures 2026.12.05\n" * 1000)
+        self.portal("publish", str(patterns), "--kind", "virus-patterns", "--version", "2026.12.5", "--models",
+                    "CT-DEMO", "--notes", "Weekly virus patterns; no restart, no downtime.", "--offer-to", DEVICE_ID)
+
+        def updates() -> list[dict[str, Any]]:
+            listed: list[dict[str, Any]] = json.loads(self.sg("update", "list", "--json", quiet=True))
+            return listed
+
+        self.wait("the verified offer", lambda: any(u["state"] == "offered" for u in updates()))
+        update_id = next(u["id"] for u in updates() if u["state"] == "offered")
+        self.sg("update", "show", update_id)
+        self.sg("update", "approve", update_id)
+        self.wait("the installation", lambda: updates()[0]["state"] in ("installed", "failed"))
+        self.sg("update", "list")
+        if updates()[0]["state"] != "installed":
+            raise Failed("the virus patterns were not installed; `servicegate update list` says why")
+        print(f"    installed: {(self.workdir / 'virus-patterns' / 'current').resolve().relative_to(self.workdir)}")
+
+    def end_session(self) -> None:
+        long_run = self.portal("engineer", "run-task", "--session", self.sid, "--kind", "run-diagnostics", "--param",
+                               "suite=full", "--param", "seconds=600").split()[0]
+        self.wait("the long task to run", lambda: any(t["id"] == long_run and t["state"] == "running" for t in
+                                                      json.loads(self.sg("task", "list", "--json", quiet=True))))
+        if self.own_display and shutil.which("xdotool"):
+            print(f"  $ xdotool key ctrl+alt+End   (the technologist presses End session: the console's key, "
+                  f"on display {self.display})", flush=True)
+            subprocess.run(["xdotool", "key", "ctrl+alt+End"], env={**os.environ, "DISPLAY": self.display},
+                           capture_output=True, timeout=30, check=True)
+        else:
+            print("    (no virtual display to press keys on: the command End session sends)")
             self.sg("kill", "--reason", "patient on the table")
-            receipt = self.workdir / "screenshots" / f"receipt-{sid}.png"
-            self.wait("the receipt on the technologist's screen", receipt.exists, timeout_s=30)
-            print(f"    the receipt stays on the technologist's screen: {receipt.relative_to(self.workdir)}")
-            self.sg("task", "list")
-            self.sg("examinations", "status")
-            self.sg("access", "show")
-            self.step("Who accessed this system, when, at which level, for what: the audit export.")
-            self.sg("audit", "export", "--format", "csv")
-            self.step("The audit log's hash chain and signed checkpoints are intact.")
-            self.sg("audit", "verify")
-            self.anonymize()
-            self.telemetry()
-        finally:
-            self.step("Stop the consent UI, the agent cleanly (SIGTERM, as systemd would) and the portal.")
-            if ui is not None:
-                ui.terminate()
-                ui.wait(timeout=30)
-            if agent is not None:
-                agent.send_signal(signal.SIGTERM)
-                try:
-                    print(f"  agent exited with code {agent.wait(timeout=30)}")
-                except subprocess.TimeoutExpired:
-                    agent.kill()
-                    print("  agent did not stop in 30 s and was killed")
-            portal.terminate()
-            portal.wait(timeout=30)
-            for process in reversed(console):
-                process.terminate()
-                process.wait(timeout=30)
-            if portal.stdout is not None:
-                portal.stdout.close()
+        self.wait("the session's end", lambda: self.session(self.sid)["state"] == "ended", timeout_s=30)
+        receipt = self.workdir / "screenshots" / f"receipt-{self.sid}.png"
+        self.wait("the receipt on the technologist's screen", receipt.exists, timeout_s=30)
+        print(f"    the receipt stays on the technologist's screen: {receipt.relative_to(self.workdir)}")
+        self.sg("task", "list")
+        self.sg("examinations", "status")
+        self.sg("access", "show")
+        if self.modality()["blocked"]:
+            raise Failed("examinations are still blocked after the kill switch")
+
+    def audit(self) -> None:
+        export = self.workdir / "audit-export.csv"
+        print(f"  $ servicegate audit export --format csv > {export.name}", flush=True)
+        export.write_text(self.sg("audit", "export", "--format", "csv", quiet=True))
+        lines = export.read_text().splitlines()
+        for line in lines[:1] + [line for line in lines if "session_confirmed" in line or ",kill," in line]:
+            print(f"    {line[:160]}")
+        print(f"    ... {len(lines) - 1} records in {export.name}")
+        self.sg("audit", "verify", "--against-portal")
+
+    # ---- helpers ---------------------------------------------------------------------------------------------------
+
+    def session(self, session_id: str) -> dict[str, Any]:
+        listed: list[dict[str, Any]] = json.loads(self.sg("session", "list", "--json", quiet=True))
+        return next((s for s in listed if s["id"] == session_id), {"state": "unknown"})
+
+    def _uploads(self) -> list[dict[str, Any]]:
+        return [u for u in uploads_of(self.workdir / "portal", DEVICE_ID) if u["session_id"] == self.sid]
+
+    def stop(self) -> None:
+        """The consent UI, the agent (SIGTERM, as systemd would), the portal and the display, in reverse order."""
+        print("\nStopping the consent UI, the agent (SIGTERM, as systemd would) and the portal.", flush=True)
+        for process in reversed(self.processes):
+            process.send_signal(signal.SIGTERM)
+            try:
+                code = process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                code = process.wait(timeout=30)
+            if process is self.agent:
+                print(f"  agent exited with code {code}")
+        for process in self.processes:
+            if process.stdout is not None:
+                process.stdout.close()
+
+    def where_everything_is(self) -> None:
+        w = self.workdir
+        shots = sorted(p.name for p in (w / "screenshots").glob("*.png"))
+        held = self.portal_holds() if (w / "portal" / "portal.sqlite").exists() else {}
+        print(f"\nWhere everything is (in {w}):")
+        for what, where in (
+                ("logs", "agent.log  portal.log  ui.log" + ("  xvfb.log" if (w / "xvfb.log").exists() else "")),
+                ("screenshots", f"screenshots/ ({', '.join(shots) or 'none'})"),
+                ("the audit log", "state/audit/ (servicegate --config agent.toml audit verify); its export: "
+                                  "audit-export.csv"),
+                ("the portal received", f"portal/ ({held.get('records', 0)} telemetry records, "
+                                        f"{len(uploads_of(w / 'portal', DEVICE_ID))} uploads; "
+                                        f"servicegate-portal show --device-id {DEVICE_ID} --data-dir portal)"),
+                ("the scanner", "modality/ (servicegate-sim-modality --state modality status)"),
+                ("the installation", "staging/ (the bundle installed with --root), dist/ (the bundle)"),
+                ("the agent's configuration", "agent.toml, state/")):
+            print(f"  {what:26} {where}")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="ServiceGate demo on loopback, in a temporary folder.")
-    parser.add_argument("--workdir", type=Path, help="keep everything in this folder (default: a temporary one)")
+    parser = argparse.ArgumentParser(description="ServiceGate demo: one service call on loopback, in a folder of its "
+                                                 "own (kept).")
+    parser.add_argument("--workdir", type=Path, help="use this folder (default: a new temporary one)")
     args = parser.parse_args()
-    print("ServiceGate demo: the portal, enrollment, the agent, access levels, sessions, the kill switch, the audit "
-          "log, de-identification, telemetry.")
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        Demo(args.workdir.resolve()).run()
-        print(f"\nDone. Everything is kept in {args.workdir}.")
+        workdir = args.workdir.resolve()
     else:
-        with tempfile.TemporaryDirectory(prefix="servicegate-demo-") as tmp:
-            os.chmod(tmp, 0o755)
-            Demo(Path(tmp)).run()
-        print("\nDone. The temporary folder was removed.")
+        workdir = Path(tempfile.mkdtemp(prefix="servicegate-demo-"))
+        os.chmod(workdir, 0o755)
+    print(f"ServiceGate demo in {workdir}: the vendor's portal, the scanner and its console on this machine, on "
+          "loopback only.")
+    demo = Demo(workdir)
+    try:
+        try:
+            demo.run()
+        finally:
+            demo.stop()
+    except (Failed, subprocess.SubprocessError, OSError, ValueError, KeyError) as exc:
+        print(f"\nThe demo FAILED at {demo.current}\n  what went wrong: {exc}\n  the logs: {workdir}/agent.log, "
+              f"portal.log, ui.log", file=sys.stderr)
+        return 1
+    demo.where_everything_is()
+    took = time.monotonic() - demo.story_started
+    print(f"\nDone: every step did what it says; the story took {took // 60:.0f} min {took % 60:.0f} s after set-up.")
+    for skipped in demo.skipped:
+        print(f"Not shown here: {skipped}.")
+    print(f"The folder is kept; `rm -r {workdir}` removes it.")
     return 0
 
 

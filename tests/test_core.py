@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent import totp
 from agent.access import GrantStore
-from agent.audit_log import AuditLog, public_key_path
+from agent.audit_log import AuditLog, is_checkpoint, public_key_path
 from agent.audit_verify import export, verify
 from agent.clock import ManualClock
 from agent.config import Config, from_mapping
@@ -316,10 +317,28 @@ def test_the_agent_waits_on_the_clock_only_while_something_can_fall_due(agent: A
     agent.audit.checkpoint()
     assert agent.waiting()  # checkpointed, but the session is open until its timeout ends it
     agent.end_session(sid, "alice", "done")
-    assert agent.waiting()  # the records of the end, until their checkpoint
+    assert not agent.waiting()  # a session's end is checkpointed at once
+    agent.set_access(AccessLevel.NO_ACCESS, None, "alice")
+    assert agent.waiting()  # the record of the change, until its checkpoint
     clock.advance(timedelta(minutes=5))
     agent.tick()
     assert not agent.waiting()
+
+
+def test_a_session_s_end_and_the_kill_switch_are_checkpointed_at_once(agent: Agent, clock: ManualClock) -> None:
+    """Their records are signed and their head goes to the portal right away (audit verify --against-portal), not
+    after the checkpoint interval."""
+    heads: list[dict[str, Any]] = []
+    agent.audit.listeners.append(lambda record: heads.append(record) if is_checkpoint(record) else None)
+    agent.set_access(AccessLevel.PERMANENT_LIMITED, None, "alice")
+    first = request(agent)
+    agent.end_session(first, "alice", "done")
+    assert [h["details"]["head_seq"] for h in heads] == [agent.audit.head[0] - 1]  # session_ended, signed
+    request(agent)
+    agent.kill("alice", "patient on the table")
+    records = export(agent.config.paths.audit_dir, None, None)
+    assert records[-1]["event"] == "kill"
+    assert heads[-1]["details"]["head_seq"] == records[-1]["seq"]
 
 
 # ---- claimed sessions and the engineer's one-time password ------------------------------------------------------
