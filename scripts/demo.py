@@ -550,14 +550,18 @@ def main() -> int:
         os.chmod(workdir, 0o755)
     print(f"ServiceGate demo in {workdir}: the vendor's portal, the scanner and its console on this machine, on "
           "loopback only.")
-    demo = Demo(workdir)
+    return walk(Demo(workdir))
+
+
+def walk(demo: Demo) -> int:
+    """Every step in order, then the processes stopped: 0 when each did what it says, else 1, naming the step."""
     try:
         try:
             demo.run()
         finally:
             demo.stop()
     except (Failed, subprocess.SubprocessError, OSError, ValueError, KeyError) as exc:
-        print(f"\nThe demo FAILED at {demo.current}\n  what went wrong: {exc}\n  the logs: {workdir}/agent.log, "
+        print(f"\nThe demo FAILED at {demo.current}\n  what went wrong: {exc}\n  the logs: {demo.workdir}/agent.log, "
               f"portal.log, ui.log", file=sys.stderr)
         return 1
     demo.where_everything_is()
@@ -565,9 +569,8 @@ def main() -> int:
     print(f"\nDone: every step did what it says; the story took {took // 60:.0f} min {took % 60:.0f} s after set-up.")
     for skipped in demo.skipped:
         print(f"Not shown here: {skipped}.")
-    print(f"The folder is kept; `rm -r {workdir}` removes it.")
+    print(f"The folder is kept; `rm -r {demo.workdir}` removes it.")
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import csv
 import getpass
+import importlib.util
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
+import pytest
 
 from agent.audit_verify import export, verify
 from portal.store import Store
@@ -168,3 +172,30 @@ def test_demo_walks_the_story_and_leaves_an_intact_audit_log(tmp_path: Path) -> 
     seen = (tmp_path / "screenshots" / "engineer-view.png").read_bytes()
     assert seen.startswith(b"\x89PNG\r\n\x1a\n")
     assert struct.unpack(">II", seen[16:24]) == (1280, 800)  # the console's whole screen, as the specialist saw it
+
+
+def test_a_step_that_does_not_do_what_it_says_fails_the_demo_and_is_named(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo's own driver with two steps of its own: the second fails, so the demo exits 1 naming it, and stops
+    what the first started (here a real `sleep`)."""
+    spec = importlib.util.spec_from_file_location("demo_script", REPO / "scripts" / "demo.py")
+    assert spec is not None
+    assert spec.loader is not None
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+
+    class TwoSteps(demo.Demo):  # type: ignore[name-defined,misc]
+        def steps(self) -> list[tuple[str, Callable[[], None]]]:
+            return [("A program starts.", lambda: self.processes.append(subprocess.Popen(["sleep", "600"]))),
+                    ("The portal holds an alert.", self.no_alert)]
+
+        def no_alert(self) -> None:
+            raise demo.Failed("no alert at the portal within 60 s; see agent.log and portal.log")
+
+    two = TwoSteps(tmp_path)
+    assert demo.walk(two) == 1
+    said = capsys.readouterr()
+    assert "FAILED at step 2/2: The portal holds an alert." in said.err
+    assert "no alert at the portal" in said.err
+    assert "Done" not in said.out
+    assert two.processes[0].returncode == -signal.SIGTERM
