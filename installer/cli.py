@@ -19,7 +19,7 @@ from pathlib import Path
 
 from agent.config import Config, defaults, load
 from agent.errors import ConfigError, ExitCode
-from installer import checks, doctor, install, manage, service, site, verify
+from installer import acceptance, checks, doctor, install, manage, service, site, verify
 from installer.bundle import Bundle
 from installer.layout import SERVICE_USER, UNIT_NAME, UPGRADE_CANCEL, UPGRADE_REQUEST, UPGRADE_RESULT, Layout
 from installer.steps import (
@@ -71,10 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
                          "created (asks first); the audit log stays")
     un.add_argument("--yes", action="store_true", help="with --purge: do not ask (for scripts)")
     sub.add_parser("doctor", help="check the installation: each item OK, or what to do")
+    accept = sub.add_parser("acceptance", help="after install and enrollment: doctor's checks, then the enrolled "
+                                               "portal, telemetry arriving, the audit log against the portal and the "
+                                               "kill switch (pressed only when it changes nothing)")
+    accept.add_argument("--portal", required=True, metavar="URL", help="the portal's address from the vendor's "
+                                                                       "letter, https://...")
+    accept.add_argument("--wait", type=float, default=60, metavar="SECONDS",
+                        help="how long to wait for telemetry to reach the portal (default 60)")
     sub.add_parser("apply-request", help="install the software update the agent handed over (what "
                                          "servicegate-upgrade.service runs, as root)")
     for command in sub.choices.values():
-        if command.prog.split()[-1] in ("upgrade", "rollback", "uninstall", "doctor", "apply-request"):
+        if command.prog.split()[-1] in ("upgrade", "rollback", "uninstall", "doctor", "acceptance",
+                                        "apply-request"):
             command.add_argument("--root", type=Path, default=Path("/"), metavar="DIR",
                                  help="the installation in this staging folder instead of /")
     return parser
@@ -90,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"install": install_command, "upgrade": upgrade_command, "rollback": rollback_command,
-                    "uninstall": uninstall_command, "doctor": doctor_command, "apply-request": apply_request_command}
+                    "uninstall": uninstall_command, "doctor": doctor_command, "acceptance": acceptance_command,
+                    "apply-request": apply_request_command}
         return commands[args.command](args)
     except ConfigError as exc:
         print(f"servicegate-install: {exc}", file=sys.stderr)
@@ -398,10 +407,24 @@ def uninstall_command(args: argparse.Namespace) -> int:
 
 def doctor_command(args: argparse.Namespace) -> int:
     layout, _staging = _layout(args)
-    findings = doctor.examine(layout)
+    return _report(doctor.examine(layout))
+
+
+def acceptance_command(args: argparse.Namespace) -> int:
+    layout, _staging = _layout(args)
+    if not args.portal.startswith("https://"):
+        raise ConfigError(f"--portal must be the portal's https:// address from the vendor's letter, not "
+                          f"{args.portal!r}")
+    return _report(acceptance.examine(layout, args.portal, args.wait))
+
+
+def _report(findings: list[doctor.Finding]) -> int:
     say(doctor.report(findings))
     bad = [f for f in findings if not f.ok]
-    say(f"\n{len(findings) - len(bad)} of {len(findings)} checks OK." + (" Fix the lines marked FIX." if bad else ""))
+    skipped = sum(f.skipped for f in findings)
+    say(f"\n{len(findings) - len(bad) - skipped} of {len(findings)} checks OK"
+        + (f", {skipped} not tried (SKIP says why)" if skipped else "") + "."
+        + (" Fix the lines marked FIX." if bad else ""))
     return int(ExitCode.FAILED) if bad else 0
 
 

@@ -28,6 +28,7 @@ class Finding:
     check: str
     ok: bool
     detail: str  # what was found (OK) or what to do (not OK)
+    skipped: bool = False  # not tried (acceptance), and `detail` says why
 
 
 def examine(layout: Layout, now: datetime | None = None) -> list[Finding]:
@@ -145,5 +146,6 @@ def _audit(layout: Layout) -> Finding:
 
 def report(findings: list[Finding]) -> str:
     width = max(len(f.check) for f in findings)
-    return "\n".join(f"{'OK ' if f.ok else 'FIX'}  {f.check:<{width}}  {f.detail}" for f in findings)
+    return "\n".join(f"{'SKIP' if f.skipped else 'OK' if f.ok else 'FIX':<4} {f.check:<{width}}  {f.detail}"
+                     for f in findings)
 

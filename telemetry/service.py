@@ -72,13 +72,18 @@ class TelemetryService:
         self.runs: Counter[str] = Counter()  # "missed:<job>", "failed:<job>", "clock_steps"
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._sampled = False  # the first sample is pushed at once
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.scheduler.add_listener(self._on_event, EVENT_JOB_MISSED | EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES)
 
     # ---- the jobs -------------------------------------------------------------------------------
 
     def collect(self) -> int:
-        """One sample into the outbox; alerts for every crossing, and a push at once when there is one."""
+        """One sample into the outbox; alerts for every crossing, and a push at once when there is one, or when it
+        is the first sample since the start (the service centre sees a started device, and whatever waited while it
+        was down, without waiting for the push interval)."""
+        first = not self._sampled
+        self._sampled = True
         sample = self.collector.sample()
         self.outbox.put("metric", sample)
         thresholds = self.thresholds  # one set of rules per sample, whatever `use_rules` does meanwhile
@@ -87,6 +92,7 @@ class TelemetryService:
         if alerts:
             for alert in alerts:
                 log.warning("threshold %s %s: %s = %s", alert["rule"], alert["state"], alert["metric"], alert["value"])
+        if alerts or first:
             self.push_now()
         return len(alerts)
 

@@ -33,7 +33,7 @@ import pytest
 
 from agent import totp
 from agent.errors import ExitCode
-from installer import cli, service
+from installer import acceptance, cli, service
 from installer.layout import UNIT_FILES, UNIT_NAME, Layout
 from installer.steps import CommandFailed, group_exists, user_exists
 from tests.bundle_fixtures import CURRENT_VERSION, UPGRADE_VERSION, BundleFactory
@@ -237,6 +237,29 @@ def test_install_run_doctor_upgrade_rollback_uninstall_on_this_machine(installed
             "program", "configuration", "agent", "control", "disk", "clock", "device", "portal", "examination",
             "audit"}
 
+        # The acceptance check site IT runs once it is enrolled: doctor's lines, then the portal named in the letter,
+        # telemetry arriving there, the audit log against the portal's heads, and the kill switch, pressed because
+        # nothing is open (a fresh installation: No access, no session).
+        url = status()["portal"]["portal_url"]  # type: ignore[index]
+        accepted = installer(bundle, "acceptance", "--portal", url, "--wait", "90")
+        assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+        said = {line[5:].split("  ")[0]: line[:4].strip() for line in accepted.stdout.splitlines()
+                if line[:4].strip() in ("OK", "FIX", "SKIP")}
+        assert {check: said.get(check) for check in ("enrolled with this portal", "telemetry reaches the portal",
+                                                     "audit log agrees with the portal", "kill switch")} == {
+            "enrolled with this portal": "OK", "telemetry reaches the portal": "OK",
+            "audit log agrees with the portal": "OK", "kill switch": "OK"}
+        assert "FIX" not in said.values()
+        kills = [r for r in json.loads(ask("audit", "export", "--json").stdout) if r["event"] == "kill"]
+        assert [(r["actor"], r["details"]["text"], r["details"]["ended_sessions"]) for r in kills] == [
+            ("root", acceptance.KILL_REASON, [])]
+        # Another portal than the one enrolled with: said, with what to do, and exit code 1.
+        wrong = installer(bundle, "acceptance", "--portal", "https://portal.other.example", "--wait", "0")
+        assert wrong.returncode == int(ExitCode.FAILED), wrong.stdout + wrong.stderr
+        [line] = [line for line in wrong.stdout.splitlines() if line.startswith("FIX")]
+        assert "enrolled with this portal" in line
+        assert f"enrolled with {url}, not https://portal.other.example: " in line
+
         # An active session when the upgrade comes: warned in the banner's data, then ended with `upgrade`.
         assert ask("access", "set", "limited", "--for", "2h").returncode == 0
         requested = json.loads(ask("session", "request", "--engineer-id", "E-1", "--name", "Dana Field",
@@ -244,6 +267,13 @@ def test_install_run_doctor_upgrade_rollback_uninstall_on_this_machine(installed
         secret = base64.b32decode((LAYOUT.state_dir / "portal" / "totp.key").read_text().strip())
         code = totp.code_at(secret, time.time())
         assert ask("session", "authenticate", requested["id"], "--code", code).returncode == 0
+        # acceptance while a session is active: the kill switch is not pressed (it would end the session), and says so
+        busy = installer(bundle, "acceptance", "--portal", url, "--wait", "0")
+        assert busy.returncode == 0, busy.stdout + busy.stderr
+        [line] = [line for line in busy.stdout.splitlines() if line.startswith("SKIP")]
+        assert "kill switch" in line
+        assert "not tried: 1 session(s) open, access is limited, which it would end" in line
+        assert "1 not tried (SKIP says why)" in busy.stdout
         upgraded = installer(newer, "upgrade", "--warn-seconds", "2")
         assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
         assert "A remote session is active" in upgraded.stdout
