@@ -800,6 +800,7 @@ class Agent:
                           "elapsed_ms": round((time.monotonic() - started) * 1000)}, problems, before))) or {}
         if not receipt:  # the agent's state could not be reached: record what happened anyway
             self._audit_after("kill", actor, {"text": text, "problems": problems, **stopped})
+            self._checkpoint_now()
             receipt = {"at": utc_iso(self.clock.now()), "text": text, "problems": problems, "ended_sessions": [],
                        "access": self.grant.to_dict(), **stopped}
         step("remove the kill mark", lambda: self._kill_mark_path.unlink(missing_ok=True))

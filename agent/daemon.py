@@ -124,6 +124,7 @@ class Daemon:
         def send_head(record: dict[str, Any]) -> None:
             if is_checkpoint(record):
                 telemetry.outbox.put("audit_checkpoint", reporting.checkpoint_head(record))
+                telemetry.push_now()  # the portal holds the head at once, not at the next push interval
 
         audit.listeners.append(send_head)
         # Before the agent takes up its state: whatever an earlier run left is cleared, so that a crash never leaves

@@ -27,7 +27,7 @@ from agent.config import defaults, load
 from agent.errors import ConfigError
 from installer import doctor, service
 from installer.doctor import Finding
-from installer.layout import Layout
+from installer.layout import UPGRADE_REQUEST, Layout
 
 KILL_REASON = "acceptance check by site IT (servicegate-install acceptance)"
 
@@ -42,7 +42,7 @@ def examine(layout: Layout, portal_url: str, wait_s: float, *, now: Callable[[],
     found.append(_portal(state, portal_url))
     found.append(_telemetry(layout, state, wait_s, now, sleep))
     found.append(_audit_at_portal(layout))
-    found.append(_kill_switch(layout, state))
+    found.append(_kill_switch(layout))
     return found
 
 
@@ -56,7 +56,11 @@ def _portal(state: dict[str, Any], portal_url: str) -> Finding:
         return Finding("enrolled with this portal", False,
                        f"enrolled with {enrolled}, not {portal_url}: if {portal_url} is right, enroll again "
                        "(`servicegate enroll`); if not, run this with the address from the vendor's letter.")
-    return Finding("enrolled with this portal", True, f"{enrolled} as {portal.get('device_id')}")
+    if portal.get("state") != "connected":
+        return Finding("enrolled with this portal", False,
+                       f"enrolled, but {portal.get('state')}: {portal.get('error') or 'no answer yet'}; see the "
+                       "\"portal reachable\" line above.")
+    return Finding("enrolled with this portal", True, f"{enrolled} as {portal.get('device_id')}, connected")
 
 
 def _telemetry(layout: Layout, state: dict[str, Any], wait_s: float, now: Callable[[], float],
@@ -109,11 +113,16 @@ def _audit_at_portal(layout: Layout) -> Finding:
                    "is and tell the vendor's security contact.")
 
 
-def _kill_switch(layout: Layout, state: dict[str, Any]) -> Finding:
-    """Pressed only when it changes nothing: no open session, no running task, access already No access."""
+def _kill_switch(layout: Layout) -> Finding:
+    """Pressed only when it changes nothing: no open session, no running task, no upgrade on its way, access already
+    No access; asked just before pressing (the checks before it take up to --wait seconds)."""
+    state = service.status(layout) or {}
     level = state.get("access", {}).get("level")
     busy = [f"{len(state['sessions'])} session(s) open"] if state.get("sessions") else []
     busy += [f"{len(state['tasks'])} task(s) running"] if state.get("tasks") else []
+    busy += ["a software upgrade is on its way"] if state.get("upgrade") or \
+        (layout.update_dir / UPGRADE_REQUEST).exists() else []
+    busy += ["the kill switch is at work"] if state.get("killing") else []
     busy += [f"access is {level}"] if level != "no-access" else []
     if busy:
         return Finding("kill switch", True, f"not tried: {', '.join(busy)}, which it would end; run this again "

@@ -32,7 +32,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,7 @@ class Demo:
         self.own_display = False  # the demo started it (Xvfb): keys may be pressed on it
         self.processes: list[subprocess.Popen[Any]] = []  # stopped in reverse order at the end
         self.agent: subprocess.Popen[bytes] | None = None
+        self.ui: subprocess.Popen[bytes] | None = None
         self.url = self.fingerprint = self.otp = self.sid = ""
         self.skipped: list[str] = []
         self.story_started = 0.0
@@ -257,7 +260,9 @@ class Demo:
     def start_ui(self) -> None:
         """The technologist's consent UI: real windows on the console's display, else offscreen; either way the
         banner and each receipt are saved as PNG in `screenshots/`."""
-        env = dict(os.environ)
+        runtime = self.workdir / "run" / "console"  # the console session's own runtime folder: a UI already running
+        runtime.mkdir(mode=0o700, parents=True, exist_ok=True)  # for this user elsewhere does not stop this one
+        env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
         if self.display:
             env.update(DISPLAY=self.display, QT_QPA_PLATFORM="xcb")
         else:
@@ -265,17 +270,22 @@ class Demo:
         where = f"on display {self.display}" if self.display else "offscreen (no display here)"
         print(f"  $ servicegate ui      ({where}; screenshots in {self.workdir / 'screenshots'})", flush=True)
         log = (self.workdir / "ui.log").open("wb")
-        self.processes.append(subprocess.Popen([sys.executable, "-m", "consent_ui", "--socket", str(self.socket),
-                                                "--screenshots", str(self.workdir / "screenshots")], env=env,
-                                               stdout=log, stderr=subprocess.STDOUT))
+        self.ui = subprocess.Popen([sys.executable, "-m", "consent_ui", "--socket", str(self.socket), "--screenshots",
+                                    str(self.workdir / "screenshots")], env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(self.ui)
 
     def wait(self, what: str, condition: Callable[[], object], timeout_s: float = 60) -> None:
+        """Until `condition` holds; an error while asking (the agent or the portal busy) counts as not yet."""
         deadline = time.monotonic() + timeout_s
+        last = ""
         while time.monotonic() < deadline:
-            if condition():
-                return
+            try:
+                if condition():
+                    return
+            except (Failed, subprocess.SubprocessError, OSError, ValueError, KeyError, IndexError) as exc:
+                last = f" (last answer: {exc})"
             time.sleep(0.3)
-        raise Failed(f"{what} did not happen within {timeout_s:.0f} s; see agent.log and portal.log")
+        raise Failed(f"{what} did not happen within {timeout_s:.0f} s{last}; see agent.log and portal.log")
 
     def authenticate(self, session_id: str) -> None:
         """The engineer reads their one-time password (here from the portal's tool) and sends it to the device. A
@@ -343,7 +353,9 @@ class Demo:
     def access_limited(self) -> None:
         self.sg("access", "set", "limited", "--for", "2h")
         shown = json.loads(self.sg("access", "show", "--json", quiet=True))
-        if shown["level"] != "limited" or not shown.get("until"):
+        left = (datetime.fromisoformat(shown["until"]) - datetime.now(UTC)).total_seconds() if shown.get("until") \
+            else 0
+        if shown["level"] != "limited" or not 7100 < left <= 7200:
             raise Failed(f"access is {shown['level']} (until {shown.get('until')}), not limited for 2 hours")
         self.sg("access", "show")
 
@@ -379,6 +391,8 @@ class Demo:
         self.sg("examinations", "status")
 
     def banner(self) -> None:
+        if self.ui is not None and self.ui.poll() is not None:
+            raise Failed(f"the consent UI stopped (exit code {self.ui.returncode}); see {self.workdir / 'ui.log'}")
         picture = self.workdir / "screenshots" / f"banner-{self.sid}-0.png"
         self.wait("the session banner on the technologist's screen", picture.exists, timeout_s=30)
         print(f"    the banner, as the technologist sees it: {picture.relative_to(self.workdir)}")
@@ -430,6 +444,9 @@ class Demo:
         self.sg("task", "confirm", waiting()[0])
         screen = json.loads(self.portal("engineer", "screen", "--session-id", sid, "--wait", "30"))
         self.sg("screen", "list")
+        shares = json.loads(self.sg("screen", "list", "--json", quiet=True))
+        if len(shares) != 1 or shares[0]["control"]:
+            raise Failed(f"expected one view-only share, the agent lists {shares}")
         picture = self.workdir / "screenshots" / "engineer-view.png"
         print(f"  $ vncdo -s {screen['viewer']} -p {screen['password']} capture {picture.name}   (the specialist's "
               "viewer)", flush=True)
@@ -480,6 +497,10 @@ class Demo:
         self.sg("task", "list")
         self.sg("examinations", "status")
         self.sg("access", "show")
+        stopped = next((t for t in json.loads(self.sg("task", "list", "--json", quiet=True)) if t["id"] == long_run),
+                       {"state": "not listed"})
+        if (stopped["state"], stopped.get("stop_reason")) != ("stopped", "killed"):
+            raise Failed(f"the long task is {stopped['state']}, not stopped by the kill switch")
         if self.modality()["blocked"]:
             raise Failed("examinations are still blocked after the kill switch")
 
@@ -491,7 +512,11 @@ class Demo:
         for line in lines[:1] + [line for line in lines if "session_confirmed" in line or ",kill," in line]:
             print(f"    {line[:160]}")
         print(f"    ... {len(lines) - 1} records in {export.name}")
+        kill = max(int(line.split(",")[1]) for line in lines[1:] if ",kill," in line)
+        self.wait("the portal's copy of the kill switch's checkpoint", lambda: any(
+            int(h["servicegate.head_seq"]) >= kill for h in self.portal_holds()["audit_heads"]), timeout_s=30)
         self.sg("audit", "verify", "--against-portal")
+        print(f"    the portal holds the signed head of the log up to the kill switch's record ({kill})")
 
     # ---- helpers ---------------------------------------------------------------------------------------------------
 
@@ -521,10 +546,13 @@ class Demo:
     def where_everything_is(self) -> None:
         w = self.workdir
         shots = sorted(p.name for p in (w / "screenshots").glob("*.png"))
-        held = self.portal_holds() if (w / "portal" / "portal.sqlite").exists() else {}
+        try:
+            held = self.portal_holds()
+        except (subprocess.SubprocessError, OSError, ValueError):  # the portal never got that far
+            held = {}
         print(f"\nWhere everything is (in {w}):")
         for what, where in (
-                ("logs", "agent.log  portal.log  ui.log" + ("  xvfb.log" if (w / "xvfb.log").exists() else "")),
+                ("logs", "  ".join(p.name for p in sorted(w.glob("*.log")))),
                 ("screenshots", f"screenshots/ ({', '.join(shots) or 'none'})"),
                 ("the audit log", "state/audit/ (servicegate --config agent.toml audit verify); its export: "
                                   "audit-export.csv"),
@@ -554,22 +582,28 @@ def main() -> int:
 
 
 def walk(demo: Demo) -> int:
-    """Every step in order, then the processes stopped: 0 when each did what it says, else 1, naming the step."""
+    """Every step in order, then the processes stopped. 0 when each did what it says; 1 naming the step that did
+    not (the traceback of an unexpected error in demo-error.log); 3 when a step could not be shown here."""
     try:
         try:
             demo.run()
         finally:
             demo.stop()
-    except (Failed, subprocess.SubprocessError, OSError, ValueError, KeyError) as exc:
-        print(f"\nThe demo FAILED at {demo.current}\n  what went wrong: {exc}\n  the logs: {demo.workdir}/agent.log, "
-              f"portal.log, ui.log", file=sys.stderr)
+    except Exception as exc:  # any failure ends the demo naming its step, never with a bare traceback
+        if not isinstance(exc, Failed):
+            (demo.workdir / "demo-error.log").write_text("".join(traceback.format_exception(exc)))
+        print(f"\nThe demo FAILED at {demo.current}\n  what went wrong: {exc}", file=sys.stderr)
+        demo.where_everything_is()
         return 1
     demo.where_everything_is()
     took = time.monotonic() - demo.story_started
-    print(f"\nDone: every step did what it says; the story took {took // 60:.0f} min {took % 60:.0f} s after set-up.")
-    for skipped in demo.skipped:
-        print(f"Not shown here: {skipped}.")
-    print(f"The folder is kept; `rm -r {demo.workdir}` removes it.")
+    print(f"\nThe story took {took // 60:.0f} min {took % 60:.0f} s after set-up. The folder is kept; "
+          f"`rm -r {demo.workdir}` removes it.")
+    if demo.skipped:
+        for skipped in demo.skipped:
+            print(f"NOT SHOWN: {skipped}.", file=sys.stderr)
+        return 3
+    print("Done: every step did what it says.")
     return 0
 
 if __name__ == "__main__":
