@@ -416,7 +416,9 @@ class Demo:
         after = pydicom.dcmread(accepted()[0]["path"], stop_before_pixels=True)
         print("    patient attributes of the first image, on the scanner and as the portal received it:")
         for keyword in PATIENT_ATTRIBUTES:
-            print(f"      {keyword:24} {str(before.get(keyword, '')):40.40} -> {str(after.get(keyword, '(removed)'))}")
+            kept = after.get(keyword)
+            shown = "(removed)" if kept is None else str(kept.value) or "(emptied)"
+            print(f"      {keyword:24} {str(before.get(keyword, '')):40.40} -> {shown}")
         planted = [s["patient_name"] for s in self.modality()["studies"]]
         for upload in accepted():
             data = Path(upload["path"]).read_bytes()
