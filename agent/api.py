@@ -145,8 +145,9 @@ def _upload(agent: Agent, args: dict[str, Any], caller: Caller) -> Any:
     if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
         raise UsageError("'paths' must be a list of one or more files or folders")
     session_id = _text(args, "session_id") or agent.in_core(agent.active_session_id)
+    case_id = _text(args, "case_id") or agent.in_core(lambda: agent.case_of(session_id))  # the session's, by default
     report = upload.prepare([Path(p) for p in paths], agent.config.paths.state_dir,
-                            agent.config.paths.anonymizer_key, case_id=_text(args, "case_id"), session_id=session_id)
+                            agent.config.paths.anonymizer_key, case_id=case_id, session_id=session_id)
     agent.in_core(lambda: agent.uploads_queued(report.to_dict(), session_id, caller.user))
     agent.wake_sender()
     return report.to_dict()

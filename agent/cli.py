@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = reading(sub.add_parser("upload", help="de-identify DICOM files or folders and send them to the portal"))
     up.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    up.add_argument("--case", default="", help="the service case it belongs to")
+    up.add_argument("--case", default="", help="the service case it belongs to (default: the session's case)")
     up.add_argument("--session", default="", help="the session it is for (default: the one active session)")
     up.add_argument("--wait", type=float, default=0, help="seconds to wait until the portal accepted or rejected "
                                                           "every file (default: do not wait)")

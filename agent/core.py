@@ -745,9 +745,10 @@ class Agent:
         self.in_background(stop)
 
     def _upload_task_output(self, paths: list[Path], session_id: str) -> dict[str, Any]:
-        """A `dicom` task's files: de-identified and queued (agent.upload), recorded like any upload."""
+        """A `dicom` task's files: de-identified and queued (agent.upload) for the session's case, recorded like any
+        upload."""
         report = upload.prepare(paths, self.config.paths.state_dir, self.config.paths.anonymizer_key,
-                                session_id=session_id).to_dict()
+                                case_id=self.in_core(lambda: self.case_of(session_id)), session_id=session_id).to_dict()
         self.in_core(lambda: self.uploads_queued(report, session_id, SYSTEM_ACTOR))
         self.wake_sender()
         return report
@@ -868,6 +869,11 @@ class Agent:
             self.exam_block.want(wanted and not self._block_withheld)
 
     # ---- uploads ---------------------------------------------------------------------------------------
+
+    def case_of(self, session_id: str) -> str:
+        """The service case a session is for ("" when none): what its uploads are filed under at the portal."""
+        session = self.sessions.get(session_id)
+        return session.case_id if session is not None else ""
 
     def active_session_id(self) -> str:
         """The one active session's ID (what an upload is for when none is named), or ""."""

@@ -276,7 +276,7 @@ OPERATIONS: dict[str, Operation] = {
                   "anonymizer refuses stay quarantined on the device and are listed, never sent. Answers the batch "
                   "report; the upload runs in the background (`upload_list`).",
                   {"paths": "list of files or folders, as the agent's user can read them",
-                   "case_id": "the service case it belongs to (optional)",
+                   "case_id": "the service case (optional: the session's case)",
                    "session_id": "the session it is for (optional: the one active session, if any)"}),
         Operation("upload_list", Role.VIEWER, "The upload queue: each file with its state (queued, uploading, "
                                               "accepted, rejected with the portal's problems, failed)."),

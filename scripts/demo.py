@@ -84,7 +84,8 @@ class Demo:
         """The demo in order: (what happens, in plain words; the step that makes it happen and checks it)."""
         return [
             ("Site IT installs the vendor's offline bundle (every wheel, the units, an SBOM) with one command; here "
-             "into a staging folder (--root), on a scanner as root. Installing again changes nothing.",
+             "into a staging folder (--root), on a scanner as root. Installing again changes nothing. (The demo then "
+             "runs the agent from this checkout, without root or systemd.)",
              self.install_bundle),
             ("The vendor's portal starts (the reference portal, on 127.0.0.1) with its own certificate authority.",
              self.start_portal),
@@ -416,8 +417,7 @@ class Demo:
         after = pydicom.dcmread(accepted()[0]["path"], stop_before_pixels=True)
         print("    patient attributes of the first image, on the scanner and as the portal received it:")
         for keyword in PATIENT_ATTRIBUTES:
-            kept = after.get(keyword)
-            shown = "(removed)" if kept is None else str(kept.value) or "(emptied)"
+            shown = "(removed)" if keyword not in after else str(after.get(keyword)) or "(emptied)"
             print(f"      {keyword:24} {str(before.get(keyword, '')):40.40} -> {shown}")
         planted = [s["patient_name"] for s in self.modality()["studies"]]
         for upload in accepted():

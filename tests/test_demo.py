@@ -137,6 +137,7 @@ def test_demo_walks_the_story_and_leaves_an_intact_audit_log(tmp_path: Path) -> 
         assert str(received.PatientName) not in planted
         assert received.StudyInstanceUID != modality["studies"][0]["study_uid"]
     assert {r["details"]["engineer_id"] for r in records if r["event"] == "upload_accepted"} == {"E-2002"}
+    assert {accepted[name]["case_id"] for name in fetched_names} == {case["case_id"]}  # filed under the session's case
     assert [r["what"] for r in modality["restores"]] == ["diagnostics"]
     assert modality["blocked"] is False
     assert (kill["stopped_tasks"], kill["remaining_pids"], kill["block_released"]) == (
