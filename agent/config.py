@@ -91,6 +91,8 @@ class SessionsConfig:
                                        minimum=1, maximum=60)
     auth_timeout_min: int = setting(5, "An engineer who has not authenticated within this long is refused.",
                                     minimum=1, maximum=60)
+    max_per_engineer: int = setting(0, "Sessions one engineer (by engineer ID) may have open at once; another is "
+                                       "refused until one ends. 0: no limit.", minimum=0, maximum=20)
 
 
 @dataclass(frozen=True)

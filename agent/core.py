@@ -278,6 +278,7 @@ class Agent:
         check_request(engineer, reason, level, case_id)
         self._check_not_killing()
         check_admissible(self.grant)
+        self._check_engineer_limit(engineer)
         now = self.clock.now()
         requested = Session(id=self._new_id(session_id), kind=kind, engineer=engineer, reason=reason,
                             requested_level=level, state=SessionState.REQUESTED, created_at=now, state_since=now,
@@ -304,7 +305,8 @@ class Agent:
             return existing
         try:
             check_request(engineer, reason, level, case_id)
-        except UsageError as exc:
+            self._check_engineer_limit(engineer)
+        except (UsageError, RefusedError) as exc:
             self.claim_refused(session_id, actor, str(exc))
             raise
         now = self.clock.now()
@@ -1091,6 +1093,14 @@ class Agent:
         if self.upgrade is not None:
             raise RefusedError(f"ServiceGate is being updated to {self.upgrade['version']}: no session is accepted "
                                "until it has restarted; try again in a few minutes")
+
+    def _check_engineer_limit(self, engineer: Engineer) -> None:
+        """Site IT's limit of open sessions per engineer (`[sessions] max_per_engineer`, 0: none)."""
+        limit = self.config.sessions.max_per_engineer
+        open_now = sum(s.open and s.engineer.id == engineer.id for s in self.sessions.values())
+        if limit and open_now >= limit:
+            raise RefusedError(f"engineer {engineer.id} has {open_now} open session(s) already, and site IT allows "
+                               f"{limit} at once ([sessions] max_per_engineer): end one first")
 
     def _get(self, session_id: str) -> Session:
         try:

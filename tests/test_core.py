@@ -474,3 +474,34 @@ def test_an_announced_upgrade_ends_open_sessions_with_upgrade_when_the_warning_i
     [record] = [r for r in records if r["event"] == "upgrade_announced"]
     assert (record["actor"], record["details"]) == ("root", announced)
     assert events(agent).index("upgrade_announced") < events(agent).index("session_ended")
+
+
+def test_site_it_limits_the_open_sessions_of_one_engineer(tmp_path: Path, clock: ManualClock) -> None:
+    """IEC 62443-4-2 CR 2.7: `[sessions] max_per_engineer` sessions of one engineer at once, requested by the portal
+    or claimed at the console; others' sessions are not counted, and an ended one frees its place."""
+    agent = start(from_mapping({"paths": {"state_dir": str(tmp_path / "state"),
+                                          "control_socket": str(tmp_path / "control.sock")},
+                                "sessions": {"max_per_engineer": 1}}), clock)
+    agent.set_access(AccessLevel.PERMANENT_LIMITED, None, "alice")
+    first = agent.request_session(DANA, "gantry error 4711", AccessLevel.LIMITED, SessionKind.SERVICE, "portal").id
+    with pytest.raises(RefusedError, match=r"engineer E-1001 has 1 open session\(s\) already, and site IT allows 1 "
+                                           r"at once \(\[sessions\] max_per_engineer\): end one first"):
+        agent.request_session(DANA, "second look", AccessLevel.LIMITED, SessionKind.SERVICE, "portal")
+    with pytest.raises(RefusedError, match="max_per_engineer"):
+        agent.claim_session("40000001", DANA, "second look", AccessLevel.LIMITED, SessionKind.SERVICE, "alice")
+    refused = [r["details"] for r in export(agent.config.paths.audit_dir, None, None)
+               if r["event"] == "session_claim_refused"]
+    assert [(d["session_id"], "max_per_engineer" in d["why"]) for d in refused] == [("40000001", True)]
+    other = Engineer("E-2002", "Sam Sample", "Vendor Service")
+    assert agent.request_session(other, "detector", AccessLevel.LIMITED, SessionKind.SERVICE, "portal").state in (
+        SessionState.AUTHENTICATING, SessionState.AWAITING_CONSENT)
+    agent.end_session(first, "alice", "done")
+    assert agent.request_session(DANA, "second look", AccessLevel.LIMITED, SessionKind.SERVICE, "portal").open
+
+
+def test_without_a_limit_one_engineer_may_have_several_sessions(agent: Agent) -> None:
+    assert agent.config.sessions.max_per_engineer == 0  # the default
+    agent.set_access(AccessLevel.PERMANENT_LIMITED, None, "alice")
+    opened = [agent.request_session(DANA, f"look {n}", AccessLevel.LIMITED, SessionKind.SERVICE, "portal").open
+              for n in range(3)]
+    assert opened == [True, True, True]
