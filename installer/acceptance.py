@@ -17,17 +17,14 @@ installed agent through its command line and imports nothing of it but the confi
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.config import defaults, load
-from agent.errors import ConfigError
 from installer import doctor, service
 from installer.doctor import Finding
-from installer.layout import UPGRADE_REQUEST, Layout
+from installer.layout import UPGRADE_REQUEST, Layout, site_config
 
 KILL_REASON = "acceptance check by site IT (servicegate-install acceptance)"
 
@@ -41,7 +38,7 @@ def examine(layout: Layout, portal_url: str, wait_s: float, *, now: Callable[[],
         return [*found, Finding("acceptance", False, "no agent answers: fix the lines above, then run this again.")]
     found.append(_portal(state, portal_url))
     found.append(_telemetry(layout, state, wait_s, now, sleep))
-    found.append(_audit_at_portal(layout))
+    found.append(doctor.audit_check(layout, against_portal=True))
     found.append(_kill_switch(layout))
     return found
 
@@ -66,7 +63,7 @@ def _portal(state: dict[str, Any], portal_url: str) -> Finding:
 def _telemetry(layout: Layout, state: dict[str, Any], wait_s: float, now: Callable[[], float],
                sleep: Callable[[float], None]) -> Finding:
     """A push that reached the portal: since the check began or within one push interval before; else wait."""
-    push_s = _push_interval(layout)
+    push_s = float(site_config(layout).telemetry.push_s)  # a broken file: doctor's "configuration valid" says so
     began = now()
     deadline = began + wait_s
     while True:
@@ -84,33 +81,9 @@ def _telemetry(layout: Layout, state: dict[str, Any], wait_s: float, now: Callab
         sleep(min(5.0, max(0.0, deadline - now())))
 
 
-def _push_interval(layout: Layout) -> float:
-    try:
-        return float(load(layout.agent_toml).telemetry.push_s)
-    except ConfigError:  # said by doctor's "configuration valid" line
-        return float(defaults().telemetry.push_s)
-
-
 def _outbox(layout: Layout) -> dict[str, Any]:
-    code, output = service.ask(layout, "telemetry", "status", "--json")
-    try:
-        answer = json.loads(output) if code == 0 else {}
-    except ValueError:
-        answer = {}
-    return answer if isinstance(answer, dict) else {}
-
-
-def _audit_at_portal(layout: Layout) -> Finding:
-    code, output = service.ask(layout, "audit", "verify", "--against-portal", "--json")
-    try:
-        answer = json.loads(output)
-    except ValueError:
-        answer = {}
-    ok = code == 0 and isinstance(answer, dict) and bool(answer.get("ok"))
-    return Finding("audit log agrees with the portal", ok,
-                   f"{answer.get('records', '?')} records; the checkpoint heads the portal holds match" if ok else
-                   f"`servicegate audit verify --against-portal` says: {output.strip()[-400:]} — keep the log as it "
-                   "is and tell the vendor's security contact.")
+    code, answer, _output = service.ask_json(layout, "telemetry", "status", "--json")
+    return answer if code == 0 else {}
 
 
 def _kill_switch(layout: Layout) -> Finding:
@@ -127,14 +100,11 @@ def _kill_switch(layout: Layout) -> Finding:
     if busy:
         return Finding("kill switch", True, f"not tried: {', '.join(busy)}, which it would end; run this again "
                                             "when the scanner is idle with No access.", skipped=True)
-    code, output = service.ask(layout, "kill", "--json", "--reason", KILL_REASON)
-    try:
-        receipt = json.loads(output) if code == 0 else {}
-    except ValueError:
-        receipt = {}
+    code, receipt, output = service.ask_json(layout, "kill", "--json", "--reason", KILL_REASON)
+    receipt = receipt if code == 0 else {}
     after = service.status(layout) or {}
     held = bool(after.get("examination_block", {}).get("held"))
-    problems = list(receipt.get("problems", [])) if isinstance(receipt, dict) else []
+    problems = list(receipt.get("problems", []))
     if not receipt or problems or held:
         why = "; ".join(problems) or ("the examination block is still held" if held else output.strip()[-400:])
         return Finding("kill switch", False, f"{why}: look at `journalctl -u servicegate` and tell the vendor.")

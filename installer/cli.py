@@ -17,11 +17,18 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.config import Config, defaults, load
 from agent.errors import ConfigError, ExitCode
 from installer import acceptance, checks, doctor, install, manage, service, site, verify
 from installer.bundle import Bundle
-from installer.layout import SERVICE_USER, UNIT_NAME, UPGRADE_CANCEL, UPGRADE_REQUEST, UPGRADE_RESULT, Layout
+from installer.layout import (
+    SERVICE_USER,
+    UNIT_NAME,
+    UPGRADE_CANCEL,
+    UPGRADE_REQUEST,
+    UPGRADE_RESULT,
+    Layout,
+    site_config,
+)
 from installer.steps import (
     ROOT_OWNER,
     CommandFailed,
@@ -426,14 +433,6 @@ def _report(findings: list[doctor.Finding]) -> int:
         + (f", {skipped} not tried (SKIP says why)" if skipped else "") + "."
         + (" Fix the lines marked FIX." if bad else ""))
     return int(ExitCode.FAILED) if bad else 0
-
-
-def site_config(layout: Layout) -> Config:
-    """The installed configuration; the defaults when it is gone or broken (uninstall must still work)."""
-    try:
-        return load(layout.agent_toml)
-    except ConfigError:
-        return defaults()
 
 
 def _confirmed(layout: Layout) -> bool:

@@ -6,7 +6,6 @@ it, and reads the configuration with agent.config, as the agent does.
 
 from __future__ import annotations
 
-import json
 import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -69,7 +68,7 @@ def examine(layout: Layout, now: datetime | None = None) -> list[Finding]:
         "the clock is not synchronised: set up NTP (`timedatectl set-ntp true`, or the site's time server).")
     if state is not None:
         found += _from_status(state, now)
-        found.append(_audit(layout))
+        found.append(audit_check(layout))
     return found
 
 
@@ -132,16 +131,16 @@ def _from_status(state: dict[str, Any], now: datetime) -> list[Finding]:
     return found
 
 
-def _audit(layout: Layout) -> Finding:
-    code, output = service.ask(layout, "audit", "verify", "--json")
-    try:
-        answer = json.loads(output)
-    except ValueError:
-        answer = {}
+def audit_check(layout: Layout, *, against_portal: bool = False) -> Finding:
+    """`servicegate audit verify`; with `against_portal` also against the checkpoint heads the portal holds."""
+    command = ["audit", "verify", *(["--against-portal"] if against_portal else [])]
+    code, answer, output = service.ask_json(layout, *command, "--json")
     ok = code == 0 and bool(answer.get("ok"))
-    return Finding("audit log verifies", ok, f"{answer.get('records', '?')} records, chain and checkpoints intact"
-                   if ok else f"`servicegate audit verify` says: {output.strip()[-400:]} — keep the log as it is and "
-                              "tell the vendor's security contact.")
+    check = "audit log agrees with the portal" if against_portal else "audit log verifies"
+    return Finding(check, ok, f"{answer.get('records', '?')} records, chain and checkpoints intact"
+                   + (", the checkpoint heads the portal holds match" if against_portal else "")
+                   if ok else f"`servicegate {' '.join(command)}` says: {output.strip()[-400:]} — keep the log as it "
+                              "is and tell the vendor's security contact.")
 
 
 def report(findings: list[Finding]) -> str:

@@ -20,6 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.config import Config, defaults, load
+from agent.errors import ConfigError
+
 SERVICE_USER = "servicegate"  # the agent's system user and its primary group; named literally in the unit
 UNIT_NAME = "servicegate.service"
 # The file protocol with the agent (agent/builtin_tasks.py install-software, agent/updates.py): in the update folder.
@@ -99,3 +102,12 @@ class Layout:
     def program(self, release: Path | None = None) -> Path:
         """The `servicegate` command of a release (default: of `current`)."""
         return (release or self.current) / "bin" / "servicegate"
+
+
+def site_config(layout: Layout) -> Config:
+    """The installed configuration; the defaults when it is gone or broken (uninstall must still work; doctor's
+    "configuration valid" line says what is wrong with it)."""
+    try:
+        return load(layout.agent_toml)
+    except ConfigError:
+        return defaults()

@@ -84,16 +84,21 @@ def ask(layout: Layout, *args: str, program: Path | None = None) -> tuple[int, s
     return result.returncode, result.stdout + result.stderr
 
 
-def status(layout: Layout) -> dict[str, Any] | None:
-    """`servicegate status --json` of the running agent; None when no agent answers."""
-    code, output = ask(layout, "status", "--json")
-    if code != 0:
-        return None
+def ask_json(layout: Layout, *args: str) -> tuple[int, dict[str, Any], str]:
+    """`ask` for a command that answers JSON (`args` include --json): its exit code, the answer ({} when it is not a
+    JSON object) and the output as it came (for the message when something is wrong)."""
+    code, output = ask(layout, *args)
     try:
         answer = json.loads(output)
     except ValueError:
-        return None
-    return answer if isinstance(answer, dict) else None
+        answer = {}
+    return code, answer if isinstance(answer, dict) else {}, output
+
+
+def status(layout: Layout) -> dict[str, Any] | None:
+    """`servicegate status --json` of the running agent; None when no agent answers."""
+    code, answer, _output = ask_json(layout, "status", "--json")
+    return answer if code == 0 and answer else None
 
 
 def agent_processes(layout: Layout) -> list[int]:
